@@ -1,0 +1,258 @@
+// Package backend answers "what must a sandbox backend implement?": the contract between
+// the moat manager and each backend (docker, bwrap, host, hosted providers, the fake), like
+// database/sql/driver for database/sql.
+//
+// The manager validates, defaults and normalizes every request before a backend sees it:
+// backends never re-validate specs, paths or argv. A backend implements the small required
+// interfaces Backend and Instance; everything else is an optional ability discovered by type
+// assertion (FileTransferer, Lister, Prober, Pauser, Snapshotter, PortExposer, Stopper,
+// PTYExecer). Errors carry errdefs kinds.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"log/slog"
+	"time"
+)
+
+// Isolation is how strongly a backend separates a sandbox from its host, weakest first.
+type Isolation string
+
+const (
+	IsolationNone      Isolation = "none"      // processes run on the host (restricted host)
+	IsolationNamespace Isolation = "namespace" // Linux namespaces without a container runtime (bwrap)
+	IsolationContainer Isolation = "container" // a container runtime (docker, podman)
+	IsolationMicroVM   Isolation = "microvm"   // own kernel on this machine (firecracker, apple container)
+	IsolationRemote    Isolation = "remote"    // on someone else's machine (hosted providers)
+)
+
+// Rank orders isolation levels: none < namespace < container < microvm, remote.
+// Remote ranks with microvm: the host running moat cannot be reached from the sandbox.
+func (i Isolation) Rank() int {
+	switch i {
+	case IsolationNone:
+		return 0
+	case IsolationNamespace:
+		return 1
+	case IsolationContainer:
+		return 2
+	case IsolationMicroVM, IsolationRemote:
+		return 3
+	}
+	return -1
+}
+
+// Descriptor holds the static facts the router and the UI rank and show. State one fact here
+// and nowhere else.
+type Descriptor struct {
+	Name           string    `json:"name"`
+	Isolation      Isolation `json:"isolation"`
+	Remote         bool      `json:"remote"`          // runs on a hosted provider
+	PackageManager string    `json:"package_manager"` // "apt-get", "dnf", "apk", "" when unknown
+	DefaultImage   string    `json:"default_image,omitempty"`
+}
+
+// Handle is the opaque, versioned reference a backend gives out for one sandbox. The manager
+// stores it and hands it back to Attach after a restart. State belongs to the backend (the
+// provider's or container id lives inside); Version lets a backend migrate old handles.
+type Handle struct {
+	Backend string          `json:"backend"`
+	Version int             `json:"version"`
+	State   json.RawMessage `json:"state"`
+}
+
+// Limits are resource limits; zero means "no limit" (or the backend's default).
+type Limits struct {
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
+	CPUs        float64 `json:"cpus,omitempty"`
+	PIDs        int64   `json:"pids,omitempty"`
+	DiskBytes   int64   `json:"disk_bytes,omitempty"`
+}
+
+// NetworkMode says what network a sandbox gets. The zero value is NetworkNone.
+type NetworkMode string
+
+const (
+	NetworkNone NetworkMode = "none" // loopback only
+	NetworkHost NetworkMode = "host" // the backend's normal outbound network
+)
+
+// CreateRequest is a validated, defaulted sandbox spec.
+type CreateRequest struct {
+	// ID is moat's own id for the sandbox; backends use it to name and label what they create.
+	ID      string
+	Name    string
+	Image   string            // "" means the backend's default image
+	Env     map[string]string // set for every exec
+	Workdir string            // absolute; created by Create; default cwd for exec
+	Labels  map[string]string
+	Limits  Limits
+	Network NetworkMode
+	// TTL asks hosted providers to stop the sandbox by themselves after this long; 0 is none.
+	TTL time.Duration
+	// Options are backend-specific create options (the spec's "options" object), decoded by
+	// the backend; unknown keys are InvalidArgument.
+	Options json.RawMessage
+}
+
+// ExecRequest is one command to run. Argv is never empty and Argv[0] is never "". Env and
+// Workdir are already merged with the sandbox's defaults. Stdin may be nil (no input: the
+// process sees EOF). Stdout and Stderr are never nil; writes to them may block, and the
+// backend must keep draining the process while they do. The manager caps output, so backends
+// copy everything.
+type ExecRequest struct {
+	Argv    []string
+	Env     map[string]string
+	Workdir string
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+// Backend creates sandboxes and re-attaches to existing ones. Implementations are safe for
+// concurrent use.
+type Backend interface {
+	// Descriptor returns static facts; it must not do I/O.
+	Descriptor() Descriptor
+	// Create makes a new running sandbox. On error nothing may be left behind when the
+	// backend can help it; what it cannot clean up must carry req.ID so Lister finds it.
+	Create(ctx context.Context, req *CreateRequest) (Instance, error)
+	// Attach rebuilds an Instance from a handle returned earlier by Instance.Handle, possibly
+	// by another process. It returns an errdefs NotFound error when the sandbox is gone.
+	Attach(ctx context.Context, h Handle) (Instance, error)
+}
+
+// Status is what a backend knows of a sandbox's state.
+type Status string
+
+const (
+	StatusRunning Status = "running"
+	StatusPaused  Status = "paused"
+	StatusStopped Status = "stopped"
+	StatusGone    Status = "gone" // the backend has no such sandbox (any more)
+)
+
+// Instance is one sandbox. Methods are safe for concurrent use (20 execs at once on one
+// sandbox must work).
+type Instance interface {
+	// Handle returns the reference to store for Attach. It does no I/O.
+	Handle() Handle
+	// Exec runs req to completion and returns its exit code. A process killed by a signal
+	// returns 128+signal. When ctx ends, the process (and what it started) is killed and Exec
+	// returns ctx.Err() wrapped. A missing executable is an errdefs NotFound error, not an
+	// exit code. After Destroy, Exec returns NotFound.
+	Exec(ctx context.Context, req *ExecRequest) (int, error)
+	// Status reports the current state; StatusGone (not an error) when the sandbox vanished.
+	Status(ctx context.Context) (Status, error)
+	// Destroy removes the sandbox and everything it owns. Destroying a destroyed or vanished
+	// sandbox succeeds.
+	Destroy(ctx context.Context) error
+}
+
+// FileInfo describes one directory entry inside a sandbox.
+type FileInfo struct {
+	Name    string      `json:"name"`
+	Size    int64       `json:"size"`
+	Mode    fs.FileMode `json:"mode"`
+	ModTime time.Time   `json:"mod_time"`
+	IsDir   bool        `json:"is_dir"`
+}
+
+// FileTransferer is an Instance that moves files natively. Paths are absolute and clean, and
+// never contain "..". A backend whose sandbox filesystem is visible on the host must still
+// keep symlinks inside the sandbox from reaching the host (resolve within the root).
+// Without it the manager falls back to exec (cat, tar).
+type FileTransferer interface {
+	// WriteFile creates or replaces the file at path with r's bytes and mode's permission
+	// bits, creating missing parent directories (0755).
+	WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error
+	// ReadFile copies the file at path to w. NotFound when it does not exist;
+	// InvalidArgument when it is a directory.
+	ReadFile(ctx context.Context, path string, w io.Writer) error
+	// ListDir lists a directory's entries sorted by name. NotFound when missing.
+	ListDir(ctx context.Context, path string) ([]FileInfo, error)
+}
+
+// Health is the result of a probe.
+type Health struct {
+	State  HealthState `json:"state"`
+	Reason string      `json:"reason,omitempty"` // human-readable, prefixed with the backend name
+}
+
+// HealthState says whether a backend can be used.
+type HealthState string
+
+const (
+	Ready       HealthState = "ready"
+	Degraded    HealthState = "degraded" // usable, with a caveat in Reason
+	Unavailable HealthState = "unavailable"
+)
+
+// Prober is a Backend that can tell whether it is usable here. Backends without it are
+// assumed ready.
+type Prober interface {
+	Probe(ctx context.Context) Health
+}
+
+// Listed is one sandbox a Lister found, with the moat id it was created for.
+type Listed struct {
+	ID     string // CreateRequest.ID, "" when unknown
+	Handle Handle
+}
+
+// Lister is a Backend that can enumerate the sandboxes it created for moat, so the
+// reconciler can remove the ones no record owns.
+type Lister interface {
+	List(ctx context.Context) ([]Listed, error)
+}
+
+// Stopper is an Instance that can stop without losing its filesystem, and start again.
+type Stopper interface {
+	Stop(ctx context.Context) error
+	Start(ctx context.Context) error
+}
+
+// Pauser is an Instance that can freeze and thaw its processes.
+type Pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+// Snapshot names a saved sandbox filesystem that CreateRequest.Image may refer to.
+type Snapshot struct {
+	ID        string    `json:"id"`
+	Image     string    `json:"image"` // what to put in CreateRequest.Image to start from it
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Snapshotter is an Instance that can save its filesystem for later sandboxes.
+type Snapshotter interface {
+	Snapshot(ctx context.Context, name string) (Snapshot, error)
+}
+
+// PortExposer is an Instance that can make a port inside the sandbox reachable from outside.
+type PortExposer interface {
+	// ExposePort returns the URL (or host:port) that reaches port inside the sandbox.
+	ExposePort(ctx context.Context, port int) (string, error)
+}
+
+// Config is what a Factory gets: the backend's section of moat.toml and where it may keep
+// state. A Factory must not do I/O beyond decoding; use Prober for availability.
+type Config struct {
+	// Decode decodes the backend's [backends.<name>] section into v (a pointer to a struct),
+	// rejecting unknown keys. It leaves v unchanged when the section is absent.
+	Decode func(v any) error
+	// StateDir is a directory the backend may use ($MOAT_HOME/backends/<name>). It may not
+	// exist yet.
+	StateDir string
+	// Getenv reads the environment (os.Getenv in production, a map in tests), for aliases
+	// such as VERCEL_TOKEN. Explicit config wins over it.
+	Getenv func(string) string
+	Logger *slog.Logger
+}
+
+// Factory builds a Backend from its configuration.
+type Factory func(cfg Config) (Backend, error)
