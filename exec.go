@@ -1,0 +1,174 @@
+package moat
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/moatsh/moat/errdefs"
+)
+
+// DefaultMaxOutput caps each captured stream (stdout, stderr) when ExecRequest leaves
+// MaxOutputBytes at zero and gives no writer of its own.
+const DefaultMaxOutput = 1 << 20
+
+// ExecRequest is one command. Cmd is argv and runs without a shell; to run a shell command
+// line, say so explicitly with Shell (it runs as sh -c Shell). Exactly one of them is set.
+type ExecRequest struct {
+	Cmd   []string
+	Shell string
+	// Env is added to the sandbox's environment for this command.
+	Env map[string]string
+	// Workdir is where the command starts: absolute, or relative to the sandbox's workdir.
+	Workdir string
+	// Stdin feeds the command; nil means no input (EOF).
+	Stdin io.Reader
+	// Stdout and Stderr receive the output as it is produced. When nil, the output is
+	// captured into ExitResult.Stdout / Stderr.
+	Stdout io.Writer
+	Stderr io.Writer
+	// MaxOutputBytes caps each stream. Zero means DefaultMaxOutput for captured streams and
+	// no cap for caller writers. Beyond the cap output is drained and dropped (the command
+	// is not blocked), the Truncated flag is set, and the cut never splits a UTF-8
+	// character.
+	MaxOutputBytes int64
+	// Timeout bounds the command (0: only ctx bounds it).
+	Timeout time.Duration
+}
+
+// ExitResult is how a command ended.
+type ExitResult struct {
+	ExitCode int `json:"exit_code"`
+	// Stdout and Stderr hold captured output (when the request gave no writer).
+	Stdout          []byte        `json:"-"`
+	Stderr          []byte        `json:"-"`
+	StdoutTruncated bool          `json:"stdout_truncated"`
+	StderrTruncated bool          `json:"stderr_truncated"`
+	Duration        time.Duration `json:"duration"`
+}
+
+func (r *ExecRequest) argv() ([]string, error) {
+	switch {
+	case len(r.Cmd) > 0 && r.Shell != "":
+		return nil, errdefs.InvalidArgumentf("moat: exec: set either cmd or shell, not both")
+	case r.Shell != "":
+		if strings.ContainsRune(r.Shell, 0) {
+			return nil, errdefs.InvalidArgumentf("moat: exec: shell command contains a NUL byte")
+		}
+		return []string{"sh", "-c", r.Shell}, nil
+	case len(r.Cmd) == 0:
+		return nil, errdefs.InvalidArgumentf("moat: exec: empty command")
+	case r.Cmd[0] == "":
+		return nil, errdefs.InvalidArgumentf("moat: exec: empty program name")
+	}
+	for _, a := range r.Cmd {
+		if strings.ContainsRune(a, 0) {
+			return nil, errdefs.InvalidArgumentf("moat: exec: argument %q contains a NUL byte", a)
+		}
+	}
+	return append([]string(nil), r.Cmd...), nil
+}
+
+// capWriter passes at most max bytes to w and drains the rest, so a chatty command is never
+// blocked on a full pipe. It holds back the bytes of a trailing incomplete UTF-8 sequence
+// until the next write (or Close) so that a cut at the cap never splits a character.
+// Bytes that are not UTF-8 at all pass through unchanged.
+type capWriter struct {
+	w         io.Writer
+	max       int64 // < 0: unlimited
+	written   int64
+	pending   []byte // start of a possibly incomplete UTF-8 sequence
+	truncated bool
+	err       error // first error from w; later writes are dropped
+}
+
+func newCapWriter(w io.Writer, max int64) *capWriter { return &capWriter{w: w, max: max} }
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if c.truncated || c.err != nil {
+		return n, nil
+	}
+	buf := p
+	if len(c.pending) > 0 {
+		buf = append(c.pending, p...)
+		c.pending = nil
+	}
+	// Hold back a trailing incomplete sequence.
+	if k := incompleteTail(buf); k > 0 {
+		c.pending = append([]byte(nil), buf[len(buf)-k:]...)
+		buf = buf[:len(buf)-k]
+	}
+	c.emit(buf)
+	return n, nil
+}
+
+// emit writes buf within the cap.
+func (c *capWriter) emit(buf []byte) {
+	if c.max >= 0 && c.written+int64(len(buf)) > c.max {
+		allowed := int(c.max - c.written)
+		cut := allowed
+		// Back up to a character boundary when the cut lands inside a valid character.
+		for cut > 0 && cut > allowed-utf8.UTFMax && !utf8.RuneStart(buf[cut]) {
+			cut--
+		}
+		if !utf8.RuneStart(buf[cut]) {
+			cut = allowed // not UTF-8 around the cut: cut exactly
+		}
+		buf = buf[:cut]
+		c.truncated = true
+		c.pending = nil
+	}
+	if len(buf) == 0 {
+		return
+	}
+	if _, err := c.w.Write(buf); err != nil {
+		c.err = err
+		return
+	}
+	c.written += int64(len(buf))
+}
+
+// Close flushes held-back bytes.
+func (c *capWriter) Close() error {
+	if len(c.pending) > 0 && !c.truncated && c.err == nil {
+		p := c.pending
+		c.pending = nil
+		c.emit(p)
+	}
+	return c.err
+}
+
+// incompleteTail returns how many trailing bytes of b start a UTF-8 sequence that b ends
+// before completing (0 when b ends on a boundary or the tail is not UTF-8).
+func incompleteTail(b []byte) int {
+	for k := 1; k <= utf8.UTFMax-1 && k <= len(b); k++ {
+		c := b[len(b)-k]
+		if c < utf8.RuneSelf {
+			return 0
+		}
+		if utf8.RuneStart(c) {
+			need := 0
+			switch {
+			case c&0xE0 == 0xC0:
+				need = 2
+			case c&0xF0 == 0xE0:
+				need = 3
+			case c&0xF8 == 0xF0:
+				need = 4
+			default:
+				return 0
+			}
+			if need > k {
+				return k
+			}
+			return 0
+		}
+	}
+	return 0
+}
+
+// captureBuffer is a bytes.Buffer used for captured output.
+type captureBuffer = bytes.Buffer

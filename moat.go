@@ -1,0 +1,548 @@
+// Package moat answers "how do I get an isolated place to run code, on whatever backend is
+// here?": the Manager creates, finds and destroys sandboxes on any registered backend
+// (Docker, bubblewrap, the restricted host, hosted providers), keeps a durable record of
+// each, and runs commands and moves files in them. It is shaped like database/sql: import
+// the backends you want (or github.com/moatsh/moat/backends/all) and a store, then Open.
+//
+//	m, err := moat.Open(ctx, moat.Config{})
+//	sb, err := m.Create(ctx, moat.Spec{})
+//	res, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"echo", "hi"}})
+//
+// Backend authors implement package backend; users never touch it.
+package moat
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/router"
+	"github.com/moatsh/moat/store"
+)
+
+// Manager creates and tracks sandboxes. It is safe for concurrent use; open one per process
+// and share it, like *sql.DB. Several processes may share one store.
+type Manager struct {
+	cfg      Config
+	store    store.Store
+	ownStore bool
+	log      *slog.Logger
+	backends map[string]backend.Backend
+
+	healthMu sync.Mutex
+	health   map[string]cachedHealth
+
+	mu        sync.Mutex
+	instances map[string]backend.Instance // sandbox id → attached instance
+	lastTouch map[string]time.Time
+}
+
+type cachedHealth struct {
+	h  backend.Health
+	at time.Time
+}
+
+// healthTTL bounds how stale a cached probe may be when routing.
+const healthTTL = 5 * time.Second
+
+// Option configures New.
+type Option func(*Manager) error
+
+// WithStore uses s for records. The manager does not close it.
+func WithStore(s store.Store) Option {
+	return func(m *Manager) error { m.store = s; return nil }
+}
+
+// WithBackend adds (or replaces) a backend instance under name, bypassing the registry.
+func WithBackend(name string, b backend.Backend) Option {
+	return func(m *Manager) error { m.backends[name] = b; return nil }
+}
+
+// WithConfig sets defaults, policy and logging (Store and Backends are ignored by New).
+func WithConfig(cfg Config) Option {
+	return func(m *Manager) error { m.cfg = cfg; return nil }
+}
+
+// New builds a Manager from explicit parts, without reading config, opening a store, or
+// reconciling. It needs WithStore; with no WithBackend it has no backends. For tests and
+// embedding.
+func New(opts ...Option) (*Manager, error) {
+	m := &Manager{
+		backends:  map[string]backend.Backend{},
+		health:    map[string]cachedHealth{},
+		instances: map[string]backend.Instance{},
+		lastTouch: map[string]time.Time{},
+	}
+	for _, o := range opts {
+		if err := o(m); err != nil {
+			return nil, err
+		}
+	}
+	if m.store == nil {
+		return nil, errdefs.InvalidArgumentf("moat: New needs WithStore")
+	}
+	if err := m.cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	m.log = m.cfg.Logger
+	return m, nil
+}
+
+// Open builds every registered backend from cfg, opens the store, and reconciles records
+// with the backends (unless cfg.SkipReconcile). Close releases it.
+func Open(ctx context.Context, cfg Config) (*Manager, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	for name := range cfg.Backends {
+		if _, ok := backend.Lookup(name); !ok {
+			return nil, errdefs.InvalidArgumentf("config: [backends.%s]: unknown backend (registered: %s)", name, strings.Join(backend.Names(), ", "))
+		}
+	}
+	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+		return nil, fmt.Errorf("moat: create home %s: %w", cfg.Home, err)
+	}
+	m := &Manager{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		backends:  map[string]backend.Backend{},
+		health:    map[string]cachedHealth{},
+		instances: map[string]backend.Instance{},
+		lastTouch: map[string]time.Time{},
+	}
+	for _, name := range backend.Names() {
+		f, _ := backend.Lookup(name)
+		b, err := f(backend.Config{
+			Decode:   sectionDecoder(name, cfg.Backends[name]),
+			StateDir: filepath.Join(cfg.Home, "backends", name),
+			Getenv:   cfg.Getenv,
+			Logger:   cfg.Logger.With("backend", name),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("moat: backend %s: %w", name, err)
+		}
+		m.backends[name] = b
+	}
+	s, err := store.Open(ctx, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	m.store, m.ownStore = s, true
+	if !cfg.SkipReconcile {
+		rep, err := m.Reconcile(ctx)
+		if err != nil {
+			m.log.Warn("reconcile failed", "err", err)
+		} else if !rep.Empty() {
+			m.log.Info("reconciled", "report", rep.String())
+		}
+	}
+	return m, nil
+}
+
+// Close releases the store when Open opened it. Sandboxes keep running.
+func (m *Manager) Close() error {
+	if m.ownStore {
+		return m.store.Close()
+	}
+	return nil
+}
+
+// Store returns the record store (for servers that keep settings beside records).
+func (m *Manager) Store() store.Store { return m.store }
+
+// newID returns moat's id for a new sandbox: "sb-" and 16 lowercase base32 characters.
+func newID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "sb-" + strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+}
+
+// BackendStatus is one backend as `moat backends` and GET /v1/backends show it.
+type BackendStatus struct {
+	backend.Descriptor
+	Health backend.Health `json:"health"`
+	// Auto is true for the backend that "auto" picks now.
+	Auto bool `json:"auto"`
+}
+
+// BackendReport lists every backend and what auto picks, with the reasons.
+type BackendReport struct {
+	Backends []BackendStatus `json:"backends"`
+	Auto     string          `json:"auto"`
+	// AutoExplain is the router's reasoning in one line, or why nothing is usable.
+	AutoExplain string `json:"auto_explain"`
+}
+
+// Backends probes every backend (concurrently, each bounded by a few seconds) and reports
+// their state and which one auto picks.
+func (m *Manager) Backends(ctx context.Context) BackendReport {
+	names := m.backendNames()
+	statuses := make([]BackendStatus, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = BackendStatus{Descriptor: m.descriptor(n), Health: m.probe(ctx, n, true)}
+		}()
+	}
+	wg.Wait()
+	rep := BackendReport{Backends: statuses}
+	d, err := router.Auto(m.candidates(ctx, names), m.policy())
+	if err != nil {
+		rep.AutoExplain = err.Error()
+	} else {
+		rep.Auto, rep.AutoExplain = d.Chosen, d.Explain()
+		for i := range rep.Backends {
+			rep.Backends[i].Auto = rep.Backends[i].Name == d.Chosen
+		}
+	}
+	return rep
+}
+
+func (m *Manager) backendNames() []string {
+	names := make([]string, 0, len(m.backends))
+	for n := range m.backends {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (m *Manager) descriptor(name string) backend.Descriptor {
+	d := m.backends[name].Descriptor()
+	d.Name = name
+	return d
+}
+
+func (m *Manager) policy() router.Policy {
+	return router.Policy{AllowUnisolated: m.cfg.Sandbox.AllowUnisolated}
+}
+
+// probe returns the backend's health, cached for healthTTL unless fresh is set.
+func (m *Manager) probe(ctx context.Context, name string, fresh bool) backend.Health {
+	m.healthMu.Lock()
+	c, ok := m.health[name]
+	m.healthMu.Unlock()
+	if ok && !fresh && time.Since(c.at) < healthTTL {
+		return c.h
+	}
+	h := backend.Health{State: backend.Ready}
+	if p, ok := m.backends[name].(backend.Prober); ok {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		h = p.Probe(pctx)
+		cancel()
+		if h.State == "" {
+			h.State = backend.Unavailable
+		}
+	}
+	m.healthMu.Lock()
+	m.health[name] = cachedHealth{h: h, at: time.Now()}
+	m.healthMu.Unlock()
+	return h
+}
+
+func (m *Manager) candidates(ctx context.Context, names []string) []router.Candidate {
+	out := make([]router.Candidate, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = router.Candidate{Name: n, Descriptor: m.descriptor(n), Health: m.probe(ctx, n, false)}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// sessionKey is the settings key of a session's backend override.
+func sessionKey(session string) string { return "session/" + session + "/backend" }
+
+// SetSessionBackend makes sandboxes created with this session id use backend name (unless
+// their spec names one). The override is stored, so it survives restarts.
+func (m *Manager) SetSessionBackend(ctx context.Context, session, name string) error {
+	if session == "" {
+		return errdefs.InvalidArgumentf("moat: empty session id")
+	}
+	if _, ok := m.backends[name]; !ok {
+		return m.unknownBackend(name)
+	}
+	return m.store.PutSetting(ctx, sessionKey(session), []byte(name))
+}
+
+// SessionBackend returns the session's override; NotFound when it has none.
+func (m *Manager) SessionBackend(ctx context.Context, session string) (string, error) {
+	v, err := m.store.GetSetting(ctx, sessionKey(session))
+	if err != nil {
+		return "", err
+	}
+	return string(v), nil
+}
+
+// ClearSessionBackend removes the session's override.
+func (m *Manager) ClearSessionBackend(ctx context.Context, session string) error {
+	return m.store.DeleteSetting(ctx, sessionKey(session))
+}
+
+func (m *Manager) unknownBackend(name string) error {
+	return errdefs.NotFoundf("moat: unknown backend %q (available: %s)", name, strings.Join(m.backendNames(), ", "))
+}
+
+// route decides which backends to try for spec, in order.
+func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error) {
+	name := spec.Backend
+	if name == "" || name == "auto" {
+		if spec.SessionID != "" {
+			if v, err := m.SessionBackend(ctx, spec.SessionID); err == nil {
+				name = v
+			} else if !errdefs.Is(err, errdefs.KindNotFound) {
+				return router.Decision{}, err
+			}
+		}
+	}
+	if name == "" || name == "auto" {
+		name = m.cfg.Sandbox.Backend
+	}
+	if name == "" || name == "auto" {
+		return router.Auto(m.candidates(ctx, m.backendNames()), m.policy())
+	}
+	if _, ok := m.backends[name]; !ok {
+		return router.Decision{}, m.unknownBackend(name)
+	}
+	c := router.Candidate{Name: name, Descriptor: m.descriptor(name), Health: m.probe(ctx, name, false)}
+	return router.Explicit(c, m.policy())
+}
+
+// Create routes spec to a backend, records the sandbox, and creates it. The record is
+// written as "creating" before the backend is called and "active" after, so a crash in
+// between is found by the reconciler. With auto routing, a create that fails with
+// Unavailable fails over to the next usable backend; the reasons are kept on the record.
+func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
+	defaults := Spec{
+		Image: m.cfg.Sandbox.Image, Workdir: m.cfg.Sandbox.Workdir, Limits: m.cfg.Sandbox.Limits,
+		TTL: m.cfg.Sandbox.TTL, Env: m.cfg.Sandbox.Env,
+	}
+	spec, err := spec.normalize(defaults)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Network == NetworkHost && !m.cfg.Network.AllowOutbound {
+		return nil, errdefs.Newf(errdefs.ErrPermissionDenied, "moat: network %q is not allowed; set [network] allow_outbound = true", spec.Network)
+	}
+	dec, err := m.route(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("moat: encode spec: %w", err)
+	}
+	now := time.Now().UTC()
+	rec := &store.Record{
+		ID: newID(), Name: spec.Name, Backend: dec.Chosen, SessionID: spec.SessionID,
+		Status: store.StatusCreating, Spec: specJSON, Labels: spec.Labels,
+		CreatedAt: now, UpdatedAt: now, LastUsed: now,
+		Handle: pendingHandle(dec.Chosen),
+	}
+	if spec.TTL > 0 {
+		rec.ExpiresAt = now.Add(time.Duration(spec.TTL))
+	}
+	if err := m.store.Create(ctx, rec); err != nil {
+		return nil, err
+	}
+	tries := append([]string{dec.Chosen}, dec.Rest...)
+	var failures []string
+	for i, name := range tries {
+		inst, err := m.backends[name].Create(ctx, m.createRequest(rec.ID, spec))
+		if err == nil {
+			rec.Backend = name
+			rec.Handle = inst.Handle()
+			rec.Status = store.StatusActive
+			rec.LastError = strings.Join(failures, "; ")
+			if err := m.update(ctx, rec); err != nil {
+				// The sandbox exists but its record could not say so: remove it rather
+				// than leak it (the reconciler would do the same later).
+				_ = inst.Destroy(context.WithoutCancel(ctx))
+				return nil, err
+			}
+			m.cacheInstance(rec.ID, inst)
+			return &Sandbox{m: m, rec: rec, spec: spec}, nil
+		}
+		failures = append(failures, fmt.Sprintf("%s: %v", name, err))
+		failover := i+1 < len(tries) && errdefs.Is(err, errdefs.KindUnavailable) && ctx.Err() == nil
+		if !failover {
+			rec.Status = store.StatusError
+			rec.LastError = strings.Join(failures, "; ")
+			if uerr := m.update(context.WithoutCancel(ctx), rec); uerr != nil {
+				m.log.Error("record create failure", "id", rec.ID, "err", uerr)
+			}
+			if len(failures) > 1 {
+				return nil, fmt.Errorf("moat: create failed on every candidate: %s: %w", strings.Join(failures[:len(failures)-1], "; "), err)
+			}
+			return nil, err
+		}
+		m.log.Warn("create failed, failing over", "id", rec.ID, "backend", name, "next", tries[i+1], "err", err)
+		rec.Backend = tries[i+1]
+		rec.Handle = pendingHandle(tries[i+1])
+		rec.LastError = strings.Join(failures, "; ")
+		if err := m.update(ctx, rec); err != nil {
+			return nil, err
+		}
+	}
+	panic("unreachable")
+}
+
+// pendingHandle marks a record whose backend call is in flight, naming the process making
+// it, so the reconciler can tell an interrupted create from one still running elsewhere.
+func pendingHandle(backendName string) backend.Handle {
+	host, _ := os.Hostname()
+	st, _ := json.Marshal(pendingState{PID: os.Getpid(), Host: host, Boot: processStart()})
+	return backend.Handle{Backend: backendName, Version: pendingVersion, State: st}
+}
+
+// pendingVersion marks a pending handle; backends never use negative versions.
+const pendingVersion = -1
+
+type pendingState struct {
+	PID  int    `json:"pid"`
+	Host string `json:"host"`
+	Boot string `json:"start"` // the process's start time, so a reused pid is not mistaken
+}
+
+func (m *Manager) createRequest(id string, spec Spec) *backend.CreateRequest {
+	return &backend.CreateRequest{
+		ID: id, Name: spec.Name, Image: spec.Image, Env: cloneMap(spec.Env), Workdir: spec.Workdir,
+		Labels: cloneMap(spec.Labels), Limits: spec.Limits, Network: spec.Network,
+		TTL: time.Duration(spec.TTL), Options: spec.Options,
+	}
+}
+
+// update writes rec, retrying once on a version conflict by re-reading the stored version
+// (the manager is the only writer of a record's backend fields; a concurrent writer only
+// touched last-used).
+func (m *Manager) update(ctx context.Context, rec *store.Record) error {
+	rec.UpdatedAt = time.Now().UTC()
+	err := m.store.Update(ctx, rec)
+	if errdefs.Is(err, errdefs.KindConflict) {
+		cur, gerr := m.store.Get(ctx, rec.ID)
+		if gerr != nil {
+			return err
+		}
+		if cur.Status == store.StatusDestroyed && rec.Status != store.StatusDestroyed {
+			return errdefs.NotFoundf("moat: sandbox %s was destroyed concurrently", rec.ID)
+		}
+		rec.Version = cur.Version
+		err = m.store.Update(ctx, rec)
+	}
+	return err
+}
+
+func (m *Manager) cacheInstance(id string, inst backend.Instance) {
+	m.mu.Lock()
+	m.instances[id] = inst
+	m.mu.Unlock()
+}
+
+func (m *Manager) forgetInstance(id string) {
+	m.mu.Lock()
+	delete(m.instances, id)
+	delete(m.lastTouch, id)
+	m.mu.Unlock()
+}
+
+// instance returns the attached instance of rec, attaching on first use.
+func (m *Manager) instance(ctx context.Context, rec *store.Record) (backend.Instance, error) {
+	m.mu.Lock()
+	inst, ok := m.instances[rec.ID]
+	m.mu.Unlock()
+	if ok {
+		return inst, nil
+	}
+	b, ok := m.backends[rec.Backend]
+	if !ok {
+		return nil, errdefs.Unavailablef("moat: sandbox %s is on backend %q, which this moat does not have", rec.ID, rec.Backend)
+	}
+	inst, err := b.Attach(ctx, rec.Handle)
+	if err != nil {
+		return nil, err
+	}
+	m.cacheInstance(rec.ID, inst)
+	return inst, nil
+}
+
+// Get finds a sandbox by id or name. Destroyed sandboxes are NotFound.
+func (m *Manager) Get(ctx context.Context, idOrName string) (*Sandbox, error) {
+	rec, err := m.lookup(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	var spec Spec
+	if err := json.Unmarshal(rec.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("moat: sandbox %s: stored spec: %w", rec.ID, err)
+	}
+	return &Sandbox{m: m, rec: rec, spec: spec}, nil
+}
+
+func (m *Manager) lookup(ctx context.Context, idOrName string) (*store.Record, error) {
+	if idOrName == "" {
+		return nil, errdefs.InvalidArgumentf("moat: empty sandbox id")
+	}
+	rec, err := m.store.Get(ctx, idOrName)
+	if errdefs.Is(err, errdefs.KindNotFound) {
+		recs, lerr := m.store.List(ctx, store.Filter{Name: idOrName})
+		if lerr != nil {
+			return nil, lerr
+		}
+		if len(recs) == 1 {
+			rec, err = recs[0], nil
+		}
+	}
+	if err != nil {
+		if errdefs.Is(err, errdefs.KindNotFound) {
+			return nil, errdefs.NotFoundf("moat: no sandbox %q", idOrName)
+		}
+		return nil, err
+	}
+	if rec.Status == store.StatusDestroyed {
+		return nil, errdefs.NotFoundf("moat: sandbox %s was destroyed", rec.ID)
+	}
+	return rec, nil
+}
+
+// ListFilter selects sandboxes in List.
+type ListFilter = store.Filter
+
+// List returns the records of matching sandboxes.
+func (m *Manager) List(ctx context.Context, f ListFilter) ([]Info, error) {
+	recs, err := m.store.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Info, 0, len(recs))
+	for _, r := range recs {
+		info, err := infoOf(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// errGone reports whether err says the backend no longer has the sandbox.
+func errGone(err error) bool { return errdefs.Is(err, errdefs.KindNotFound) }
+

@@ -1,0 +1,232 @@
+package moat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/store"
+)
+
+// ReconcileReport says what Reconcile found and did.
+type ReconcileReport struct {
+	Attached    []string // active records whose sandbox is there
+	Recreated   []string // records whose sandbox was gone and was created again from the spec
+	Lost        []string // records whose sandbox was gone (now status error)
+	Interrupted []string // creates interrupted by a crash (now status error)
+	Expired     []string // sandboxes destroyed because their TTL ran out
+	Orphans     []string // backend sandboxes no record owns, removed ("backend/id")
+	Errors      []string // what could not be checked, and why
+}
+
+// Empty reports whether nothing needed doing.
+func (r ReconcileReport) Empty() bool {
+	return len(r.Recreated)+len(r.Lost)+len(r.Interrupted)+len(r.Expired)+len(r.Orphans)+len(r.Errors) == 0
+}
+
+func (r ReconcileReport) String() string {
+	var parts []string
+	add := func(what string, ids []string) {
+		if len(ids) > 0 {
+			parts = append(parts, fmt.Sprintf("%s: %s", what, strings.Join(ids, ", ")))
+		}
+	}
+	add("attached", r.Attached)
+	add("recreated", r.Recreated)
+	add("lost", r.Lost)
+	add("interrupted", r.Interrupted)
+	add("expired", r.Expired)
+	add("orphans removed", r.Orphans)
+	add("errors", r.Errors)
+	return strings.Join(parts, "; ")
+}
+
+// staleCreate is how long a create may stay in flight before the reconciler gives up on a
+// creating record whose owner it cannot check (another host).
+const staleCreate = 15 * time.Minute
+
+// Reconcile brings records and backends into agreement, as after a restart:
+//   - active records are re-attached; when the backend lost the sandbox it is created again
+//     from the stored spec if the spec asks for that (Recreate), else the record turns to
+//     error with the reason;
+//   - creating records whose creating process died are marked error (interrupted);
+//   - sandboxes past their TTL are destroyed;
+//   - sandboxes a backend lists (Lister) that no live record owns are removed, so a crash
+//     between "backend created" and "record updated" leaks nothing.
+//
+// Only backends that are not unavailable are swept. It is safe to run while other
+// processes use the same store: in-flight creates of live processes are left alone.
+func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
+	recs, err := m.store.List(ctx, store.Filter{IncludeDestroyed: true})
+	if err != nil {
+		return rep, err
+	}
+	owned := map[string]*store.Record{}
+	now := time.Now()
+	for _, rec := range recs {
+		owned[rec.ID] = rec
+		switch rec.Status {
+		case store.StatusCreating:
+			if createInFlight(rec, now) {
+				continue
+			}
+			rec.Status = store.StatusError
+			rec.LastError = "create interrupted: the process creating it stopped"
+			if err := m.update(ctx, rec); err != nil {
+				rep.Errors = append(rep.Errors, rec.ID+": "+err.Error())
+				continue
+			}
+			rep.Interrupted = append(rep.Interrupted, rec.ID)
+		case store.StatusActive, store.StatusStopped, store.StatusPaused:
+			if !rec.ExpiresAt.IsZero() && now.After(rec.ExpiresAt) {
+				if err := m.destroy(ctx, rec.ID); err != nil {
+					rep.Errors = append(rep.Errors, rec.ID+": expire: "+err.Error())
+				} else {
+					rec.Status = store.StatusDestroyed
+					rep.Expired = append(rep.Expired, rec.ID)
+				}
+				continue
+			}
+			m.reattach(ctx, rec, &rep)
+		}
+	}
+	for _, name := range m.backendNames() {
+		l, ok := m.backends[name].(backend.Lister)
+		if !ok || m.probe(ctx, name, false).State == backend.Unavailable {
+			continue
+		}
+		listed, err := l.List(ctx)
+		if err != nil {
+			rep.Errors = append(rep.Errors, name+": list: "+err.Error())
+			continue
+		}
+		for _, sb := range listed {
+			if sb.ID == "" {
+				continue // not one of ours, or we cannot tell
+			}
+			// A live record owns the sandbox listed under its id. Handles are not compared:
+			// a backend may render a listed handle differently from the one it returned at
+			// create time, and removing a live sandbox is the worse mistake.
+			if rec, ok := owned[sb.ID]; ok && rec.Backend == name && (rec.Status == store.StatusCreating || liveStatus(rec.Status)) {
+				continue
+			}
+			inst, err := m.backends[name].Attach(ctx, sb.Handle)
+			if err == nil {
+				err = inst.Destroy(ctx)
+			}
+			if err != nil && !errGone(err) {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s/%s: remove orphan: %v", name, sb.ID, err))
+				continue
+			}
+			rep.Orphans = append(rep.Orphans, name+"/"+sb.ID)
+		}
+	}
+	return rep, nil
+}
+
+func liveStatus(s store.Status) bool {
+	return s == store.StatusActive || s == store.StatusStopped || s == store.StatusPaused
+}
+
+// reattach checks an active record's sandbox, recreating it from the spec when it is gone
+// and the spec asks for that.
+func (m *Manager) reattach(ctx context.Context, rec *store.Record, rep *ReconcileReport) {
+	b, ok := m.backends[rec.Backend]
+	if !ok {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("%s: backend %q is not available in this moat", rec.ID, rec.Backend))
+		return
+	}
+	inst, err := b.Attach(ctx, rec.Handle)
+	if err == nil {
+		var st backend.Status
+		st, err = inst.Status(ctx)
+		if err == nil && st == backend.StatusGone {
+			err = errdefs.NotFoundf("%s: sandbox is gone", rec.Backend)
+		}
+	}
+	if err == nil {
+		m.cacheInstance(rec.ID, inst)
+		rep.Attached = append(rep.Attached, rec.ID)
+		return
+	}
+	if !errGone(err) {
+		rep.Errors = append(rep.Errors, rec.ID+": attach: "+err.Error())
+		return
+	}
+	var spec Spec
+	if jerr := json.Unmarshal(rec.Spec, &spec); jerr == nil && spec.Recreate {
+		newInst, cerr := b.Create(ctx, m.createRequest(rec.ID, spec))
+		if cerr == nil {
+			rec.Handle = newInst.Handle()
+			rec.Status = store.StatusActive
+			rec.LastError = fmt.Sprintf("recreated from the stored spec at %s: %v", time.Now().UTC().Format(time.RFC3339), err)
+			if uerr := m.update(ctx, rec); uerr != nil {
+				_ = newInst.Destroy(ctx)
+				rep.Errors = append(rep.Errors, rec.ID+": "+uerr.Error())
+				return
+			}
+			m.cacheInstance(rec.ID, newInst)
+			rep.Recreated = append(rep.Recreated, rec.ID)
+			return
+		}
+		err = fmt.Errorf("%v; recreate failed: %w", err, cerr)
+	}
+	rec.Status = store.StatusError
+	rec.LastError = "backend lost the sandbox: " + err.Error()
+	if uerr := m.update(ctx, rec); uerr != nil {
+		rep.Errors = append(rep.Errors, rec.ID+": "+uerr.Error())
+		return
+	}
+	rep.Lost = append(rep.Lost, rec.ID)
+}
+
+// createInFlight reports whether a creating record's create may still be running: its
+// process is alive on this host, or it is on another host and not yet stale.
+func createInFlight(rec *store.Record, now time.Time) bool {
+	var ps pendingState
+	if rec.Handle.Version != pendingVersion || json.Unmarshal(rec.Handle.State, &ps) != nil {
+		return now.Sub(rec.UpdatedAt) < staleCreate
+	}
+	host, _ := os.Hostname()
+	if ps.Host != host {
+		return now.Sub(rec.UpdatedAt) < staleCreate
+	}
+	if ps.PID == os.Getpid() && ps.Boot == processStart() {
+		return true // this very process is creating it
+	}
+	if err := syscall.Kill(ps.PID, 0); err != nil && err != syscall.EPERM {
+		return false
+	}
+	return startTimeOf(ps.PID) == ps.Boot
+}
+
+// processStart identifies this process's incarnation (its start time in clock ticks since
+// boot), so that a reused pid is not taken for the process that wrote a record.
+func processStart() string { return startTimeOf(os.Getpid()) }
+
+func startTimeOf(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// Field 22 (starttime); the command name (field 2) may contain spaces, so count from
+	// the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}

@@ -1,0 +1,156 @@
+// Package router answers "which backend should this sandbox run on?": pure logic that ranks
+// the configured backends for backend = "auto", applies the isolation policy, and explains
+// every choice and every skipped candidate, so the CLI, API and UI can show the reason.
+package router
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// AutoOrder is the preference order of backend = "auto": local VMs and containers first,
+// then namespace jails, then hosted providers (only when credentials make them available),
+// and the restricted host last, when the policy allows unisolated execution. Backends not
+// named here (such as "fake") are never picked automatically.
+var AutoOrder = []string{
+	"applecontainer", "podman", "docker", "firecracker", "bwrap",
+	"vercel", "daytona", "e2b", "modal", "runloop", "sprites",
+	"host",
+}
+
+// Candidate is one backend as the router sees it.
+type Candidate struct {
+	Name       string
+	Descriptor backend.Descriptor
+	Health     backend.Health
+}
+
+// Policy limits what the router may pick.
+type Policy struct {
+	// AllowUnisolated lets auto pick a backend with isolation "none" (the restricted host).
+	AllowUnisolated bool
+}
+
+// Skip says why a candidate was passed over.
+type Skip struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// Decision is the router's answer: the chosen backend and the candidates it passed over, in
+// the order considered. Rest holds the acceptable candidates after Chosen, for failover.
+type Decision struct {
+	Chosen  string   `json:"chosen"`
+	Reason  string   `json:"reason"`
+	Skipped []Skip   `json:"skipped,omitempty"`
+	Rest    []string `json:"-"`
+}
+
+// Explain renders the decision in one line: "docker (ready); skipped: podman: not installed".
+func (d Decision) Explain() string {
+	var b strings.Builder
+	b.WriteString(d.Chosen)
+	if d.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", d.Reason)
+	}
+	if len(d.Skipped) > 0 {
+		b.WriteString("; skipped: ")
+		for i, s := range d.Skipped {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "%s: %s", s.Name, s.Reason)
+		}
+	}
+	return b.String()
+}
+
+// Rank orders names by AutoOrder; names not in it are dropped.
+func Rank(names []string) []string {
+	var out []string
+	for _, n := range AutoOrder {
+		if slices.Contains(names, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Auto picks the first usable candidate in AutoOrder. Unavailable candidates and those the
+// policy forbids are skipped with their reason. The error is errdefs Unavailable and lists
+// every reason when nothing is usable.
+func Auto(cands []Candidate, p Policy) (Decision, error) {
+	byName := map[string]Candidate{}
+	var names []string
+	for _, c := range cands {
+		byName[c.Name] = c
+		names = append(names, c.Name)
+	}
+	var d Decision
+	for _, n := range Rank(names) {
+		c := byName[n]
+		if reason := unusable(c, p); reason != "" {
+			d.Skipped = append(d.Skipped, Skip{Name: n, Reason: reason})
+			continue
+		}
+		if d.Chosen == "" {
+			d.Chosen = n
+			d.Reason = describe(c)
+			continue
+		}
+		d.Rest = append(d.Rest, n)
+	}
+	if d.Chosen == "" {
+		var reasons []string
+		for _, s := range d.Skipped {
+			reasons = append(reasons, s.Name+": "+s.Reason)
+		}
+		if len(reasons) == 0 {
+			reasons = append(reasons, "no backend is registered")
+		}
+		return d, errdefs.Unavailablef("router: no usable backend for auto: %s", strings.Join(reasons, "; "))
+	}
+	return d, nil
+}
+
+// Explicit checks a backend the caller named. It may be degraded but not unavailable, and
+// it must be allowed by the policy.
+func Explicit(c Candidate, p Policy) (Decision, error) {
+	if c.Health.State == backend.Unavailable {
+		return Decision{}, errdefs.Unavailablef("router: backend %s is unavailable: %s", c.Name, c.Health.Reason)
+	}
+	if c.Descriptor.Isolation == backend.IsolationNone && !p.AllowUnisolated {
+		return Decision{}, errdefs.Newf(errdefs.ErrPermissionDenied,
+			"router: backend %s runs commands on the host without isolation; set [sandbox] allow_unisolated = true to use it", c.Name)
+	}
+	return Decision{Chosen: c.Name, Reason: "requested; " + describe(c)}, nil
+}
+
+func unusable(c Candidate, p Policy) string {
+	if c.Health.State == backend.Unavailable {
+		if c.Health.Reason == "" {
+			return "unavailable"
+		}
+		return c.Health.Reason
+	}
+	if c.Descriptor.Isolation == backend.IsolationNone && !p.AllowUnisolated {
+		return "no isolation; not allowed (set [sandbox] allow_unisolated = true)"
+	}
+	return ""
+}
+
+func describe(c Candidate) string {
+	s := string(c.Health.State)
+	if s == "" {
+		s = string(backend.Ready)
+	}
+	s += ", isolation " + string(c.Descriptor.Isolation)
+	if c.Health.State == backend.Degraded && c.Health.Reason != "" {
+		s += ": " + c.Health.Reason
+	}
+	return s
+}

@@ -1,0 +1,417 @@
+package moat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backend/execfs"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/store"
+)
+
+// Status is a sandbox's recorded lifecycle state.
+type Status = store.Status
+
+// Sandbox statuses.
+const (
+	StatusCreating  = store.StatusCreating
+	StatusActive    = store.StatusActive
+	StatusPaused    = store.StatusPaused
+	StatusStopped   = store.StatusStopped
+	StatusError     = store.StatusError
+	StatusDestroyed = store.StatusDestroyed
+)
+
+// FileInfo describes a directory entry in a sandbox.
+type FileInfo = backend.FileInfo
+
+// Info is a sandbox's record as users see it.
+type Info struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name,omitempty"`
+	Backend   string            `json:"backend"`
+	SessionID string            `json:"session_id,omitempty"`
+	Status    Status            `json:"status"`
+	LastError string            `json:"last_error,omitempty"`
+	Spec      Spec              `json:"spec"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Handle    backend.Handle    `json:"handle"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
+	LastUsed  time.Time         `json:"last_used"`
+	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+}
+
+func infoOf(r *store.Record) (Info, error) {
+	info := Info{
+		ID: r.ID, Name: r.Name, Backend: r.Backend, SessionID: r.SessionID, Status: r.Status,
+		LastError: r.LastError, Labels: r.Labels, Handle: r.Handle,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastUsed: r.LastUsed,
+	}
+	if !r.ExpiresAt.IsZero() {
+		t := r.ExpiresAt
+		info.ExpiresAt = &t
+	}
+	if len(r.Spec) > 0 {
+		if err := json.Unmarshal(r.Spec, &info.Spec); err != nil {
+			return info, fmt.Errorf("moat: sandbox %s: stored spec: %w", r.ID, err)
+		}
+	}
+	return info, nil
+}
+
+// Sandbox is a handle to one sandbox. It is cheap; get one from Manager.Create or Get. Its
+// methods are safe for concurrent use.
+type Sandbox struct {
+	m    *Manager
+	rec  *store.Record // as of Get/Create; Info re-reads
+	spec Spec
+}
+
+// ID returns moat's id of the sandbox.
+func (s *Sandbox) ID() string { return s.rec.ID }
+
+// Backend returns the name of the backend the sandbox runs on.
+func (s *Sandbox) Backend() string { return s.rec.Backend }
+
+// Info re-reads the sandbox's record.
+func (s *Sandbox) Info(ctx context.Context) (Info, error) {
+	rec, err := s.m.store.Get(ctx, s.rec.ID)
+	if err != nil {
+		return Info{}, err
+	}
+	return infoOf(rec)
+}
+
+// usable returns the attached instance, or an error saying why the sandbox cannot run
+// anything.
+func (s *Sandbox) usable(ctx context.Context) (backend.Instance, error) {
+	switch s.rec.Status {
+	case store.StatusActive:
+	case store.StatusStopped, store.StatusPaused:
+		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is %s", s.rec.ID, s.rec.Status)
+	case store.StatusCreating:
+		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is still being created", s.rec.ID)
+	case store.StatusError:
+		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is in error: %s", s.rec.ID, s.rec.LastError)
+	default:
+		return nil, errdefs.NotFoundf("moat: sandbox %s was destroyed", s.rec.ID)
+	}
+	inst, err := s.m.instance(ctx, s.rec)
+	if err != nil {
+		return nil, s.noteGone(ctx, err)
+	}
+	return inst, nil
+}
+
+// noteGone records on the sandbox that its backend lost it, when err says so.
+func (s *Sandbox) noteGone(ctx context.Context, err error) error {
+	if !errGone(err) {
+		return err
+	}
+	s.m.forgetInstance(s.rec.ID)
+	rec, gerr := s.m.store.Get(context.WithoutCancel(ctx), s.rec.ID)
+	if gerr == nil && rec.Status == store.StatusActive {
+		rec.Status = store.StatusError
+		rec.LastError = "backend lost the sandbox: " + err.Error()
+		if uerr := s.m.update(context.WithoutCancel(ctx), rec); uerr == nil {
+			s.rec = rec
+		}
+	}
+	return errdefs.NotFoundf("moat: sandbox %s is gone from backend %s: %w", s.rec.ID, s.rec.Backend, err)
+}
+
+// Exec runs a command and waits for it. A non-zero exit is not an error: read ExitCode.
+// Errors are for commands that could not run (NotFound for a missing program) or were
+// cut short (ctx or Timeout: the command is killed).
+func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error) {
+	argv, err := req.argv()
+	if err != nil {
+		return ExitResult{}, err
+	}
+	env, err := mergeEnv(s.spec.Env, req.Env)
+	if err != nil {
+		return ExitResult{}, err
+	}
+	wd := s.spec.Workdir
+	if req.Workdir != "" {
+		p := req.Workdir
+		if !path.IsAbs(p) {
+			p = path.Join(wd, p)
+		}
+		if wd, err = cleanSandboxPath(p); err != nil {
+			return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: invalid workdir: %w", err)
+		}
+	}
+	if req.MaxOutputBytes < 0 {
+		return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: negative output cap")
+	}
+	inst, err := s.usable(ctx)
+	if err != nil {
+		return ExitResult{}, err
+	}
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	var outBuf, errBuf bytes.Buffer
+	stdout := s.outWriter(req.Stdout, &outBuf, req.MaxOutputBytes)
+	stderr := s.outWriter(req.Stderr, &errBuf, req.MaxOutputBytes)
+	start := time.Now()
+	code, err := inst.Exec(ctx, &backend.ExecRequest{
+		Argv: argv, Env: env, Workdir: wd, Stdin: req.Stdin, Stdout: stdout, Stderr: stderr,
+	})
+	res := ExitResult{ExitCode: code, Duration: time.Since(start)}
+	stdout.Close()
+	stderr.Close()
+	res.StdoutTruncated, res.StderrTruncated = stdout.truncated, stderr.truncated
+	if req.Stdout == nil {
+		res.Stdout = outBuf.Bytes()
+	}
+	if req.Stderr == nil {
+		res.Stderr = errBuf.Bytes()
+	}
+	s.m.touch(s.rec.ID)
+	if err != nil {
+		if ctx.Err() != nil && errdefs.KindOf(err) == errdefs.KindUnknown {
+			err = errdefs.Wrap(ctx.Err(), err)
+		}
+		return res, s.noteGone(ctx, err)
+	}
+	if w := firstErr(stdout.err, stderr.err); w != nil {
+		return res, fmt.Errorf("moat: exec: writing output: %w", w)
+	}
+	return res, nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) outWriter(w io.Writer, buf *bytes.Buffer, max int64) *capWriter {
+	if w == nil {
+		if max == 0 {
+			max = DefaultMaxOutput
+		}
+		return newCapWriter(buf, max)
+	}
+	if max == 0 {
+		max = -1
+	}
+	return newCapWriter(w, max)
+}
+
+// touch records that the sandbox was used, at most once a minute per sandbox so that a
+// busy exec loop does not turn into a database write loop.
+func (m *Manager) touch(id string) {
+	now := time.Now()
+	m.mu.Lock()
+	last := m.lastTouch[id]
+	if now.Sub(last) < time.Minute {
+		m.mu.Unlock()
+		return
+	}
+	m.lastTouch[id] = now
+	m.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for range 3 {
+			rec, err := m.store.Get(ctx, id)
+			if err != nil || rec.Status == store.StatusDestroyed {
+				return
+			}
+			rec.LastUsed = now.UTC()
+			if err := m.store.Update(ctx, rec); !errdefs.Is(err, errdefs.KindConflict) {
+				return
+			}
+		}
+	}()
+}
+
+// files returns the native file transfer of inst, or the exec fallback.
+func files(inst backend.Instance) backend.FileTransferer {
+	if ft, ok := inst.(backend.FileTransferer); ok {
+		return ft
+	}
+	return execfs.New(inst)
+}
+
+func (s *Sandbox) filePath(p string) (string, error) {
+	if p != "" && !path.IsAbs(p) {
+		p = path.Join(s.spec.Workdir, p)
+	}
+	c, err := cleanSandboxPath(p)
+	if err != nil {
+		return "", errdefs.InvalidArgumentf("moat: %w", err)
+	}
+	return c, nil
+}
+
+// WriteFile creates or replaces the file at p (absolute, or relative to the workdir) with
+// r's bytes, creating parent directories. mode 0 means 0644.
+func (s *Sandbox) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
+	p, err := s.filePath(p)
+	if err != nil {
+		return err
+	}
+	if p == "/" {
+		return errdefs.InvalidArgumentf("moat: cannot write to /")
+	}
+	if mode == 0 {
+		mode = 0o644
+	}
+	if mode&^fs.ModePerm != 0 {
+		return errdefs.InvalidArgumentf("moat: file mode %v: only permission bits are allowed", mode)
+	}
+	inst, err := s.usable(ctx)
+	if err != nil {
+		return err
+	}
+	s.m.touch(s.rec.ID)
+	return s.noteGone(ctx, files(inst).WriteFile(ctx, p, r, mode))
+}
+
+// ReadFile copies the file at p to w.
+func (s *Sandbox) ReadFile(ctx context.Context, p string, w io.Writer) error {
+	p, err := s.filePath(p)
+	if err != nil {
+		return err
+	}
+	inst, err := s.usable(ctx)
+	if err != nil {
+		return err
+	}
+	s.m.touch(s.rec.ID)
+	return s.noteGone(ctx, files(inst).ReadFile(ctx, p, w))
+}
+
+// ListDir lists the directory at p, sorted by name.
+func (s *Sandbox) ListDir(ctx context.Context, p string) ([]FileInfo, error) {
+	p, err := s.filePath(p)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := s.usable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := files(inst).ListDir(ctx, p)
+	return infos, s.noteGone(ctx, err)
+}
+
+// Stop stops the sandbox, keeping its filesystem, when the backend can (Unsupported
+// otherwise). Start brings it back.
+func (s *Sandbox) Stop(ctx context.Context) error {
+	return s.setRunning(ctx, false)
+}
+
+// Start restarts a stopped sandbox.
+func (s *Sandbox) Start(ctx context.Context) error {
+	return s.setRunning(ctx, true)
+}
+
+func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
+	rec, err := s.m.store.Get(ctx, s.rec.ID)
+	if err != nil {
+		return err
+	}
+	s.rec = rec
+	want, from := store.StatusStopped, store.StatusActive
+	if run {
+		want, from = store.StatusActive, store.StatusStopped
+	}
+	if rec.Status == want {
+		return nil
+	}
+	if rec.Status != from {
+		return errdefs.FailedPreconditionf("moat: sandbox %s is %s", rec.ID, rec.Status)
+	}
+	inst, err := s.m.instance(ctx, rec)
+	if err != nil {
+		return s.noteGone(ctx, err)
+	}
+	st, ok := inst.(backend.Stopper)
+	if !ok {
+		return errdefs.Unsupportedf("moat: backend %s cannot stop and restart sandboxes", rec.Backend)
+	}
+	if run {
+		err = st.Start(ctx)
+	} else {
+		err = st.Stop(ctx)
+	}
+	if err != nil {
+		return s.noteGone(ctx, err)
+	}
+	rec.Status = want
+	return s.m.update(ctx, rec)
+}
+
+// Destroy removes the sandbox from its backend and marks its record destroyed, also when
+// the backend had already lost it. Destroying a destroyed sandbox succeeds.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	return s.m.destroy(ctx, s.rec.ID)
+}
+
+// Destroy destroys the sandbox with this id or name.
+func (m *Manager) Destroy(ctx context.Context, idOrName string) error {
+	rec, err := m.lookup(ctx, idOrName)
+	if errdefs.Is(err, errdefs.KindNotFound) {
+		if r, gerr := m.store.Get(ctx, idOrName); gerr == nil && r.Status == store.StatusDestroyed {
+			return nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return m.destroy(ctx, rec.ID)
+}
+
+func (m *Manager) destroy(ctx context.Context, id string) error {
+	rec, err := m.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.Status == store.StatusDestroyed {
+		return nil
+	}
+	if err := m.destroyInstance(ctx, rec); err != nil {
+		return err
+	}
+	m.forgetInstance(id)
+	rec.Status = store.StatusDestroyed
+	return m.update(ctx, rec)
+}
+
+// destroyInstance removes rec's sandbox from its backend; a sandbox already gone is fine.
+func (m *Manager) destroyInstance(ctx context.Context, rec *store.Record) error {
+	if rec.Handle.Version == pendingVersion {
+		// The backend never returned a handle: nothing to attach to. If the create went
+		// through after all, the reconciler finds the sandbox by its id and removes it.
+		return nil
+	}
+	inst, err := m.instance(ctx, rec)
+	if errGone(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := inst.Destroy(ctx); err != nil && !errGone(err) {
+		return err
+	}
+	return nil
+}
