@@ -128,4 +128,3 @@ func sectionDecoder(name string, section map[string]any) func(any) error {
 		return nil
 	}
 }
-

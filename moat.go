@@ -545,4 +545,3 @@ func (m *Manager) List(ctx context.Context, f ListFilter) ([]Info, error) {
 
 // errGone reports whether err says the backend no longer has the sandbox.
 func errGone(err error) bool { return errdefs.Is(err, errdefs.KindNotFound) }
-
