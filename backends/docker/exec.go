@@ -1,0 +1,358 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// ociFailure starts the message the daemon writes into the exec stream (with exit code 126)
+// when the runtime could not start the process at all: missing binary, missing workdir,
+// permission denied. Such an exec is an error, not an exit code.
+const ociFailure = "OCI runtime exec failed"
+
+// markerEnv marks an exec's process tree when it must be killed from inside the container
+// (remote daemon, sandboxed runtime): children inherit the variable, the kill script finds them.
+const markerEnv = "MOAT_EXEC_ID"
+
+// killScript kills every process in the container whose environment carries the marker $1.
+// It runs twice over /proc so that children forked during the first pass die too.
+const killScript = `for round in 1 2; do
+for p in /proc/[0-9]*; do
+  grep -qzxF "` + markerEnv + `=$1" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
+done
+done
+exit 0`
+
+// Exec implements backend.Instance.
+func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], err)
+	}
+	hostKill := i.canKillFromHost(ctx)
+	env := make([]string, 0, len(req.Env)+1)
+	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
+		env = append(env, k+"="+req.Env[k])
+	}
+	marker := ""
+	if !hostKill {
+		marker = randomHex()
+		env = append(env, markerEnv+"="+marker)
+	}
+	created, err := i.b.cli.ContainerExecCreate(ctx, i.id, container.ExecOptions{
+		Cmd:          req.Argv,
+		Env:          env,
+		WorkingDir:   req.Workdir,
+		AttachStdin:  req.Stdin != nil,
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		return -1, i.execErr(err)
+	}
+	resp, err := i.b.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return -1, i.execErr(err)
+	}
+	var closeOnce sync.Once
+	closeConn := func() { closeOnce.Do(resp.Close) }
+	defer closeConn()
+
+	if req.Stdin != nil {
+		// Not waited for: a process may exit without reading its input, and req.Stdin may
+		// block forever. Closing the connection ends the copy.
+		go func() {
+			_, _ = io.Copy(resp.Conn, req.Stdin)
+			_ = resp.CloseWrite()
+		}()
+	}
+	stdout := &failureSniffer{w: req.Stdout}
+	done := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(stdout, req.Stderr, resp.Reader)
+		done <- err
+	}()
+
+	select {
+	case copyErr := <-done:
+		code, running, err := i.exitCode(ctx, created.ID)
+		if err != nil {
+			return -1, err
+		}
+		if running {
+			// The stream broke while the process lives on.
+			if copyErr == nil {
+				copyErr = io.ErrUnexpectedEOF
+			}
+			return -1, errdefs.Unavailablef("docker: exec %s: output stream ended early: %v", req.Argv[0], copyErr)
+		}
+		if err := stdout.failure(code); err != nil {
+			return -1, err
+		}
+		if copyErr != nil {
+			return -1, fmt.Errorf("docker: exec %s: copying output: %w", req.Argv[0], copyErr)
+		}
+		return code, nil
+	case <-ctx.Done():
+		i.kill(ctx, created.ID, marker)
+		closeConn()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], ctx.Err())
+	}
+}
+
+// execErr maps an exec create/attach error: a vanished container is NotFound, a stopped or
+// paused one FailedPrecondition.
+func (i *Instance) execErr(err error) error {
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return errdefs.NotFoundf("docker: container %s not found", i.name)
+	case cerrdefs.IsConflict(err):
+		return errdefs.Newf(errdefs.ErrFailedPrecondition, "docker: exec in container %s: %w", i.name, err)
+	}
+	return i.b.mapErr(err, "docker: exec in container %s", i.name)
+}
+
+// exitCode reads an exec's exit code. The output stream can end a moment before the daemon
+// records the exit, so it polls briefly while the exec still reads as running.
+func (i *Instance) exitCode(ctx context.Context, execID string) (code int, running bool, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+		ins, err := i.b.cli.ContainerExecInspect(ctx, execID)
+		if err != nil {
+			if cerrdefs.IsNotFound(err) {
+				return -1, false, errdefs.NotFoundf("docker: container %s not found", i.name)
+			}
+			return -1, false, i.b.mapErr(err, "docker: inspect exec")
+		}
+		if !ins.Running {
+			return ins.ExitCode, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, true, nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+// failureSniffer passes stdout through, except when it begins with the runtime's failure
+// message: that it keeps back so failure can turn it into an error. It holds back at most
+// len(ociFailure) bytes, and only while they still match.
+type failureSniffer struct {
+	w       io.Writer
+	held    []byte
+	matched bool // the stream began with ociFailure: keep all of it
+	passing bool // the stream did not: write through
+}
+
+func (s *failureSniffer) Write(p []byte) (int, error) {
+	if s.passing {
+		return s.w.Write(p)
+	}
+	s.held = append(s.held, p...)
+	if s.matched {
+		if len(s.held) > 4096 {
+			s.held = s.held[:4096]
+		}
+		return len(p), nil
+	}
+	n := min(len(s.held), len(ociFailure))
+	if string(s.held[:n]) == ociFailure[:n] {
+		s.matched = n == len(ociFailure)
+		return len(p), nil
+	}
+	s.passing = true
+	held := s.held
+	s.held = nil
+	if _, err := s.w.Write(held); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// failure returns the error for a runtime start failure, or nil after flushing what was held
+// back when the process really ran.
+func (s *failureSniffer) failure(code int) error {
+	if s.matched && (code == 126 || code == 127) {
+		msg := strings.TrimSpace(string(s.held))
+		switch {
+		case strings.Contains(msg, "executable file not found"),
+			strings.Contains(msg, "no such file or directory"):
+			return errdefs.New(errdefs.ErrNotFound, "docker: "+ociMessage(msg))
+		case strings.Contains(msg, "permission denied"):
+			return errdefs.New(errdefs.ErrPermissionDenied, "docker: "+ociMessage(msg))
+		}
+		return errors.New("docker: " + ociMessage(msg))
+	}
+	if len(s.held) > 0 {
+		held := s.held
+		s.held = nil
+		_, _ = s.w.Write(held)
+	}
+	return nil
+}
+
+// ociMessage shortens "OCI runtime exec failed: exec failed: unable to start container
+// process: exec: "x": executable file not found in $PATH: unknown" to its useful part.
+func ociMessage(msg string) string {
+	if j := strings.Index(msg, "exec: "); j >= 0 {
+		msg = msg[j:]
+	} else if j := strings.Index(msg, "chdir to cwd"); j >= 0 {
+		msg = msg[j:]
+	}
+	return strings.TrimSuffix(msg, ": unknown")
+}
+
+// canKillFromHost decides once per instance whether exec'd processes can be killed by host
+// pid: the daemon is on a local unix socket, the runtime is runc (gVisor and VM runtimes
+// report pids of their shims), and the container's init pid is visible here in the
+// container's cgroup (so the daemon is not inside a VM, nor moat in another pid namespace).
+func (i *Instance) canKillFromHost(ctx context.Context) bool {
+	i.killOnce.Do(func() {
+		if !i.b.hostPID || !strings.HasPrefix(i.b.host, "unix://") {
+			return
+		}
+		switch i.runtime {
+		case "", "runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
+		default:
+			return
+		}
+		info, err := i.b.cli.ContainerInspect(ctx, i.id)
+		if err != nil || info.State == nil || info.State.Pid <= 0 {
+			return
+		}
+		if info.HostConfig != nil {
+			switch info.HostConfig.Runtime {
+			case "", "runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
+			default:
+				return
+			}
+		}
+		i.hostKill = pidInContainer(info.State.Pid, i.id)
+	})
+	return i.hostKill
+}
+
+// pidInContainer reports whether host pid belongs to container id, by its cgroup path (all
+// cgroup drivers and versions put the container id in it). It also guards against pid reuse.
+func pidInContainer(pid int, id string) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+	return err == nil && bytes.Contains(b, []byte(id))
+}
+
+// kill ends an exec's process and everything it started.
+func (i *Instance) kill(ctx context.Context, execID, marker string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if marker != "" {
+		i.killInContainer(ctx, marker)
+		return
+	}
+	// The process may not have a pid yet when cancellation comes right after the start.
+	for delay := time.Millisecond; ctx.Err() == nil; delay = min(delay*2, 50*time.Millisecond) {
+		ins, err := i.b.cli.ContainerExecInspect(ctx, execID)
+		if err != nil || (!ins.Running && ins.Pid == 0 && delay > 200*time.Millisecond) {
+			return
+		}
+		if ins.Pid > 0 {
+			if !ins.Running {
+				return
+			}
+			killTree(ins.Pid, i.id)
+			return
+		}
+		time.Sleep(delay)
+	}
+}
+
+// killInContainer kills the marked process tree through a second exec.
+func (i *Instance) killInContainer(ctx context.Context, marker string) {
+	created, err := i.b.cli.ContainerExecCreate(ctx, i.id, container.ExecOptions{
+		Cmd: []string{"/bin/sh", "-c", killScript, "moat-kill", marker},
+	})
+	if err != nil {
+		return
+	}
+	if err := i.b.cli.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{Detach: true}); err != nil {
+		return
+	}
+	_, _, _ = i.exitCode(ctx, created.ID)
+}
+
+// killTree SIGKILLs a host process, its process group (docker makes every exec a group
+// leader) and all its descendants. It stops the tree first so nothing forks away while it
+// is collected, and checks each pid still belongs to the container.
+func killTree(root int, containerID string) {
+	if !pidInContainer(root, containerID) {
+		return
+	}
+	seen := map[int]bool{}
+	for range 10 {
+		grew := false
+		for _, pid := range descendants(root) {
+			if !seen[pid] && pidInContainer(pid, containerID) {
+				seen[pid] = true
+				grew = true
+				_ = syscall.Kill(pid, syscall.SIGSTOP)
+			}
+		}
+		if !grew {
+			break
+		}
+	}
+	_ = syscall.Kill(-root, syscall.SIGKILL)
+	for pid := range seen {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// descendants returns root and every process below it, from /proc/<pid>/task/*/children.
+func descendants(root int) []int {
+	out := []int{root}
+	for k := 0; k < len(out) && k < 100000; k++ {
+		tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(out[k]), "task", "*", "children"))
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					out = append(out, pid)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func randomHex() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
