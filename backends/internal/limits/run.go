@@ -1,0 +1,213 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Cmd is one child process to run.
+type Cmd struct {
+	// Argv is the command. When limits wrap it, the wrappers look Argv[0] up in the PATH of
+	// Env; otherwise Path is executed with Argv as its argument vector.
+	Argv []string
+	// Path is Argv[0] resolved (absolute, or relative to Dir); "" means Argv[0].
+	Path   string
+	Dir    string
+	Env    []string // the complete environment; nothing is inherited
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Group applies limits; nil runs without limits.
+	Group *Group
+	// Started, when set, is called with the pid after the process started.
+	Started func(pid int)
+}
+
+// Grace periods for output after the main process exited: a background grandchild may
+// hold the pipes open forever, so reading stops when they stay idle this long, or after
+// this many bytes (more than any pipe buffer can hold from before the exit).
+const (
+	outputIdleGrace  = 500 * time.Millisecond
+	outputAfterLimit = 4 << 20
+)
+
+// Run runs c in its own process group under c.Group's limits and returns its exit code
+// (128+signal for a signaled process). When ctx ends, the whole process group gets
+// SIGKILL and Run returns ctx.Err() wrapped. A failure to start is an error; ENOENT is
+// errdefs NotFound. Stdout and Stderr are drained until EOF, or until they stay idle
+// briefly after the process exited (so background grandchildren cannot hang Run), and a
+// failing writer does not stop the draining.
+func Run(ctx context.Context, c Cmd) (int, error) {
+	argv, path := c.Argv, c.Path
+	if c.Group != nil {
+		argv = c.Group.Wrap(argv)
+	}
+	if path == "" || len(argv) != len(c.Argv) {
+		path = argv[0]
+	}
+	cmd := &exec.Cmd{Path: path, Args: argv, Dir: c.Dir, Env: c.Env}
+	if cmd.Env == nil {
+		cmd.Env = []string{} // nil would inherit moat's environment
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	release, err := c.Group.sysProcAttr(cmd.SysProcAttr)
+	if err != nil {
+		return -1, err
+	}
+	defer release()
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return -1, fmt.Errorf("limits: pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return -1, fmt.Errorf("limits: pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	var inW *os.File
+	if c.Stdin != nil {
+		if f, ok := c.Stdin.(*os.File); ok {
+			cmd.Stdin = f
+		} else {
+			var inR *os.File
+			inR, inW, err = os.Pipe()
+			if err != nil {
+				outR.Close()
+				outW.Close()
+				errR.Close()
+				errW.Close()
+				return -1, fmt.Errorf("limits: pipe: %w", err)
+			}
+			cmd.Stdin = inR
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		if inW != nil {
+			inW.Close()
+			cmd.Stdin.(*os.File).Close()
+		}
+		return -1, fmt.Errorf("limits: %w", err)
+	}
+	err = cmd.Start()
+	// The child has its copies; ours would keep the pipes open after it exits.
+	outW.Close()
+	errW.Close()
+	if f, ok := cmd.Stdin.(*os.File); ok && inW != nil {
+		f.Close()
+	}
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		if inW != nil {
+			inW.Close()
+		}
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return -1, errdefs.NotFoundf("limits: start %s: %w", c.Argv[0], err)
+		}
+		return -1, fmt.Errorf("limits: start %s: %w", c.Argv[0], err)
+	}
+	pid := cmd.Process.Pid
+	if c.Started != nil {
+		c.Started(pid)
+	}
+
+	if inW != nil {
+		go func() {
+			// Ends at EOF, or when the child closes its stdin (EPIPE). A reader that blocks
+			// forever keeps this goroutine, never Run.
+			_, _ = io.Copy(inW, c.Stdin)
+			inW.Close()
+		}()
+	}
+	var exited atomic.Bool
+	var wg sync.WaitGroup
+	for _, p := range []struct {
+		r *os.File
+		w io.Writer
+	}{{outR, c.Stdout}, {errR, c.Stderr}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer p.r.Close()
+			pump(p.w, p.r, &exited)
+		}()
+	}
+
+	waitDone := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			// Negative pid: the whole process group, grandchildren included.
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		case <-waitDone:
+		}
+	}()
+	werr := cmd.Wait()
+	close(waitDone)
+	exited.Store(true)
+	now := time.Now()
+	_ = outR.SetReadDeadline(now.Add(outputIdleGrace))
+	_ = errR.SetReadDeadline(now.Add(outputIdleGrace))
+	wg.Wait()
+	if inW != nil {
+		inW.Close() // unblocks the stdin copier if it is writing
+	}
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("limits: exec %s: %w", c.Argv[0], err)
+	}
+	return exitCode(cmd.ProcessState, werr)
+}
+
+func exitCode(ps *os.ProcessState, werr error) (int, error) {
+	if ps == nil {
+		return -1, fmt.Errorf("limits: wait: %w", werr)
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ps.ExitCode(), nil
+}
+
+// pump copies r to w until EOF; after the process exited (exited set and a read deadline
+// armed by Run) it stops once r stays idle for outputIdleGrace or outputAfterLimit bytes
+// arrived. Time spent blocked in w.Write does not count as idle.
+func pump(w io.Writer, r *os.File, exited *atomic.Bool) {
+	buf := make([]byte, 64<<10)
+	var after int64
+	writeOK := true
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && writeOK {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				writeOK = false // keep draining so the child never blocks on a full pipe
+			}
+		}
+		if exited.Load() {
+			after += int64(n)
+			if after > outputAfterLimit {
+				return
+			}
+			_ = r.SetReadDeadline(time.Now().Add(outputIdleGrace))
+		}
+		if err != nil {
+			return // EOF, deadline, or closed
+		}
+	}
+}
