@@ -76,6 +76,9 @@ type Backend struct {
 	cfg     Config
 	host    string // daemon address, for messages
 	hostPID bool   // test hook: false forces killing exec processes from inside the container
+	// extraLabels is a test hook: labels added to every container, so tests can find and
+	// remove what they made even when they fail half-way.
+	extraLabels map[string]string
 }
 
 func init() {
@@ -182,6 +185,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	}
 
 	labels := map[string]string{LabelID: req.ID, LabelManaged: "true"}
+	maps.Copy(labels, b.extraLabels)
 	for k, v := range req.Labels {
 		labels[LabelPrefix+k] = v
 	}

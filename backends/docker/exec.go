@@ -175,17 +175,13 @@ func (s *failureSniffer) Write(p []byte) (int, error) {
 		return s.w.Write(p)
 	}
 	s.held = append(s.held, p...)
-	if s.matched {
-		if len(s.held) > 4096 {
-			s.held = s.held[:4096]
-		}
-		return len(p), nil
-	}
 	n := min(len(s.held), len(ociFailure))
-	if string(s.held[:n]) == ociFailure[:n] {
+	// Runtime messages are short: a long stream is the program's own output.
+	if string(s.held[:n]) == ociFailure[:n] && len(s.held) <= 4096 {
 		s.matched = n == len(ociFailure)
 		return len(p), nil
 	}
+	s.matched = false
 	s.passing = true
 	held := s.held
 	s.held = nil
@@ -198,8 +194,8 @@ func (s *failureSniffer) Write(p []byte) (int, error) {
 // failure returns the error for a runtime start failure, or nil after flushing what was held
 // back when the process really ran.
 func (s *failureSniffer) failure(code int) error {
-	if s.matched && (code == 126 || code == 127) {
-		msg := strings.TrimSpace(string(s.held))
+	msg := strings.TrimSpace(string(s.held))
+	if s.matched && (code == 126 || code == 127) && strings.Contains(msg, ": exec failed: ") {
 		switch {
 		case strings.Contains(msg, "executable file not found"),
 			strings.Contains(msg, "no such file or directory"):

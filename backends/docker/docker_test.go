@@ -1,0 +1,497 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backend/backendtest"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
+)
+
+// testLabel marks every container this test binary creates, so cleanup finds them even when
+// a test fails before it learns their ids.
+const testLabel = "moat.docker-test"
+
+var testRun = randID()
+
+func randID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newTestBackend returns a backend on the local daemon, skipping (or failing under
+// MOAT_TEST_REQUIRE) when the daemon or the test image is not there.
+func newTestBackend(t testing.TB) *Backend {
+	t.Helper()
+	b, err := New(Config{Image: testenv.DockerImage()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := b.Probe(ctx)
+	reason := ""
+	if h.State != backend.Ready {
+		reason = h.Reason
+	}
+	testenv.Require(t, "docker", reason)
+	b.extraLabels = map[string]string{testLabel: testRun}
+	t.Cleanup(func() {
+		removeTestContainers(t, b)
+		b.Close()
+	})
+	return b
+}
+
+// removeTestContainers force-removes every container this test binary made and still
+// exists; it reports how many it found.
+func removeTestContainers(t testing.TB, b *Backend) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs, err := b.cli.ContainerList(ctx, container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", testLabel+"="+testRun))})
+	if err != nil {
+		t.Logf("cleanup: list: %v", err)
+		return 0
+	}
+	n := 0
+	for _, c := range cs {
+		if c.State == "removing" {
+			continue
+		}
+		n++
+		if err := b.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !strings.Contains(err.Error(), "No such container") {
+			t.Logf("cleanup: remove %s: %v", c.ID, err)
+		}
+	}
+	return n
+}
+
+func TestConformance(t *testing.T) {
+	newTestBackend(t) // skip early with the probe's reason
+	backendtest.Run(t, backendtest.Factory{
+		New:   func(t testing.TB) backend.Backend { return newTestBackend(t) },
+		Image: testenv.DockerImage(),
+	})
+}
+
+// TestConformanceInContainerKill runs the exec subtests with cancellation done by a second
+// exec inside the container, the path used for remote daemons and sandboxed runtimes.
+func TestConformanceInContainerKill(t *testing.T) {
+	newTestBackend(t)
+	backendtest.Run(t, backendtest.Factory{
+		New: func(t testing.TB) backend.Backend {
+			b := newTestBackend(t)
+			b.hostPID = false
+			return b
+		},
+		Image: testenv.DockerImage(),
+		Skip: map[string]string{
+			"Lifecycle": "covered by TestConformance", "Files": "covered by TestConformance",
+			"Destroy": "covered by TestConformance", "Attach": "covered by TestConformance",
+			"Abilities": "covered by TestConformance", "Descriptor": "covered by TestConformance",
+		},
+	})
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func createReq(id string) *backend.CreateRequest {
+	return &backend.CreateRequest{
+		ID:      "dt-" + id + "-" + randID(),
+		Image:   testenv.DockerImage(),
+		Workdir: "/workspace",
+		Env:     map[string]string{"A": "1"},
+	}
+}
+
+func mustCreate(t *testing.T, b *Backend, req *backend.CreateRequest) *Instance {
+	t.Helper()
+	inst, err := b.Create(testCtx(t), req)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = inst.Destroy(context.Background()) })
+	return inst.(*Instance)
+}
+
+func run(t *testing.T, inst backend.Instance, argv ...string) (string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code, err := inst.Exec(testCtx(t), &backend.ExecRequest{Argv: argv, Workdir: "/", Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatalf("exec %q: %v", argv, err)
+	}
+	return out.String() + errb.String(), code
+}
+
+func TestLimitsLabelsAndNetwork(t *testing.T) {
+	b := newTestBackend(t)
+	req := createReq("limits")
+	req.Limits = backend.Limits{MemoryBytes: 64 << 20, CPUs: 0.5, PIDs: 64}
+	req.Labels = map[string]string{"team": "red"}
+	inst := mustCreate(t, b, req)
+
+	info, err := b.cli.ContainerInspect(testCtx(t), inst.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := info.HostConfig
+	if hc.Memory != 64<<20 || hc.NanoCPUs != 5e8 || hc.PidsLimit == nil || *hc.PidsLimit != 64 {
+		t.Errorf("limits not applied: memory %d nanocpus %d pids %v", hc.Memory, hc.NanoCPUs, hc.PidsLimit)
+	}
+	if hc.NetworkMode != "none" {
+		t.Errorf("network mode = %q, want none", hc.NetworkMode)
+	}
+	if !strings.Contains(strings.Join(hc.SecurityOpt, ","), "no-new-privileges") || hc.Privileged {
+		t.Errorf("security: opts %v privileged %v", hc.SecurityOpt, hc.Privileged)
+	}
+	l := info.Config.Labels
+	if l[LabelID] != req.ID || l[LabelManaged] != "true" || l[LabelPrefix+"team"] != "red" {
+		t.Errorf("labels = %v", l)
+	}
+	if info.Name != "/moat-"+req.ID {
+		t.Errorf("name = %q", info.Name)
+	}
+	// The kernel enforces the memory limit (cgroup v1 or v2 file, whichever exists).
+	out, code := run(t, inst, "sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+	if code != 0 || strings.TrimSpace(out) != "67108864" {
+		t.Errorf("in-container memory limit = %q (exit %d), want 67108864", out, code)
+	}
+	out, _ = run(t, inst, "ls", "/sys/class/net")
+	if strings.Join(strings.Fields(out), ",") != "lo" {
+		t.Errorf("interfaces without network = %q, want only lo", out)
+	}
+	out, _ = run(t, inst, "env")
+	if !strings.Contains(out, "A=1\n") {
+		t.Errorf("container env lacks A=1: %q", out)
+	}
+	if out, code := run(t, inst, "test", "-d", "/workspace"); code != 0 {
+		t.Errorf("workdir not created: %s", out)
+	}
+}
+
+func TestNetworkHostGetsAnInterface(t *testing.T) {
+	b := newTestBackend(t)
+	req := createReq("net")
+	req.Network = backend.NetworkHost
+	inst := mustCreate(t, b, req)
+	out, _ := run(t, inst, "ls", "/sys/class/net")
+	if !strings.Contains(out, "eth0") {
+		t.Errorf("interfaces with network = %q, want eth0", out)
+	}
+}
+
+func TestStartFailureLeavesNothing(t *testing.T) {
+	b := newTestBackend(t)
+	req := createReq("startfail")
+	req.Workdir = "/etc/passwd/sub" // a file on the way: the container cannot start
+	_, err := b.Create(testCtx(t), req)
+	if err == nil {
+		t.Fatal("create with an impossible workdir succeeded")
+	}
+	t.Logf("create error: %v", err)
+	listed, err := b.List(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range listed {
+		if l.ID == req.ID {
+			t.Fatalf("failed create left container %s behind", l.Handle.State)
+		}
+	}
+}
+
+func TestMissingImage(t *testing.T) {
+	b := newTestBackend(t)
+	req := createReq("noimage")
+	req.Image = "moat-no-such-image:" + randID()
+	_, err := b.Create(testCtx(t), req)
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), req.Image) {
+		t.Fatalf("create with a missing image: %v, want NotFound naming the image", err)
+	}
+}
+
+func TestDeadDaemon(t *testing.T) {
+	b, err := New(Config{Host: "unix:///nonexistent/moat-test/docker.sock", Image: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := b.Probe(context.Background())
+	if h.State != backend.Unavailable || !strings.HasPrefix(h.Reason, "docker: cannot reach unix:///nonexistent/moat-test/docker.sock") {
+		t.Errorf("probe = %+v", h)
+	}
+	_, err = b.Create(context.Background(), createReq("dead"))
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("create on a dead daemon: %v, want Unavailable", err)
+	}
+	_, err = b.List(context.Background())
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("list on a dead daemon: %v, want Unavailable", err)
+	}
+}
+
+func TestRemovedBehindOurBack(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("gone"))
+	h := inst.Handle()
+	if err := b.cli.ContainerRemove(testCtx(t), inst.id, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_, err := inst.Exec(testCtx(t), &backend.ExecRequest{Argv: []string{"true"}, Stdout: &out, Stderr: &out})
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("exec after removal: %v, want NotFound", err)
+	}
+	if st, err := inst.Status(testCtx(t)); err != nil || st != backend.StatusGone {
+		t.Errorf("status after removal = %q, %v; want gone", st, err)
+	}
+	if err := inst.ReadFile(testCtx(t), "/etc/passwd", &out); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("read after removal: %v, want NotFound", err)
+	}
+	if err := inst.WriteFile(testCtx(t), "/tmp/x", strings.NewReader("x"), 0o644); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("write after removal: %v, want NotFound", err)
+	}
+	if _, err := b.Attach(testCtx(t), h); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("attach after removal: %v, want NotFound", err)
+	}
+	if err := inst.Destroy(testCtx(t)); err != nil {
+		t.Errorf("destroy after removal: %v", err)
+	}
+}
+
+func TestHandleState(t *testing.T) {
+	b := newTestBackend(t)
+	req := createReq("handle")
+	inst := mustCreate(t, b, req)
+	h := inst.Handle()
+	var st map[string]string
+	if err := json.Unmarshal(h.State, &st); err != nil {
+		t.Fatal(err)
+	}
+	if h.Backend != "docker" || h.Version != 1 || st["container_id"] != inst.id || st["name"] != "moat-"+req.ID {
+		t.Errorf("handle = %s %d %v", h.Backend, h.Version, st)
+	}
+	if _, err := b.Attach(testCtx(t), backend.Handle{Backend: "docker", Version: 2, State: h.State}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("attach with version 2: %v, want InvalidArgument", err)
+	}
+}
+
+// TestExecFailureKinds checks the mapping of runtime start failures, and that ordinary
+// exit codes 126/127 and output resembling the runtime's message stay ordinary.
+func TestExecFailureKinds(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("kinds"))
+	exec := func(argv ...string) (string, int, error) {
+		var out bytes.Buffer
+		code, err := inst.Exec(testCtx(t), &backend.ExecRequest{Argv: argv, Workdir: "/", Stdout: &out, Stderr: &out})
+		return out.String(), code, err
+	}
+	for _, argv := range [][]string{{"moat-no-such-bin"}, {"/no/such/bin"}} {
+		out, _, err := exec(argv...)
+		if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), argv[0]) || out != "" {
+			t.Errorf("exec %q: err %v, output %q; want NotFound naming it, no output", argv, err, out)
+		}
+	}
+	if _, _, err := exec("/etc/passwd"); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Errorf("exec of a non-executable: %v, want PermissionDenied", err)
+	}
+	for _, c := range []int{126, 127} {
+		if _, code, err := exec("sh", "-c", "exit "+strconv.Itoa(c)); err != nil || code != c {
+			t.Errorf("sh -c 'exit %d' = %d, %v", c, code, err)
+		}
+	}
+	out, code, err := exec("sh", "-c", `printf 'OCI runtime exec failed: not really'; exit 126`)
+	if err != nil || code != 126 || out != "OCI runtime exec failed: not really" {
+		t.Errorf("lookalike output: %q %d %v", out, code, err)
+	}
+	out, code, err = exec("printf", "OCI")
+	if err != nil || code != 0 || out != "OCI" {
+		t.Errorf("prefix-only output: %q %d %v", out, code, err)
+	}
+}
+
+// TestCancelKillsTree checks cancellation kills the exec's whole tree, including a child
+// that left the process group, with both kill paths.
+func TestCancelKillsTree(t *testing.T) {
+	for _, hostPID := range []bool{true, false} {
+		name := "host"
+		if !hostPID {
+			name = "in-container"
+		}
+		t.Run(name, func(t *testing.T) {
+			b := newTestBackend(t)
+			b.hostPID = hostPID
+			inst := mustCreate(t, b, createReq("cancel"))
+			if got := inst.canKillFromHost(testCtx(t)); got != hostPID {
+				t.Fatalf("canKillFromHost = %v, want %v", got, hostPID)
+			}
+			ctx, cancel := context.WithCancel(testCtx(t))
+			started := make(chan struct{})
+			w := &notifyWriter{ch: started}
+			errc := make(chan error, 1)
+			go func() {
+				_, err := inst.Exec(ctx, &backend.ExecRequest{
+					Argv:    []string{"sh", "-c", "sleep 4241 & setsid sleep 4242 & echo go; wait"},
+					Workdir: "/", Stdout: w, Stderr: w})
+				errc <- err
+			}()
+			select {
+			case <-started:
+			case <-time.After(30 * time.Second):
+				t.Fatal("command did not start")
+			}
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Fatalf("exec after cancel: %v, want context.Canceled", err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				out, _ := run(t, inst, "ps")
+				if !strings.Contains(out, "sleep 424") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("processes survived cancellation:\n%s", out)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
+type notifyWriter struct {
+	ch   chan struct{}
+	done bool
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	if !w.done {
+		w.done = true
+		close(w.ch)
+	}
+	return len(p), nil
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("snap"))
+	if err := inst.WriteFile(testCtx(t), "/data/hello.txt", strings.NewReader("snapshotted"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := inst.Snapshot(testCtx(t), "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = b.cli.ImageRemove(context.Background(), snap.Image, image.RemoveOptions{Force: true}) })
+	if !strings.HasPrefix(snap.Image, "moat-snapshot:") || snap.ID == "" {
+		t.Errorf("snapshot = %+v", snap)
+	}
+	req := createReq("fromsnap")
+	req.Image = snap.Image
+	inst2 := mustCreate(t, b, req)
+	var out bytes.Buffer
+	if err := inst2.ReadFile(testCtx(t), "/data/hello.txt", &out); err != nil || out.String() != "snapshotted" {
+		t.Errorf("file in sandbox from snapshot: %q, %v", out.String(), err)
+	}
+	if _, err := inst.Snapshot(testCtx(t), "bad name/"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("snapshot with an invalid name: %v", err)
+	}
+}
+
+func TestFilesDetails(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("files"))
+	ctx := testCtx(t)
+	// Writing below an existing directory must not change that directory's mode.
+	if err := inst.WriteFile(ctx, "/tmp/new/deep/f", strings.NewReader("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := run(t, inst, "stat", "-c", "%a %n", "/tmp", "/tmp/new", "/tmp/new/deep", "/tmp/new/deep/f")
+	if want := "1777 /tmp\n755 /tmp/new\n755 /tmp/new/deep\n640 /tmp/new/deep/f\n"; out != want {
+		t.Errorf("modes:\n%s\nwant:\n%s", out, want)
+	}
+	// A directory is never replaced by a file.
+	if err := inst.WriteFile(ctx, "/tmp/new", strings.NewReader("x"), 0o644); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("write over a directory: %v, want InvalidArgument", err)
+	}
+	// Reading through a symlink gets the target's content.
+	run(t, inst, "ln", "-s", "/tmp/new/deep/f", "/tmp/link")
+	var buf bytes.Buffer
+	if err := inst.ReadFile(ctx, "/tmp/link", &buf); err != nil || buf.String() != "x" {
+		t.Errorf("read through symlink: %q, %v", buf.String(), err)
+	}
+	// Listing: names with newlines and dot files, types and sizes.
+	run(t, inst, "sh", "-c", `mkdir -p /l/sub && printf abc > "/l/a
+b" && : > /l/.hidden && ln -s sub /l/ln`)
+	infos, err := inst.ListDir(ctx, "/l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, fi := range infos {
+		size := strconv.FormatInt(fi.Size, 10)
+		if fi.IsDir {
+			size = "dir"
+		}
+		got = append(got, fi.Name+"|"+fi.Mode.Type().String()+"|"+size)
+	}
+	want := []string{".hidden|----------|0", "a\nb|----------|3", "ln|L---------|3", "sub|d---------|dir"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("list = %q, want %q", got, want)
+	}
+	if len(infos) != 4 || infos[0].ModTime.IsZero() || infos[1].Mode.Perm() != 0o644 {
+		t.Errorf("list details: %+v", infos)
+	}
+	if _, err := inst.ListDir(ctx, "/l/a\nb"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("list of a file: %v", err)
+	}
+	if _, err := inst.ListDir(ctx, "/nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("list of a missing dir: %v", err)
+	}
+}
+
+func TestRegistryAndConfig(t *testing.T) {
+	f, ok := backend.Lookup("docker")
+	if !ok {
+		t.Fatal("docker not registered")
+	}
+	b, err := f(backend.Config{Decode: func(v any) error {
+		c := v.(*Config)
+		c.Image = "debian:test"
+		c.Pull = "missing"
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := b.Descriptor()
+	if d.Name != "docker" || d.Isolation != backend.IsolationContainer || d.DefaultImage != "debian:test" || d.PackageManager != "apt-get" || d.Remote {
+		t.Errorf("descriptor = %+v", d)
+	}
+	if _, err := New(Config{Pull: "sometimes"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("bad pull policy: %v", err)
+	}
+	if _, err := New(Config{Network: "host"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("network host: %v", err)
+	}
+}
