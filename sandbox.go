@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -106,13 +107,31 @@ func (s *Sandbox) usable(ctx context.Context) (backend.Instance, error) {
 	}
 	inst, err := s.m.instance(ctx, s.rec)
 	if err != nil {
-		return nil, s.noteGone(ctx, err)
+		return nil, s.markGone(ctx, err)
 	}
 	return inst, nil
 }
 
-// noteGone records on the sandbox that its backend lost it, when err says so.
-func (s *Sandbox) noteGone(ctx context.Context, err error) error {
+// ErrCommandNotFound is wrapped (with errdefs NotFound) by Exec errors whose program does
+// not exist in the sandbox, to tell them from a sandbox that does not exist.
+var ErrCommandNotFound = errors.New("command not found")
+
+// checkGone turns a NotFound from an operation on inst into the right error: when the
+// sandbox itself is gone the record says so; otherwise the NotFound is about the operation's
+// object (a file, a program) and is returned as is.
+func (s *Sandbox) checkGone(ctx context.Context, inst backend.Instance, err error) error {
+	if !errGone(err) {
+		return err
+	}
+	st, serr := inst.Status(context.WithoutCancel(ctx))
+	if (serr == nil && st == backend.StatusGone) || errGone(serr) {
+		return s.markGone(ctx, err)
+	}
+	return err
+}
+
+// markGone records on the sandbox that its backend lost it.
+func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	if !errGone(err) {
 		return err
 	}
@@ -184,7 +203,13 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 		if ctx.Err() != nil && errdefs.KindOf(err) == errdefs.KindUnknown {
 			err = errdefs.Wrap(ctx.Err(), err)
 		}
-		return res, s.noteGone(ctx, err)
+		if errGone(err) {
+			if gerr := s.checkGone(ctx, inst, err); gerr != err {
+				return res, gerr
+			}
+			return res, errdefs.Newf(errdefs.ErrNotFound, "moat: exec %s: %w", argv[0], errors.Join(ErrCommandNotFound, err))
+		}
+		return res, err
 	}
 	if w := firstErr(stdout.err, stderr.err); w != nil {
 		return res, fmt.Errorf("moat: exec: writing output: %w", w)
@@ -282,7 +307,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.
 		return err
 	}
 	s.m.touch(s.rec.ID)
-	return s.noteGone(ctx, files(inst).WriteFile(ctx, p, r, mode))
+	return s.checkGone(ctx, inst, files(inst).WriteFile(ctx, p, r, mode))
 }
 
 // ReadFile copies the file at p to w.
@@ -296,7 +321,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, p string, w io.Writer) error {
 		return err
 	}
 	s.m.touch(s.rec.ID)
-	return s.noteGone(ctx, files(inst).ReadFile(ctx, p, w))
+	return s.checkGone(ctx, inst, files(inst).ReadFile(ctx, p, w))
 }
 
 // ListDir lists the directory at p, sorted by name.
@@ -310,7 +335,7 @@ func (s *Sandbox) ListDir(ctx context.Context, p string) ([]FileInfo, error) {
 		return nil, err
 	}
 	infos, err := files(inst).ListDir(ctx, p)
-	return infos, s.noteGone(ctx, err)
+	return infos, s.checkGone(ctx, inst, err)
 }
 
 // Stop stops the sandbox, keeping its filesystem, when the backend can (Unsupported
@@ -342,7 +367,7 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 	}
 	inst, err := s.m.instance(ctx, rec)
 	if err != nil {
-		return s.noteGone(ctx, err)
+		return s.markGone(ctx, err)
 	}
 	st, ok := inst.(backend.Stopper)
 	if !ok {
@@ -354,7 +379,7 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 		err = st.Stop(ctx)
 	}
 	if err != nil {
-		return s.noteGone(ctx, err)
+		return s.checkGone(ctx, inst, err)
 	}
 	rec.Status = want
 	return s.m.update(ctx, rec)

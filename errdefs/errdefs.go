@@ -106,7 +106,16 @@ func New(kind error, msg string) error { return &wrapped{kind: kind, msg: msg} }
 // Newf returns an error of kind with a formatted message. %w verbs keep their causes.
 func Newf(kind error, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	return &wrapped{kind: kind, msg: err.Error(), cause: errors.Unwrap(err)}
+	var cause error
+	if errors.Unwrap(err) != nil || isMultiWrap(err) {
+		cause = err // keeps every %w target reachable
+	}
+	return &wrapped{kind: kind, msg: err.Error(), cause: cause}
+}
+
+func isMultiWrap(err error) bool {
+	_, ok := err.(interface{ Unwrap() []error })
+	return ok
 }
 
 // Wrap attaches kind to err, keeping err's message. Wrap(kind, nil) is nil.
