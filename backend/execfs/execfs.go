@@ -41,8 +41,9 @@ const (
 	// find then prints the path NUL-terminated, so names may hold spaces, newlines and any
 	// UTF-8: the metadata line never holds a newline and a path never holds a NUL. An entry
 	// that vanishes between readdir and stat fails its -exec and is skipped whole.
-	listScript = `[ -e "$1" ] || exit 66; [ -d "$1" ] || exit 68; ` +
-		`exec find "$1" -mindepth 1 -maxdepth 1 -exec stat -c '%s %f %Y' -- {} ';' -print0`
+	// It cds first so that a directory reached through a symlink is listed, not the link.
+	listScript = `[ -e "$1" ] || exit 66; [ -d "$1" ] || exit 68; cd -- "$1" || exit 1; ` +
+		`exec find . -mindepth 1 -maxdepth 1 -exec stat -c '%s %f %Y' -- {} ';' -print0`
 )
 
 // maxStderr caps how much of a script's stderr is kept for error messages.

@@ -266,3 +266,24 @@ func TestUnixModeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestHostListThroughSymlink(t *testing.T) {
+	for name, inst := range environments(t) {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			if err := os.Mkdir(filepath.Join(root, "real"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, "real", "f"), []byte("abc"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("real", filepath.Join(root, "link")); err != nil {
+				t.Fatal(err)
+			}
+			list, err := execfs.New(inst).ListDir(context.Background(), filepath.Join(root, "link"))
+			if err != nil || len(list) != 1 || list[0].Name != "f" || list[0].Size != 3 {
+				t.Fatalf("ListDir through a symlink = %+v, %v; want the target's entry f", list, err)
+			}
+		})
+	}
+}
