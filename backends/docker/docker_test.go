@@ -22,11 +22,9 @@ import (
 	"github.com/moatsh/moat/internal/testenv"
 )
 
-// testLabel marks every container this test binary creates, so cleanup finds them even when
-// a test fails before it learns their ids.
+// testLabel marks every container a test backend creates (value unique per backend), so
+// cleanup finds them even when a test fails before it learns their ids.
 const testLabel = "moat.docker-test"
-
-var testRun = randID()
 
 func randID() string {
 	b := make([]byte, 6)
@@ -50,21 +48,22 @@ func newTestBackend(t testing.TB) *Backend {
 		reason = h.Reason
 	}
 	testenv.Require(t, "docker", reason)
-	b.extraLabels = map[string]string{testLabel: testRun}
+	run := randID()
+	b.extraLabels = map[string]string{testLabel: run}
 	t.Cleanup(func() {
-		removeTestContainers(t, b)
+		removeTestContainers(t, b, run)
 		b.Close()
 	})
 	return b
 }
 
-// removeTestContainers force-removes every container this test binary made and still
-// exists; it reports how many it found.
-func removeTestContainers(t testing.TB, b *Backend) int {
+// removeTestContainers force-removes every container labelled with run that still exists;
+// it reports how many it found.
+func removeTestContainers(t testing.TB, b *Backend, run string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cs, err := b.cli.ContainerList(ctx, container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", testLabel+"="+testRun))})
+		Filters: filters.NewArgs(filters.Arg("label", testLabel+"="+run))})
 	if err != nil {
 		t.Logf("cleanup: list: %v", err)
 		return 0
