@@ -1,0 +1,35 @@
+# moat — two commands on a fresh Debian machine (as root): `make run` and `make test`.
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/moatsh/moat/internal/cli.Version=$(VERSION)
+MOAT_HOME ?= $(HOME)/.local/share/moat
+export MOAT_HOME
+
+.PHONY: all build run test bench vet fmt clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+# Builds and starts moatd (HTTP API) on embedded SQLite and the auto-detected backend.
+run: build
+	scripts/run.sh
+
+# Installs what the tests need (apt), starts dockerd and Postgres, builds the test images,
+# runs gofmt, go vet and every test.
+test:
+	scripts/test.sh
+
+bench: build
+	scripts/bench.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN) build

@@ -1,0 +1,99 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moatsh/moat/errdefs"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseFull(t *testing.T) {
+	doc := `
+home = "/var/lib/moat"
+store = "mem:"
+[sandbox]
+backend = "docker"
+image = "busybox"
+workdir = "/work"
+memory = "512m"
+cpus = 1.5
+pids = 256
+ttl = "1h"
+allow_unisolated = true
+env = { LANG = "C.UTF-8" }
+[network]
+allow_outbound = true
+[server]
+listen = "127.0.0.1:9999"
+[backends.docker]
+image = "debian"
+`
+	l, err := Parse([]byte(doc), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Moat
+	if c.Home != "/var/lib/moat" || c.Store != "mem:" || c.Sandbox.Backend != "docker" || c.Sandbox.Image != "busybox" ||
+		c.Sandbox.Workdir != "/work" || c.Sandbox.Limits.MemoryBytes != 512<<20 || c.Sandbox.Limits.CPUs != 1.5 ||
+		c.Sandbox.Limits.PIDs != 256 || time.Duration(c.Sandbox.TTL) != time.Hour || !c.Sandbox.AllowUnisolated ||
+		c.Sandbox.Env["LANG"] != "C.UTF-8" || !c.Network.AllowOutbound || l.Server.Listen != "127.0.0.1:9999" ||
+		c.Backends["docker"]["image"] != "debian" {
+		t.Fatalf("parsed config = %+v, server %+v", c, l.Server)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	cases := map[string]string{
+		"[sandbox]\nmemroy = \"1g\"\n":  "sandbox.memroy",
+		"[sandbox]\nmemory = \"lots\"\n": "sandbox.memory",
+		"[sandbox]\ncpus = \"two\"\n":    "sandbox.cpus",
+		"[sandbox]\npids = -1\n":         "sandbox.pids",
+		"[sandbox]\nttl = \"soon\"\n":    "sandbox.ttl",
+		"[netwrok]\n":                    "netwrok",
+		"colour = 1\n":                   "colour",
+	}
+	for doc, key := range cases {
+		_, err := Parse([]byte(doc), env(nil))
+		if !errdefs.Is(err, errdefs.KindInvalidArgument) || !strings.Contains(err.Error(), key) {
+			t.Errorf("Parse(%q) = %v; want invalid_argument naming %q", doc, err, key)
+		}
+	}
+}
+
+func TestEnvAliasesAndPrecedence(t *testing.T) {
+	l, err := Parse(nil, env(map[string]string{"MOAT_BACKEND": "bwrap", "MOAT_HOME": "/h"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Moat.Sandbox.Backend != "bwrap" || l.Moat.Home != "/h" {
+		t.Fatalf("env aliases not applied: %+v", l.Moat)
+	}
+	l, err = Parse([]byte("[sandbox]\nbackend = \"docker\"\n"), env(map[string]string{"MOAT_BACKEND": "bwrap", "SANDBOX_PROVIDER": "vercel"}))
+	if err != nil || l.Moat.Sandbox.Backend != "docker" {
+		t.Fatalf("explicit config must beat env: %q %v", l.Moat.Sandbox.Backend, err)
+	}
+	l, _ = Parse(nil, env(map[string]string{"SANDBOX_PROVIDER": "vercel"}))
+	if l.Moat.Sandbox.Backend != "vercel" {
+		t.Fatalf("SANDBOX_PROVIDER alias: %q", l.Moat.Sandbox.Backend)
+	}
+}
+
+func TestLoadMissingFiles(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load("", env(map[string]string{"MOAT_HOME": dir})); err != nil {
+		t.Fatalf("a missing default file must be fine: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "nope.toml"), env(nil)); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+		t.Fatalf("a missing explicit file must be an error: %v", err)
+	}
+	p := filepath.Join(dir, "moat.toml")
+	os.WriteFile(p, []byte("[sandbox]\nbogus = 1\n"), 0o600)
+	if _, err := Load("", env(map[string]string{"MOAT_HOME": dir})); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("error should name the file: %v", err)
+	}
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make test`: installs what is missing, starts dockerd and a throwaway Postgres, builds the
+# test images locally, installs the official provider SDKs for the contract tests, then
+# runs gofmt, go vet and every test with MOAT_TEST_REQUIRE=all (a missing runtime fails).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/test-deps.sh
+scripts/build-test-images.sh build/testdata
+
+if [ -x scripts/postgres-test.sh ]; then
+  eval "$(scripts/postgres-test.sh)"
+fi
+
+# Official SDKs for the provider contract tests, from committed lock files.
+while IFS= read -r lock; do
+  dir=$(dirname "$lock")
+  echo "test: npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+done < <(find backends -path '*/node_modules' -prune -o -name package-lock.json -path '*sdktest*' -print)
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './build/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed on: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+
+export MOAT_TEST_REQUIRE=${MOAT_TEST_REQUIRE:-all}
+export MOAT_TEST_ROOTFS="$PWD/build/testdata/busybox-rootfs.tar"
+go test -count=1 -timeout 45m -p 2 ${GOTESTFLAGS:-} ./...
