@@ -1,0 +1,254 @@
+package e2b
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Metadata keys moat puts on every sandbox it creates, so List finds them.
+const (
+	metaManaged = "moat.managed"
+	metaID      = "moat.id"
+)
+
+// handleVersion is the version of the Handle state below.
+const handleVersion = 1
+
+// handleState is Handle.State. It holds no secret: Attach fetches the envd access token from
+// the control plane again.
+type handleState struct {
+	SandboxID string `json:"sandbox_id"`
+	Domain    string `json:"domain,omitempty"`
+	Timeout   int    `json:"timeout,omitempty"` // seconds, reused when resuming
+}
+
+// CreateOptions are the E2B-specific create options (the spec's "options" object). Unknown
+// keys are rejected.
+type CreateOptions struct {
+	// Template overrides the spec's image as the E2B template id or alias.
+	Template string `json:"template,omitempty"`
+	// Metadata is merged into the sandbox's E2B metadata.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// AutoPause pauses instead of killing the sandbox when its timeout hits.
+	AutoPause *bool `json:"auto_pause,omitempty"`
+	// AutoResume lets traffic wake an auto-paused sandbox (needs auto_pause).
+	AutoResume *bool `json:"auto_resume,omitempty"`
+}
+
+// Backend is the E2B backend.
+type Backend struct {
+	cfg Config
+	log *slog.Logger
+	c   *client
+}
+
+// Descriptor implements backend.Backend.
+func (b *Backend) Descriptor() backend.Descriptor {
+	return backend.Descriptor{
+		Name:           Name,
+		Isolation:      backend.IsolationRemote,
+		Remote:         true,
+		PackageManager: "apt-get", // E2B templates are Debian based
+		DefaultImage:   b.cfg.Template,
+	}
+}
+
+// callCtx bounds a control-plane call by the configured request timeout.
+func (b *Backend) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Duration(b.cfg.RequestTimeout)*time.Second)
+}
+
+func (b *Backend) needToken() error {
+	if b.cfg.Token == "" {
+		return errdefs.New(errdefs.ErrUnauthenticated, "e2b: no API key configured (set E2B_API_KEY or [backends.e2b] token)")
+	}
+	return nil
+}
+
+func decodeOptions(raw json.RawMessage) (CreateOptions, error) {
+	var o CreateOptions
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return o, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return o, errdefs.InvalidArgumentf("e2b: create options: %v", err)
+	}
+	if dec.More() {
+		return o, errdefs.InvalidArgumentf("e2b: create options: trailing data")
+	}
+	if o.AutoResume != nil && *o.AutoResume && (o.AutoPause == nil || !*o.AutoPause) {
+		return o, errdefs.InvalidArgumentf("e2b: create options: auto_resume needs auto_pause")
+	}
+	return o, nil
+}
+
+// Create implements backend.Backend: POST /v2/sandboxes, then envd MakeDir for the workdir.
+// CPU and memory come from the template (E2B has no per-sandbox resource fields), so
+// req.Limits is not sent.
+func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	if err := b.needToken(); err != nil {
+		return nil, err
+	}
+	opts, err := decodeOptions(req.Options)
+	if err != nil {
+		return nil, err
+	}
+	body := &newSandbox{
+		TemplateID: b.cfg.Template,
+		Timeout:    b.cfg.Timeout,
+		Metadata:   map[string]string{},
+		AutoPause:  opts.AutoPause,
+	}
+	if req.Image != "" {
+		body.TemplateID = req.Image
+	}
+	if opts.Template != "" {
+		body.TemplateID = opts.Template
+	}
+	if req.TTL > 0 {
+		body.Timeout = int((req.TTL + time.Second - 1) / time.Second)
+	}
+	for _, m := range []map[string]string{b.cfg.Metadata, req.Labels, opts.Metadata} {
+		for k, v := range m {
+			body.Metadata[k] = v
+		}
+	}
+	body.Metadata[metaManaged] = "true"
+	if req.ID != "" {
+		body.Metadata[metaID] = req.ID
+	}
+	if len(b.cfg.Envs)+len(req.Env) > 0 {
+		body.EnvVars = map[string]string{}
+		for k, v := range b.cfg.Envs {
+			body.EnvVars[k] = v
+		}
+		for k, v := range req.Env {
+			body.EnvVars[k] = v
+		}
+	}
+	internet := req.Network == backend.NetworkHost
+	body.AllowInternetAccess = &internet
+	if opts.AutoResume != nil && *opts.AutoResume {
+		body.AutoResume = &autoResume{Enabled: true}
+	}
+	if (req.Limits != backend.Limits{}) {
+		b.log.Debug("limits are set by the e2b template, not per sandbox", "id", req.ID)
+	}
+
+	cctx, cancel := b.callCtx(ctx)
+	sb, err := b.c.createSandbox(cctx, body)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	inst := b.newInstance(sb.SandboxID, deref(sb.Domain), body.Timeout, sb.EnvdVersion, sb.EnvdAccessToken)
+	if req.Workdir != "" && req.Workdir != "/" {
+		if err := inst.envd().makeDir(ctx, req.Workdir); err != nil {
+			// Leave nothing behind: the sandbox is useless without its workdir.
+			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer kcancel()
+			if kerr := b.c.killSandbox(kctx, sb.SandboxID); kerr != nil && !errdefs.Is(kerr, errdefs.KindNotFound) {
+				b.log.Warn("kill after failed create", "sandbox", sb.SandboxID, "err", kerr)
+			}
+			return nil, err
+		}
+	}
+	return inst, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// Attach implements backend.Backend: it reads the sandbox (and its envd access token) from
+// the control plane.
+func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	if h.Backend != "" && h.Backend != Name {
+		return nil, errdefs.InvalidArgumentf("e2b: handle belongs to backend %q", h.Backend)
+	}
+	if h.Version != handleVersion {
+		return nil, errdefs.InvalidArgumentf("e2b: unsupported handle version %d", h.Version)
+	}
+	var st handleState
+	if err := json.Unmarshal(h.State, &st); err != nil || st.SandboxID == "" {
+		return nil, errdefs.InvalidArgumentf("e2b: bad handle state")
+	}
+	if err := b.needToken(); err != nil {
+		return nil, err
+	}
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	d, err := b.c.getSandbox(cctx, st.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	domain := deref(d.Domain)
+	if domain == "" {
+		domain = st.Domain
+	}
+	return b.newInstance(d.SandboxID, domain, st.Timeout, d.EnvdVersion, d.EnvdAccessToken), nil
+}
+
+// List implements backend.Lister: the running and paused sandboxes carrying moat's metadata.
+func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
+	if err := b.needToken(); err != nil {
+		return nil, err
+	}
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	sbs, err := b.c.listSandboxes(cctx, map[string]string{metaManaged: "true"}, 100)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backend.Listed, 0, len(sbs))
+	for _, s := range sbs {
+		out = append(out, backend.Listed{
+			ID:     s.Metadata[metaID],
+			Handle: makeHandle(handleState{SandboxID: s.SandboxID, Domain: deref(s.Domain)}),
+		})
+	}
+	return out, nil
+}
+
+// Probe implements backend.Prober with one cheap authenticated call.
+func (b *Backend) Probe(ctx context.Context) backend.Health {
+	if b.cfg.Token == "" {
+		return backend.Health{State: backend.Unavailable,
+			Reason: "e2b: no API key configured (set E2B_API_KEY or [backends.e2b] token)"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	q := map[string][]string{"limit": {"1"}}
+	_, err := b.c.do(ctx, request{method: http.MethodGet, path: "/v2/sandboxes", query: q, noRetry: true}, nil)
+	switch {
+	case err == nil:
+		return backend.Health{State: backend.Ready}
+	case errdefs.Is(err, errdefs.KindResourceExhausted):
+		return backend.Health{State: backend.Degraded, Reason: err.Error()}
+	default:
+		return backend.Health{State: backend.Unavailable, Reason: err.Error()}
+	}
+}
+
+func makeHandle(st handleState) backend.Handle {
+	raw, _ := json.Marshal(st)
+	return backend.Handle{Backend: Name, Version: handleVersion, State: raw}
+}
+
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Lister  = (*Backend)(nil)
+	_ backend.Prober  = (*Backend)(nil)
+)

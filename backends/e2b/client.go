@@ -1,0 +1,276 @@
+package e2b
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moatsh/moat/errdefs"
+)
+
+// client is a hand-written HTTP client for E2B's control plane (api.<domain>) and for envd,
+// the daemon inside each sandbox (reached through the edge proxy). It owns retries and the
+// mapping of provider errors to errdefs kinds. It never puts the API key or an envd access
+// token into an error or a log line.
+type client struct {
+	http        *http.Client
+	apiURL      string // control plane base, no trailing slash
+	apiKey      string
+	maxAttempts int
+	baseBackoff time.Duration
+	maxBackoff  time.Duration
+	userAgent   string
+}
+
+// apiError is the control plane's error body: {code:int, message, error_code?}.
+type apiError struct {
+	Code      int    `json:"code"`
+	Message   string `json:"message"`
+	ErrorCode string `json:"error_code,omitempty"`
+}
+
+// request describes one control-plane call.
+type request struct {
+	method     string
+	path       string // starting with "/"
+	query      url.Values
+	body       any // JSON-encoded when non-nil
+	idempotent bool
+	noRetry    bool // one attempt only (probes)
+}
+
+// do performs r against the control plane, retrying per policy, and decodes a 2xx JSON
+// answer into out (when out is non-nil). It returns the final response's headers.
+func (c *client) do(ctx context.Context, r request, out any) (http.Header, error) {
+	var payload []byte
+	if r.body != nil {
+		b, err := json.Marshal(r.body)
+		if err != nil {
+			return nil, errdefs.InvalidArgumentf("e2b: encode %s %s: %v", r.method, r.path, err)
+		}
+		payload = b
+	}
+	u := c.apiURL + r.path
+	if len(r.query) > 0 {
+		u += "?" + r.query.Encode()
+	}
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, r.method, u, bodyReader(payload))
+		if err != nil {
+			return nil, errdefs.InvalidArgumentf("e2b: build request %s %s: %v", r.method, r.path, err)
+		}
+		req.Header.Set("X-API-Key", c.apiKey)
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("User-Agent", c.userAgent)
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.http.Do(req)
+		var retryAfter time.Duration
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: %s %s: %w", r.method, r.path, ctx.Err()))
+			}
+			lastErr = errdefs.Unavailablef("e2b: %s %s: %v", r.method, r.path, scrubURLError(err))
+			// A connection error on a non-idempotent call may have reached the server: only
+			// retry when nothing could have been sent (dial failure).
+			if !r.idempotent && !isDialError(err) {
+				return nil, lastErr
+			}
+		} else {
+			if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+				defer resp.Body.Close()
+				if out != nil && resp.StatusCode != http.StatusNoContent {
+					if err := decodeJSON(resp.Body, out); err != nil {
+						return nil, errdefs.Unavailablef("e2b: %s %s: %v", r.method, r.path, err)
+					}
+				}
+				return resp.Header, nil
+			}
+			lastErr = readAPIError(resp, r.method+" "+r.path)
+			resp.Body.Close()
+			if !retryable(resp.StatusCode, r.idempotent) {
+				return nil, lastErr
+			}
+			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+		}
+		if attempt >= c.maxAttempts || r.noRetry {
+			return nil, lastErr
+		}
+		if err := sleepCtx(ctx, c.backoff(attempt, retryAfter)); err != nil {
+			return nil, errdefs.Wrap(kindOfCtx(err), fmt.Errorf("e2b: %s %s: %w (last error: %v)", r.method, r.path, err, lastErr))
+		}
+	}
+}
+
+func bodyReader(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
+}
+
+// retryable says whether an HTTP status is worth another attempt. A 429 means the request was
+// rejected before it did anything, so even non-idempotent calls may retry it.
+func retryable(status int, idempotent bool) bool {
+	if status == http.StatusTooManyRequests {
+		return true
+	}
+	return idempotent && status >= 500 && status != http.StatusNotImplemented
+}
+
+// backoff is exponential with full jitter, at least Retry-After when the server sent one.
+func (c *client) backoff(attempt int, retryAfter time.Duration) time.Duration {
+	d := c.baseBackoff << (attempt - 1)
+	if d > c.maxBackoff || d <= 0 {
+		d = c.maxBackoff
+	}
+	d = d/2 + rand.N(d/2+1)
+	if retryAfter > d {
+		d = retryAfter
+	}
+	return d
+}
+
+func parseRetryAfter(v string) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func kindOfCtx(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errdefs.ErrDeadlineExceeded
+	}
+	return errdefs.ErrCanceled
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// scrubURLError drops the URL from a *url.Error: the URL holds nothing secret today, but
+// query strings are user paths and the message is clearer without the repetition.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// decodeJSON decodes a JSON body, quoting a short prefix of anything that is not JSON (an
+// HTML error page from a proxy, say).
+func decodeJSON(r io.Reader, out any) error {
+	b, err := io.ReadAll(io.LimitReader(r, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %v", err)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("unexpected non-JSON response %q: %v", prefix(b), err)
+	}
+	return nil
+}
+
+// prefix returns a short printable prefix of a body for error messages.
+func prefix(b []byte) string {
+	const n = 120
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	return s
+}
+
+// readAPIError turns a non-2xx control-plane answer into an errdefs error that keeps the
+// provider's message.
+func readAPIError(resp *http.Response, what string) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := providerMessage(b)
+	return statusError(resp.StatusCode, fmt.Sprintf("e2b: %s: %d %s", what, resp.StatusCode, msg))
+}
+
+// providerMessage extracts "message" (and error_code) from a JSON error body, or quotes a
+// short prefix of a body that is not JSON.
+func providerMessage(b []byte) string {
+	var ae apiError
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "(empty body)"
+	}
+	if err := json.Unmarshal(b, &ae); err == nil && ae.Message != "" {
+		if ae.ErrorCode != "" {
+			return ae.Message + " (" + ae.ErrorCode + ")"
+		}
+		return ae.Message
+	}
+	// Connect's JSON errors carry a string code.
+	var ce struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	if err := json.Unmarshal(b, &ce); err == nil && (ce.Message != "" || ce.Code != "") {
+		return strings.TrimSpace(ce.Code + ": " + ce.Message)
+	}
+	return fmt.Sprintf("unexpected non-JSON response %q", prefix(b))
+}
+
+// statusError maps an HTTP status to an errdefs kind.
+func statusError(status int, msg string) error {
+	var kind error
+	switch {
+	case status == http.StatusBadRequest, status == http.StatusUnprocessableEntity:
+		kind = errdefs.ErrInvalidArgument
+	case status == http.StatusUnauthorized:
+		kind = errdefs.ErrUnauthenticated
+	case status == http.StatusForbidden:
+		kind = errdefs.ErrPermissionDenied
+	case status == http.StatusNotFound, status == http.StatusGone:
+		kind = errdefs.ErrNotFound
+	case status == http.StatusConflict:
+		kind = errdefs.ErrConflict
+	case status == http.StatusTooManyRequests, status == http.StatusInsufficientStorage:
+		kind = errdefs.ErrResourceExhausted
+	case status == http.StatusNotImplemented:
+		kind = errdefs.ErrUnsupported
+	case status == http.StatusGatewayTimeout:
+		kind = errdefs.ErrUnavailable
+	case status >= 500:
+		kind = errdefs.ErrUnavailable
+	default:
+		return errors.New(msg)
+	}
+	return errdefs.New(kind, msg)
+}

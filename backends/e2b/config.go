@@ -1,0 +1,192 @@
+package e2b
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Name is the backend's registered name.
+const Name = "e2b"
+
+// Defaults.
+const (
+	DefaultDomain   = "e2b.app"
+	DefaultTemplate = "base"
+	DefaultTimeout  = 300 // seconds, the official SDK's default sandbox lifetime
+	DefaultUser     = "root"
+)
+
+// Config is the [backends.e2b] section of moat.toml. Environment aliases fill only the fields
+// left empty: explicit config wins.
+type Config struct {
+	// Token is the E2B API key (sent as X-API-Key). Env alias: E2B_API_KEY.
+	Token string `toml:"token" json:"token"`
+	// Domain is the E2B domain; the API is https://api.<domain> and sandboxes are reached at
+	// https://sandbox.<domain> (or https://<port>-<id>.<domain>). Env alias: E2B_DOMAIN.
+	// Default "e2b.app".
+	Domain string `toml:"domain" json:"domain"`
+	// APIURL overrides the control-plane base URL (self-hosted E2B, tests). Env alias:
+	// E2B_API_URL. Default https://api.<domain>.
+	APIURL string `toml:"api_url" json:"api_url"`
+	// SandboxURL overrides the base URL of every sandbox's envd (requests carry the
+	// E2b-Sandbox-Id routing header). Env alias: E2B_SANDBOX_URL.
+	SandboxURL string `toml:"sandbox_url" json:"sandbox_url"`
+	// Template is the default template (image) for sandboxes whose spec names none.
+	// Default "base".
+	Template string `toml:"template" json:"template"`
+	// Timeout is the default sandbox lifetime in seconds when the spec has no TTL; E2B
+	// kills (or, with auto_pause, pauses) the sandbox after it. Default 300.
+	Timeout int `toml:"timeout" json:"timeout"`
+	// User is the OS user commands and file operations run as. Default "root" (E2B's own
+	// default is "user", which cannot apt-get install).
+	User string `toml:"user" json:"user"`
+	// Metadata is added to every sandbox's E2B metadata (moat's labels are added too).
+	Metadata map[string]string `toml:"metadata" json:"metadata"`
+	// Envs are environment variables set for every sandbox, below the spec's env.
+	Envs map[string]string `toml:"envs" json:"envs"`
+	// MaxRetries bounds attempts of retryable calls (429, 5xx, connection errors).
+	// Default 4.
+	MaxRetries int `toml:"max_retries" json:"max_retries"`
+	// RequestTimeout bounds every control-plane call that has no shorter deadline, in
+	// seconds. Default 60.
+	RequestTimeout int `toml:"request_timeout" json:"request_timeout"`
+}
+
+// applyEnv fills empty fields from the environment aliases.
+func (c *Config) applyEnv(getenv func(string) string) {
+	if getenv == nil {
+		return
+	}
+	set := func(dst *string, key string) {
+		if *dst == "" {
+			*dst = strings.TrimSpace(getenv(key))
+		}
+	}
+	set(&c.Token, "E2B_API_KEY")
+	set(&c.Domain, "E2B_DOMAIN")
+	set(&c.APIURL, "E2B_API_URL")
+	set(&c.SandboxURL, "E2B_SANDBOX_URL")
+}
+
+func (c *Config) applyDefaults() {
+	if c.Domain == "" {
+		c.Domain = DefaultDomain
+	}
+	if c.APIURL == "" {
+		c.APIURL = "https://api." + c.Domain
+	}
+	c.APIURL = strings.TrimRight(c.APIURL, "/")
+	c.SandboxURL = strings.TrimRight(c.SandboxURL, "/")
+	if c.Template == "" {
+		c.Template = DefaultTemplate
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.User == "" {
+		c.User = DefaultUser
+	}
+	if c.MaxRetries <= 0 {
+		c.MaxRetries = 4
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 60
+	}
+}
+
+func (c *Config) validate() error {
+	for _, u := range []struct{ name, v string }{{"api_url", c.APIURL}, {"sandbox_url", c.SandboxURL}} {
+		if u.v == "" {
+			continue
+		}
+		p, err := url.Parse(u.v)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return errdefs.InvalidArgumentf("e2b: %s %q is not an http(s) URL", u.name, u.v)
+		}
+	}
+	if strings.ContainsAny(c.Domain, "/:@ ") {
+		return errdefs.InvalidArgumentf("e2b: domain %q must be a bare host name", c.Domain)
+	}
+	return nil
+}
+
+func init() {
+	backend.Register(Name, func(cfg backend.Config) (backend.Backend, error) {
+		var c Config
+		if cfg.Decode != nil {
+			if err := cfg.Decode(&c); err != nil {
+				return nil, errdefs.InvalidArgumentf("e2b: config: %v", err)
+			}
+		}
+		c.applyEnv(cfg.Getenv)
+		return New(c, Options{Logger: cfg.Logger})
+	})
+}
+
+// Options are programmatic knobs that have no place in moat.toml.
+type Options struct {
+	// HTTPClient replaces the default client (tests, proxies).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	// BaseBackoff and MaxBackoff shape retry delays; defaults 200ms and 10s.
+	BaseBackoff, MaxBackoff time.Duration
+}
+
+// New builds the backend from an already env-resolved Config. It does no I/O.
+func New(c Config, o Options) (*Backend, error) {
+	c.applyDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: http.DefaultTransport}
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = 200 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{
+		cfg: c,
+		log: log.With("backend", Name),
+		c: &client{
+			http:        hc,
+			apiURL:      c.APIURL,
+			apiKey:      c.Token,
+			maxAttempts: c.MaxRetries,
+			baseBackoff: o.BaseBackoff,
+			maxBackoff:  o.MaxBackoff,
+			userAgent:   "moat-e2b/1",
+		},
+	}, nil
+}
+
+// envdBase returns the envd base URL for a sandbox, like the official SDK: an explicit
+// sandbox URL, else https://sandbox.<domain> for E2B's own domains, else the per-sandbox
+// host https://49983-<id>.<domain>.
+func (b *Backend) envdBase(id, domain string) string {
+	if b.cfg.SandboxURL != "" {
+		return b.cfg.SandboxURL
+	}
+	if domain == "" {
+		domain = b.cfg.Domain
+	}
+	switch domain {
+	case "e2b.app", "e2b.dev", "e2b.pro", "e2b-staging.dev":
+		return "https://sandbox." + domain
+	}
+	return fmt.Sprintf("https://%d-%s.%s", envdPort, id, domain)
+}
