@@ -235,6 +235,9 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 		if cerrdefs.IsConflict(err) {
 			return nil, errdefs.AlreadyExistsf("docker: container %s already exists", name)
 		}
+		if req.Limits.DiskBytes > 0 && strings.Contains(err.Error(), "storage-opt") {
+			return nil, errdefs.Newf(errdefs.ErrUnsupported, "docker: disk limit: %w", err)
+		}
 		return nil, b.mapErr(err, "docker: create container %s", name)
 	}
 	if err := b.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {

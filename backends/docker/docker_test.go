@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,6 +68,16 @@ func removeTestContainers(t testing.TB, b *Backend, run string) int {
 	if err != nil {
 		t.Logf("cleanup: list: %v", err)
 		return 0
+	}
+	// Snapshot images inherit the container's labels; the suite does not delete them.
+	imgs, err := b.cli.ImageList(ctx, image.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", testLabel+"="+run))})
+	if err == nil {
+		defer func() {
+			for _, im := range imgs {
+				_, _ = b.cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+			}
+		}()
 	}
 	n := 0
 	for _, c := range cs {
@@ -492,5 +503,121 @@ func TestRegistryAndConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Network: "host"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("network host: %v", err)
+	}
+}
+
+func TestCreateOptionsAndDiskLimit(t *testing.T) {
+	b := newTestBackend(t)
+	req := createReq("opts")
+	req.Options = json.RawMessage(`{"bogus": 1}`)
+	if _, err := b.Create(testCtx(t), req); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("unknown option: %v, want InvalidArgument", err)
+	}
+	req = createReq("disk")
+	req.Limits.DiskBytes = 1 << 30
+	inst, err := b.Create(testCtx(t), req)
+	switch {
+	case err == nil: // a storage driver that supports it (overlay2 on xfs with pquota)
+		defer inst.Destroy(context.Background())
+		info, err := b.cli.ContainerInspect(testCtx(t), inst.(*Instance).id)
+		if err != nil || info.HostConfig.StorageOpt["size"] != "1073741824" {
+			t.Errorf("disk limit not applied: %v %v", info.HostConfig.StorageOpt, err)
+		}
+	case !errors.Is(err, errdefs.ErrUnsupported):
+		t.Errorf("disk limit on a driver without support: %v, want Unsupported", err)
+	}
+}
+
+func TestExecWhenStoppedOrPaused(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("stopped"))
+	ctx := testCtx(t)
+	var out bytes.Buffer
+	req := &backend.ExecRequest{Argv: []string{"true"}, Workdir: "/", Stdout: &out, Stderr: &out}
+	if err := inst.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Pause(ctx); err != nil {
+		t.Errorf("pause twice: %v", err)
+	}
+	if _, err := inst.Exec(ctx, req); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("exec while paused: %v, want FailedPrecondition", err)
+	}
+	if err := inst.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Resume(ctx); err != nil {
+		t.Errorf("resume twice: %v", err)
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inst.Exec(ctx, req); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("exec while stopped: %v, want FailedPrecondition", err)
+	}
+	if st, err := inst.Status(ctx); err != nil || st != backend.StatusStopped {
+		t.Errorf("status after stop = %q, %v", st, err)
+	}
+	if err := inst.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := inst.Exec(ctx, req); err != nil || code != 0 {
+		t.Errorf("exec after start: %d, %v", code, err)
+	}
+}
+
+// TestFailureSniffer feeds the sniffer in every split so held-back bytes are never lost or
+// reordered.
+func TestFailureSniffer(t *testing.T) {
+	cases := []struct {
+		in      string
+		code    int
+		wantOut string
+		wantErr error
+	}{
+		{"hello", 0, "hello", nil},
+		{"OCI", 0, "OCI", nil},
+		{"OCI runtime exec failed: exec failed: unable to start container process: exec: \"x\": executable file not found in $PATH: unknown\r\n", 126, "", errdefs.ErrNotFound},
+		{"OCI runtime exec failed: exec failed: unable to start container process: exec: \"x\": executable file not found in $PATH: unknown\r\n", 0, "OCI runtime exec failed: exec failed: unable to start container process: exec: \"x\": executable file not found in $PATH: unknown\r\n", nil},
+		{"OCI runtime exec failed: exec failed: unable to start container process: exec: \"/etc\": permission denied: unknown", 126, "", errdefs.ErrPermissionDenied},
+		{"OCI runtime exec failed" + strings.Repeat("x", 5000), 126, "OCI runtime exec failed" + strings.Repeat("x", 5000), nil},
+	}
+	for _, c := range cases {
+		for split := 1; split <= len(c.in); split += 1 + len(c.in)/40 {
+			var out bytes.Buffer
+			s := &failureSniffer{w: &out}
+			for rest := c.in; rest != ""; {
+				n := min(split, len(rest))
+				if k, err := s.Write([]byte(rest[:n])); k != n || err != nil {
+					t.Fatalf("write = %d, %v", k, err)
+				}
+				rest = rest[n:]
+			}
+			err := s.failure(c.code)
+			if out.String() != c.wantOut || (c.wantErr == nil) != (err == nil) || (c.wantErr != nil && !errors.Is(err, c.wantErr)) {
+				t.Fatalf("%.30q split %d code %d: out %.40q err %v", c.in, split, c.code, out.String(), err)
+			}
+		}
+	}
+}
+
+func TestParseListingAndModes(t *testing.T) {
+	infos, err := parseListing([]byte("b\x0012 81a4 1700000000\nd\nx\x000 41ed 1\ns\x004 a1ff 2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 3 || infos[0].Name != "b" || infos[0].Mode != 0o644 || infos[0].Size != 12 ||
+		infos[1].Name != "d\nx" || !infos[1].IsDir || infos[1].Mode != fs.ModeDir|0o755 ||
+		infos[2].Mode != fs.ModeSymlink|0o777 || infos[0].ModTime.Unix() != 1700000000 {
+		t.Errorf("parsed %+v", infos)
+	}
+	if _, err := parseListing([]byte("b\x0012 81a4")); err == nil {
+		t.Error("truncated listing parsed")
+	}
+	if m := fileMode(0o105755); m != fs.ModeSticky|fs.ModeSetuid|0o755 {
+		t.Errorf("fileMode(0o105755) = %v", m)
+	}
+	if u := unixPerm(fs.ModeSetgid | 0o750); u != 0o2750 {
+		t.Errorf("unixPerm = %o", u)
 	}
 }

@@ -72,6 +72,11 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	}
 	resp, err := i.b.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
 	if err != nil {
+		if ctx.Err() != nil {
+			// The daemon may have started the process before the request was cut off.
+			i.kill(ctx, created.ID, marker)
+			return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], ctx.Err())
+		}
 		return -1, i.execErr(err)
 	}
 	var closeOnce sync.Once
@@ -224,34 +229,38 @@ func ociMessage(msg string) string {
 	return strings.TrimSuffix(msg, ": unknown")
 }
 
-// canKillFromHost decides once per instance whether exec'd processes can be killed by host
-// pid: the daemon is on a local unix socket, the runtime is runc (gVisor and VM runtimes
+// canKillFromHost decides, once per instance, whether exec'd processes can be killed by
+// host pid: the daemon is on a local unix socket, the runtime is runc (gVisor and VM runtimes
 // report pids of their shims), and the container's init pid is visible here in the
 // container's cgroup (so the daemon is not inside a VM, nor moat in another pid namespace).
+// When it cannot tell yet (inspect failed), it answers false without deciding: the
+// in-container path works everywhere, only slower.
 func (i *Instance) canKillFromHost(ctx context.Context) bool {
-	i.killOnce.Do(func() {
-		if !i.b.hostPID || !strings.HasPrefix(i.b.host, "unix://") {
-			return
-		}
-		switch i.runtime {
-		case "", "runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
-		default:
-			return
-		}
-		info, err := i.b.cli.ContainerInspect(ctx, i.id)
-		if err != nil || info.State == nil || info.State.Pid <= 0 {
-			return
-		}
-		if info.HostConfig != nil {
-			switch info.HostConfig.Runtime {
-			case "", "runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
-			default:
-				return
-			}
-		}
-		i.hostKill = pidInContainer(info.State.Pid, i.id)
-	})
+	i.killMu.Lock()
+	defer i.killMu.Unlock()
+	if i.killDecided {
+		return i.hostKill
+	}
+	if !i.b.hostPID || !strings.HasPrefix(i.b.host, "unix://") || !isRunc(i.runtime) {
+		i.killDecided = true
+		return false
+	}
+	info, err := i.b.cli.ContainerInspect(ctx, i.id)
+	if err != nil || info.State == nil || info.State.Pid <= 0 {
+		return false
+	}
+	i.killDecided = true
+	i.hostKill = (info.HostConfig == nil || isRunc(info.HostConfig.Runtime)) &&
+		pidInContainer(info.State.Pid, i.id)
 	return i.hostKill
+}
+
+func isRunc(runtime string) bool {
+	switch runtime {
+	case "", "runc", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux":
+		return true
+	}
+	return false
 }
 
 // pidInContainer reports whether host pid belongs to container id, by its cgroup path (all

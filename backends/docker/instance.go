@@ -10,6 +10,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
@@ -22,8 +23,9 @@ type Instance struct {
 	name    string
 	runtime string // OCI runtime the container was created with ("" = daemon default)
 
-	killOnce sync.Once
-	hostKill bool // exec processes can be killed from this host by pid
+	killMu      sync.Mutex
+	killDecided bool
+	hostKill    bool // exec processes can be killed from this host by pid
 }
 
 func (b *Backend) newInstance(id, name, runtime string) *Instance {
@@ -107,15 +109,15 @@ func (i *Instance) Resume(ctx context.Context) error {
 }
 
 // pauseErr makes pausing a paused (or resuming a running) container idempotent; the daemon
-// answers those with Conflict.
+// refuses those (with Conflict or a plain error, depending on the version).
 func (i *Instance) pauseErr(ctx context.Context, err error, op string) error {
-	if cerrdefs.IsConflict(err) {
+	if !cerrdefs.IsNotFound(err) && !client.IsErrConnectionFailed(err) {
 		if st, serr := i.Status(ctx); serr == nil {
-			if (op == "pause" && st == backend.StatusPaused) || (op == "unpause" && st == backend.StatusRunning) {
+			switch {
+			case op == "pause" && st == backend.StatusPaused, op == "unpause" && st == backend.StatusRunning:
 				return nil
-			}
-			if st != backend.StatusGone {
-				return errdefs.FailedPreconditionf("docker: %s container %s: it is %s", op, i.name, st)
+			case st == backend.StatusStopped:
+				return errdefs.FailedPreconditionf("docker: %s container %s: it is stopped", op, i.name)
 			}
 		}
 	}
