@@ -26,7 +26,9 @@ mv "$out/busybox-rootfs.tar.tmp" "$out/busybox-rootfs.tar"
 echo "build-test-images: rootfs $out/busybox-rootfs.tar"
 if docker info >/dev/null 2>&1; then
   docker import "$out/busybox-rootfs.tar" "$image" >/dev/null
-  echo "build-test-images: docker image $image"
+  # moat-base is the default docker image `make run` configures (no registry here).
+  docker tag "$image" moat-base:latest
+  echo "build-test-images: docker images $image, moat-base:latest"
 else
   echo "build-test-images: docker daemon not reachable; docker image not built" >&2
 fi

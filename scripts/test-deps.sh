@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs and starts what the tests need on a fresh Debian machine (as root), and is quick
+# Installs and starts what moat needs on a fresh Debian machine (as root), and is quick
 # when everything is already there: docker.io, bubblewrap, busybox-static, util-linux
-# (prlimit), postgresql, node/npm; starts dockerd in the background when it is not up.
+# (prlimit); with --test also postgresql and node/npm for the tests. Starts dockerd in the
+# background when it is not up.
+# Usage: scripts/test-deps.sh [--test]
 set -euo pipefail
+tests=false
+[ "${1:-}" = --test ] && tests=true
 
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
@@ -10,9 +14,11 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 { command -v busybox >/dev/null && file -L "$(command -v busybox)" | grep -q static; } || need+=(busybox-static)
 command -v prlimit >/dev/null || need+=(util-linux)
 command -v file >/dev/null || need+=(file)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v node >/dev/null || need+=(nodejs)
-command -v npm >/dev/null || need+=(npm)
+if $tests; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root (or install them) " >&2

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/test-deps.sh
+scripts/test-deps.sh --test
 scripts/build-test-images.sh build/testdata
 
 if [ -x scripts/postgres-test.sh ]; then
