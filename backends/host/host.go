@@ -1,0 +1,411 @@
+// Package host answers "how do I run sandbox commands when nothing better is available?":
+// the restricted-host backend ("host"), which runs commands directly on this machine with
+// resource limits (cgroups where writable, rlimits via prlimit) and no isolation at all.
+//
+// Commands see — and may change — the host filesystem, network and processes, as the user
+// running moat. What the backend keeps private is only bookkeeping: each sandbox gets a
+// directory <StateDir>/sandboxes/<id>/root; the sandbox workdir, $HOME and $TMPDIR live
+// inside it, relative workdirs resolve there, and the file API (WriteFile, ReadFile,
+// ListDir) resolves every path inside that root, so "/workspace/f" is <root>/workspace/f
+// and a symlink cannot make it touch the host. Absolute paths in a command's argv are host
+// paths. Each command gets a clean environment (PATH, HOME, TMPDIR and the request's
+// variables), never moat's own, and runs in its own process group, so cancellation kills
+// everything it started. Use it only where its Probe reason ("no isolation") is acceptable.
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/user"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/limits"
+	"github.com/moatsh/moat/backends/internal/rootfs"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// sharedExecs tracks running commands across all Backend values of this process, so an
+// Instance attached through another Backend can kill them on Destroy.
+var sharedExecs = &limits.Tracker{}
+
+// Name is the name the backend registers under.
+const Name = "host"
+
+// handleVersion is the version of the handle State layout.
+const handleVersion = 1
+
+func init() { backend.Register(Name, New) }
+
+// Config is the [backends.host] section of moat.toml.
+type Config struct {
+	// NoCgroups disables cgroup limits; only rlimits (via prlimit) are applied.
+	NoCgroups bool `toml:"no_cgroups" json:"no_cgroups"`
+	// MaxOpenFiles is RLIMIT_NOFILE for every command; 0 leaves it unchanged.
+	MaxOpenFiles int64 `toml:"max_open_files" json:"max_open_files"`
+	// MaxFileSize is RLIMIT_FSIZE (bytes) for every command; 0 means the sandbox's disk
+	// limit, if any.
+	MaxFileSize int64 `toml:"max_file_size" json:"max_file_size"`
+}
+
+// Backend is the restricted-host backend.
+type Backend struct {
+	conf   Config
+	logger *slog.Logger
+
+	dirOnce  sync.Once
+	stateDir string // "" until first use when the config gave none
+	dirErr   error
+
+	execs *limits.Tracker
+}
+
+// New is the backend.Factory: it decodes the config and does no I/O.
+func New(cfg backend.Config) (backend.Backend, error) {
+	b := &Backend{stateDir: cfg.StateDir, logger: cfg.Logger, execs: sharedExecs}
+	if cfg.Decode != nil {
+		if err := cfg.Decode(&b.conf); err != nil {
+			return nil, errdefs.InvalidArgumentf("host: config: %w", err)
+		}
+	}
+	if b.logger == nil {
+		b.logger = slog.New(slog.DiscardHandler)
+	}
+	return b, nil
+}
+
+// Descriptor implements backend.Backend.
+func (b *Backend) Descriptor() backend.Descriptor {
+	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNone}
+}
+
+// sandboxesDir returns <StateDir>/sandboxes, choosing a temporary StateDir on first use
+// when none was configured.
+func (b *Backend) sandboxesDir() (string, error) {
+	b.dirOnce.Do(func() {
+		if b.stateDir == "" {
+			b.stateDir, b.dirErr = os.MkdirTemp("", "moat-host-")
+		}
+	})
+	if b.dirErr != nil {
+		return "", fmt.Errorf("host: state dir: %w", b.dirErr)
+	}
+	return filepath.Join(b.stateDir, "sandboxes"), nil
+}
+
+// meta is written to <sandbox>/.moat.json for Lister, and is the handle state.
+type meta struct {
+	ID     string         `json:"id"`
+	Root   string         `json:"root"`
+	Limits backend.Limits `json:"limits,omitzero"`
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	if !limits.ValidID(req.ID) {
+		return nil, errdefs.InvalidArgumentf("host: invalid sandbox id %q", req.ID)
+	}
+	if req.Image != "" {
+		return nil, errdefs.InvalidArgumentf("host: images are not supported (commands run on the host): %q", req.Image)
+	}
+	if o := strings.TrimSpace(string(req.Options)); o != "" && o != "null" && o != "{}" {
+		return nil, errdefs.InvalidArgumentf("host: the host backend has no create options")
+	}
+	sbs, err := b.sandboxesDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(sbs, 0o700); err != nil {
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	dir := filepath.Join(sbs, req.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, errdefs.AlreadyExistsf("host: sandbox %s already exists", req.ID)
+		}
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	b.execs.Revive(req.ID)
+	m := meta{ID: req.ID, Root: filepath.Join(dir, "root"), Limits: req.Limits}
+	inst, err := b.create(m, req.Workdir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return inst, nil
+}
+
+func (b *Backend) create(m meta, workdir string) (*Instance, error) {
+	for _, d := range []string{m.Root, filepath.Join(m.Root, "home"), filepath.Join(m.Root, "tmp")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(m.Root, "tmp"), 0o1777); err != nil {
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(m.Root), ".moat.json"), raw, 0o600); err != nil {
+		return nil, fmt.Errorf("host: %w", err)
+	}
+	inst, err := b.instance(m)
+	if err != nil {
+		return nil, err
+	}
+	if workdir != "" {
+		if err := inst.fs.MkdirAll(workdir, 0o755); err != nil {
+			_ = inst.group.Close()
+			return nil, err
+		}
+	}
+	return inst, nil
+}
+
+func (b *Backend) instance(m meta) (*Instance, error) {
+	g, err := limits.New(m.ID, limits.Options{
+		Limits:    m.Limits,
+		NoCgroups: b.conf.NoCgroups,
+		Extra:     limits.Extra{NoFile: b.conf.MaxOpenFiles, FileSizeBytes: b.conf.MaxFileSize},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s := g.Report().Skipped; len(s) > 0 {
+		b.logger.Warn("host: some limits are not enforced", "sandbox", m.ID, "limits", g.Report().String())
+	}
+	return &Instance{b: b, m: m, group: g, fs: &rootfs.FS{Name: Name, Root: m.Root}}, nil
+}
+
+// Attach implements backend.Backend.
+func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	if h.Backend != Name {
+		return nil, errdefs.InvalidArgumentf("host: handle belongs to backend %q", h.Backend)
+	}
+	if h.Version != handleVersion {
+		return nil, errdefs.InvalidArgumentf("host: unsupported handle version %d", h.Version)
+	}
+	var m meta
+	if err := json.Unmarshal(h.State, &m); err != nil {
+		return nil, errdefs.InvalidArgumentf("host: bad handle state: %v", err)
+	}
+	if !limits.ValidID(m.ID) || !filepath.IsAbs(m.Root) || filepath.Base(filepath.Dir(m.Root)) != m.ID {
+		return nil, errdefs.InvalidArgumentf("host: bad handle state")
+	}
+	if st, err := os.Stat(m.Root); err != nil || !st.IsDir() {
+		return nil, errdefs.NotFoundf("host: sandbox %s is gone", m.ID)
+	}
+	return b.instance(m)
+}
+
+// List implements backend.Lister: every sandbox directory under the state dir.
+func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
+	sbs, err := b.sandboxesDir()
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(sbs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host: list: %w", err)
+	}
+	var out []backend.Listed
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join(sbs, e.Name(), ".moat.json"))
+		if err != nil {
+			continue // half-created or half-removed
+		}
+		var m meta
+		if json.Unmarshal(raw, &m) != nil || m.ID != e.Name() {
+			continue
+		}
+		out = append(out, backend.Listed{ID: m.ID, Handle: handleOf(m)})
+	}
+	return out, nil
+}
+
+// Probe implements backend.Prober: always usable, never isolated.
+func (b *Backend) Probe(ctx context.Context) backend.Health {
+	who := strconv.Itoa(os.Geteuid())
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	rep := limits.Check(limits.Options{NoCgroups: b.conf.NoCgroups,
+		Limits: backend.Limits{MemoryBytes: 1, CPUs: 1, PIDs: 1, DiskBytes: 1}})
+	return backend.Health{State: backend.Degraded,
+		Reason: "host: no isolation: commands run on the host as " + who + "; limits: " + rep.String()}
+}
+
+func handleOf(m meta) backend.Handle {
+	raw, _ := json.Marshal(m)
+	return backend.Handle{Backend: Name, Version: handleVersion, State: raw}
+}
+
+// Instance is one host sandbox.
+type Instance struct {
+	b     *Backend
+	m     meta
+	group *limits.Group
+	fs    *rootfs.FS
+}
+
+// Handle implements backend.Instance.
+func (i *Instance) Handle() backend.Handle { return handleOf(i.m) }
+
+// LimitsReport says which of the sandbox's limits are enforced.
+func (i *Instance) LimitsReport() limits.Report { return i.group.Report() }
+
+func (i *Instance) exists() bool {
+	st, err := os.Stat(i.m.Root)
+	return err == nil && st.IsDir()
+}
+
+// Status implements backend.Instance.
+func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
+	if !i.exists() {
+		return backend.StatusGone, nil
+	}
+	return backend.StatusRunning, nil
+}
+
+// defaultPath is PATH when the request sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Exec implements backend.Instance.
+func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	ctx, done, err := i.b.execs.Start(ctx, i.m.ID)
+	if err != nil {
+		return -1, errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+	}
+	defer done()
+	if !i.exists() {
+		return -1, errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+	}
+	wd := req.Workdir
+	if wd == "" {
+		wd = "/"
+	}
+	if err := i.fs.MkdirAll(wd, 0o755); err != nil {
+		return -1, err
+	}
+	cwd, err := i.fs.HostPath(wd)
+	if err != nil {
+		return -1, fmt.Errorf("host: workdir %s: %w", wd, err)
+	}
+	env := map[string]string{
+		"PATH":   defaultPath,
+		"HOME":   filepath.Join(i.m.Root, "home"),
+		"TMPDIR": filepath.Join(i.m.Root, "tmp"),
+	}
+	for k, v := range req.Env {
+		env[k] = v
+	}
+	envList := make([]string, 0, len(env))
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	sort.Strings(envList)
+	resolved, err := lookPath(req.Argv[0], env["PATH"], cwd)
+	if err != nil {
+		return -1, err
+	}
+	return limits.Run(ctx, limits.Cmd{
+		Argv: req.Argv, Path: resolved, Dir: cwd, Env: envList,
+		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Group: i.group,
+	})
+}
+
+// lookPath finds file like execvp would with the command's PATH (not moat's), so a
+// missing executable is NotFound rather than a wrapper's exit code 127.
+func lookPath(file, pathEnv, cwd string) (string, error) {
+	isExec := func(p string) bool {
+		st, err := os.Stat(p)
+		return err == nil && st.Mode().IsRegular() && syscall.Access(p, 1 /* X_OK */) == nil
+	}
+	if strings.Contains(file, "/") {
+		p := file
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(cwd, p)
+		}
+		if isExec(p) {
+			return p, nil
+		}
+		return "", errdefs.NotFoundf("host: executable %s not found", file)
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(cwd, dir)
+		}
+		if p := filepath.Join(dir, file); isExec(p) {
+			return p, nil
+		}
+	}
+	return "", errdefs.NotFoundf("host: executable %s not found in PATH", file)
+}
+
+// Destroy implements backend.Instance: kills the sandbox's commands and removes its
+// directory. It is idempotent.
+func (i *Instance) Destroy(ctx context.Context) error {
+	i.b.execs.Kill(i.m.ID)
+	var errs []error
+	if err := i.group.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	dir := filepath.Dir(i.m.Root)
+	// Make everything removable: a command may have left read-only directories.
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("host: remove %s: %w", i.m.ID, err))
+	}
+	return errors.Join(errs...)
+}
+
+// WriteFile implements backend.FileTransferer inside the sandbox root.
+func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
+	if !i.exists() {
+		return errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+	}
+	return i.fs.WriteFile(ctx, p, r, mode)
+}
+
+// ReadFile implements backend.FileTransferer inside the sandbox root.
+func (i *Instance) ReadFile(ctx context.Context, p string, w io.Writer) error {
+	return i.fs.ReadFile(ctx, p, w)
+}
+
+// ListDir implements backend.FileTransferer inside the sandbox root.
+func (i *Instance) ListDir(ctx context.Context, p string) ([]backend.FileInfo, error) {
+	return i.fs.ListDir(ctx, path.Clean("/"+p))
+}
+
+var (
+	_ backend.Backend        = (*Backend)(nil)
+	_ backend.Lister         = (*Backend)(nil)
+	_ backend.Prober         = (*Backend)(nil)
+	_ backend.Instance       = (*Instance)(nil)
+	_ backend.FileTransferer = (*Instance)(nil)
+)
