@@ -1,0 +1,146 @@
+package vercel
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Name is the backend's registered name.
+const Name = "vercel"
+
+// Runtimes are the legacy runtime names Vercel accepts; DefaultRuntime is used when neither
+// config nor the sandbox spec name one.
+var Runtimes = []string{"node24", "node22", "python3.13", "node26"}
+
+// DefaultRuntime is the runtime of sandboxes whose spec names no image.
+const DefaultRuntime = "node24"
+
+// Config is the [backends.vercel] section of moat.toml. Fields left empty fall back to the
+// environment aliases named on each field; explicit config always wins.
+type Config struct {
+	// Token is a Vercel access token, or a Vercel OIDC token (a JWT whose owner_id and
+	// project_id claims then fill TeamID and ProjectID when those are empty).
+	// Env: VERCEL_TOKEN, then VERCEL_OIDC_TOKEN.
+	Token string `toml:"token" json:"-"`
+	// TeamID scopes every request (query teamId). Env: VERCEL_TEAM_ID.
+	TeamID string `toml:"team_id" json:"team_id,omitempty"`
+	// ProjectID is the project sandboxes are created in (required by the API).
+	// Env: VERCEL_PROJECT_ID.
+	ProjectID string `toml:"project_id" json:"project_id,omitempty"`
+	// Runtime is the default runtime: node24 (default), node22, node26 or python3.13. A
+	// sandbox spec's image overrides it. Any other value is rejected.
+	Runtime string `toml:"runtime" json:"runtime,omitempty"`
+	// TimeoutMs is how long a sandbox runs before Vercel stops it, in milliseconds, when
+	// the spec sets no TTL (Vercel's default: 5 minutes; max 45 min Hobby, 5 h Pro).
+	TimeoutMs int64 `toml:"timeout_ms" json:"timeout_ms,omitempty"`
+	// VCPUs is the default vCPU count (1 or an even number up to 8; 2048 MB RAM each) when
+	// the spec sets no CPU or memory limit.
+	VCPUs int `toml:"vcpus" json:"vcpus,omitempty"`
+	// Ports are exposed on every sandbox at creation (public https URLs via PortExposer).
+	Ports []int `toml:"ports" json:"ports,omitempty"`
+	// Region is the region sandboxes run in (iad1 by default on Vercel's side).
+	Region string `toml:"region" json:"region,omitempty"`
+	// Persistent creates persistent sandboxes: Vercel snapshots them on stop and restores
+	// them on start, so instances then offer Stop/Start (backend.Stopper).
+	Persistent bool `toml:"persistent" json:"persistent,omitempty"`
+	// APIURL is the API base URL (default https://vercel.com/api, the SDK's).
+	// Env: VERCEL_API_URL.
+	APIURL string `toml:"api_url" json:"api_url,omitempty"`
+}
+
+func init() {
+	backend.Register(Name, func(cfg backend.Config) (backend.Backend, error) {
+		var c Config
+		if cfg.Decode != nil {
+			if err := cfg.Decode(&c); err != nil {
+				return nil, errdefs.InvalidArgumentf("vercel: config: %v", err)
+			}
+		}
+		c.ApplyEnv(cfg.Getenv)
+		return New(c, cfg.Logger)
+	})
+}
+
+// ApplyEnv fills the fields left empty from the environment aliases (getenv may be nil).
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	if getenv == nil {
+		return
+	}
+	set := func(dst *string, keys ...string) {
+		for _, k := range keys {
+			if *dst != "" {
+				return
+			}
+			*dst = strings.TrimSpace(getenv(k))
+		}
+	}
+	set(&c.Token, "VERCEL_TOKEN", "VERCEL_OIDC_TOKEN")
+	set(&c.TeamID, "VERCEL_TEAM_ID")
+	set(&c.ProjectID, "VERCEL_PROJECT_ID")
+	set(&c.APIURL, "VERCEL_API_URL")
+}
+
+// validate checks the fields that need no I/O; credentials are checked by Probe.
+func (c *Config) validate() error {
+	if c.Runtime != "" && !slices.Contains(Runtimes, c.Runtime) {
+		return errdefs.InvalidArgumentf("vercel: unknown runtime %q (want one of %s)", c.Runtime, strings.Join(Runtimes, ", "))
+	}
+	if c.TimeoutMs < 0 {
+		return errdefs.InvalidArgumentf("vercel: timeout_ms must not be negative")
+	}
+	if c.VCPUs != 0 && !validVCPUs(c.VCPUs) {
+		return errdefs.InvalidArgumentf("vercel: vcpus must be 1 or an even number up to 8, not %d", c.VCPUs)
+	}
+	for _, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			return errdefs.InvalidArgumentf("vercel: port %d out of range", p)
+		}
+	}
+	return nil
+}
+
+func validVCPUs(n int) bool { return n == 1 || (n >= 2 && n <= 8 && n%2 == 0) }
+
+// oidcClaims decodes the unverified payload of a Vercel OIDC token, as the SDK does, to
+// learn the team and project it is scoped to. ok is false for a non-JWT token.
+func oidcClaims(token string) (team, project string, ok bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", "", false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return "", "", false
+	}
+	var claims struct {
+		OwnerID   string `json:"owner_id"`
+		ProjectID string `json:"project_id"`
+	}
+	if json.Unmarshal(raw, &claims) != nil || claims.OwnerID == "" {
+		return "", "", false
+	}
+	return claims.OwnerID, claims.ProjectID, true
+}
+
+// String describes the config without its token.
+func (c Config) String() string {
+	tok := "unset"
+	if c.Token != "" {
+		tok = "set"
+	}
+	return fmt.Sprintf("vercel{team=%q project=%q runtime=%q token=%s api=%q}", c.TeamID, c.ProjectID, c.Runtime, tok, c.APIURL)
+}
+
+func nopLogger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
