@@ -36,10 +36,11 @@ const ociFailure = "OCI runtime exec failed"
 const markerEnv = "MOAT_EXEC_ID"
 
 // killScript kills every process in the container whose environment carries the marker $1.
-// It runs twice over /proc so that children forked during the first pass die too.
-const killScript = `for round in 1 2; do
+// It first stops them all (twice, to catch children forked meanwhile), so none runs on after
+// a relative dies (the /proc glob is in lexical, not pid, order), then kills them.
+const killScript = `for sig in STOP STOP KILL; do
 for p in /proc/[0-9]*; do
-  grep -qzxF "` + markerEnv + `=$1" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
+  grep -qzxF "` + markerEnv + `=$1" "$p/environ" 2>/dev/null && kill -"$sig" "${p#/proc/}" 2>/dev/null
 done
 done
 exit 0`
