@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"path"
 	"time"
 
 	"github.com/moatsh/moat/backend"
@@ -161,11 +160,7 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 	}
 	wd := s.spec.Workdir
 	if req.Workdir != "" {
-		p := req.Workdir
-		if !path.IsAbs(p) {
-			p = path.Join(wd, p)
-		}
-		if wd, err = cleanSandboxPath(p); err != nil {
+		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {
 			return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: invalid workdir: %w", err)
 		}
 	}
@@ -276,10 +271,7 @@ func files(inst backend.Instance) backend.FileTransferer {
 }
 
 func (s *Sandbox) filePath(p string) (string, error) {
-	if p != "" && !path.IsAbs(p) {
-		p = path.Join(s.spec.Workdir, p)
-	}
-	c, err := cleanSandboxPath(p)
+	c, err := resolvePath(s.spec.Workdir, p)
 	if err != nil {
 		return "", errdefs.InvalidArgumentf("moat: %w", err)
 	}

@@ -215,6 +215,19 @@ func cleanSandboxPath(p string) (string, error) {
 	return path.Clean(p), nil
 }
 
+// resolvePath resolves p against the sandbox directory base when it is relative, then
+// checks it like cleanSandboxPath. ".." is rejected before joining, so "../.." cannot
+// climb out of base by being cleaned away.
+func resolvePath(base, p string) (string, error) {
+	if p != "" && !strings.HasPrefix(p, "/") {
+		if _, err := cleanSandboxPath("/" + p); err != nil {
+			return "", err
+		}
+		p = path.Join(base, p)
+	}
+	return cleanSandboxPath(p)
+}
+
 func cloneMap(m map[string]string) map[string]string {
 	if m == nil {
 		return nil
