@@ -1,0 +1,140 @@
+// Package cli answers "what does the moat command do?": the cobra command tree of `moat`
+// (create, exec, run, ls, inspect, rm, cp, backends, version). cmd/moat only calls Main.
+//
+// Exit codes: exec and run exit with the command's own code; when moat itself fails they
+// exit 125 (like docker run), and 127 when the program to run does not exist. Every other
+// command exits 1 on error. Errors are one line on stderr: "moat: <kind>: <message>".
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/config"
+)
+
+// Version is set at build time with -ldflags "-X github.com/moatsh/moat/internal/cli.Version=…".
+var Version = "dev"
+
+// Exit codes of exec and run when the failure is moat's, not the command's.
+const (
+	ExitMoatError    = 125
+	ExitCmdNotFound  = 127
+	ExitGenericError = 1
+)
+
+// exitError carries a specific exit code out of a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// app holds what every command shares.
+type app struct {
+	configPath string
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+	getenv     func(string) string
+	// openHook lets tests replace how the manager is opened.
+	openHook func(ctx context.Context, cfg moat.Config) (*moat.Manager, error)
+}
+
+// Main runs moat with args (without the program name) and returns the exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, openHook: moat.Open}
+	return a.run(ctx, args)
+}
+
+func (a *app) run(ctx context.Context, args []string) int {
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintln(a.stderr, formatError(err))
+	var ce codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	return ExitGenericError
+}
+
+// codedError is a moat error that must exit with a specific code (exec, run).
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e codedError) Error() string { return e.err.Error() }
+func (e codedError) Unwrap() error { return e.err }
+
+// formatError renders err as one line: "moat: kind: message".
+func formatError(err error) string {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	k := errdefs.KindOf(err)
+	if k == errdefs.KindUnknown {
+		return "moat: " + msg
+	}
+	return "moat: " + string(k) + ": " + msg
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "moat",
+		Short:         "moat runs commands in sandboxes on any backend",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "", "config file (default $MOAT_HOME/moat.toml)")
+	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
+		a.cpCmd(), a.backendsCmd(), a.versionCmd())
+	return root
+}
+
+// open loads the config and opens the manager. reconcile says whether to reconcile
+// records with backends first (commands that create or list do; hot paths do not).
+func (a *app) open(ctx context.Context, reconcile bool) (*moat.Manager, error) {
+	l, err := config.Load(a.configPath, a.getenv)
+	if err != nil {
+		return nil, err
+	}
+	cfg := l.Moat
+	cfg.SkipReconcile = !reconcile
+	return a.openHook(ctx, cfg)
+}
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print moat's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(a.stdout, "moat %s\n", Version)
+			return nil
+		},
+	}
+}
