@@ -49,7 +49,7 @@ image = "debian"
 
 func TestErrorsNameTheKey(t *testing.T) {
 	cases := map[string]string{
-		"[sandbox]\nmemroy = \"1g\"\n":  "sandbox.memroy",
+		"[sandbox]\nmemroy = \"1g\"\n":   "sandbox.memroy",
 		"[sandbox]\nmemory = \"lots\"\n": "sandbox.memory",
 		"[sandbox]\ncpus = \"two\"\n":    "sandbox.cpus",
 		"[sandbox]\npids = -1\n":         "sandbox.pids",
