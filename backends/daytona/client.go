@@ -1,0 +1,311 @@
+package daytona
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/moatsh/moat/errdefs"
+)
+
+// wireVersion is the Daytona SDK version whose wire format this client speaks. The toolbox
+// daemon picks response formats from the X-Daytona-SDK-Version header (split stdout/stderr
+// JSON logs need >= 0.167.0), so the client claims the version it was checked against.
+const wireVersion = "0.218.0"
+
+// client is a hand-written typed HTTP client for the Daytona platform API and the
+// per-sandbox toolbox API. It is safe for concurrent use.
+type client struct {
+	apiURL      string // e.g. https://app.daytona.io/api, no trailing slash
+	token       string
+	orgID       string
+	hc          *http.Client
+	maxAttempts int
+	baseBackoff time.Duration
+	maxBackoff  time.Duration
+}
+
+// apiError is a non-2xx answer, already mapped to an errdefs kind.
+type apiError struct {
+	Status int
+	Code   string // toolbox daemon code (NOT_FOUND, REQUEST_TIMEOUT, ...), "" when absent
+	err    error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+func (e *apiError) Unwrap() error { return e.err }
+
+// request describes one call. Body is a byte slice so retries can replay it.
+type request struct {
+	method      string
+	url         string // absolute
+	body        []byte
+	contentType string
+	// idempotent calls are retried on 5xx and connection errors; every call is retried on
+	// 429, which the provider answers before doing any work.
+	idempotent bool
+}
+
+// apiPath builds an absolute URL under the platform API.
+func (c *client) apiPath(format string, args ...any) string {
+	return c.apiURL + fmt.Sprintf(format, args...)
+}
+
+// doJSON sends in (when non-nil) as JSON and decodes a 2xx answer into out (when non-nil).
+func (c *client) doJSON(ctx context.Context, method, u string, in, out any, idempotent bool) error {
+	r := request{method: method, url: u, idempotent: idempotent}
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("daytona: encode request: %w", err)
+		}
+		r.body, r.contentType = b, "application/json"
+	}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer drainClose(resp.Body)
+	if out == nil {
+		return nil
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return errdefs.Wrap(errdefs.ErrUnavailable, fmt.Errorf("daytona: %s %s: read response: %w", method, redactURL(u), err))
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return errdefs.Unavailablef("daytona: %s %s: undecodable %d response %s: %v", method, redactURL(u), resp.StatusCode, quotePrefix(body), err)
+	}
+	return nil
+}
+
+// do performs r with retries and returns a 2xx response whose body the caller must close.
+func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
+	attempts := max(c.maxAttempts, 1)
+	var lastErr error
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			if err := sleepCtx(ctx, c.backoff(attempt, lastErr)); err != nil {
+				return nil, fmt.Errorf("daytona: %s %s: %w (last error: %v)", r.method, redactURL(r.url), err, lastErr)
+			}
+		}
+		resp, err := c.once(ctx, r)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil || !c.retryable(r, err) {
+			return nil, err
+		}
+	}
+	return nil, lastErr
+}
+
+// retryAfterError carries a Retry-After hint from a 429/503 answer.
+type retryAfterError struct {
+	*apiError
+	after time.Duration
+}
+
+func (c *client) retryable(r request, err error) bool {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		switch {
+		case ae.Status == http.StatusTooManyRequests:
+			return true
+		case ae.Status >= 500:
+			return r.idempotent
+		}
+		return false
+	}
+	// Transport errors: the request may or may not have reached the provider.
+	return r.idempotent
+}
+
+func (c *client) backoff(attempt int, lastErr error) time.Duration {
+	var ra *retryAfterError
+	if errors.As(lastErr, &ra) && ra.after > 0 {
+		return min(ra.after, 2*time.Minute)
+	}
+	base := max(c.baseBackoff, time.Millisecond)
+	d := base << min(attempt-1, 16)
+	if c.maxBackoff > 0 && d > c.maxBackoff {
+		d = c.maxBackoff
+	}
+	// Full jitter over the upper half keeps retries from synchronizing.
+	return d/2 + rand.N(d/2+1)
+}
+
+func (c *client) once(ctx context.Context, r request) (*http.Response, error) {
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, r.url, body)
+	if err != nil {
+		return nil, errdefs.InvalidArgumentf("daytona: build request %s %s: %v", r.method, redactURL(r.url), err)
+	}
+	if r.contentType != "" {
+		req.Header.Set("Content-Type", r.contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("X-Daytona-Source", "moat")
+	req.Header.Set("X-Daytona-SDK-Version", wireVersion)
+	req.Header.Set("User-Agent", "moat-daytona/"+wireVersion)
+	if c.orgID != "" {
+		req.Header.Set("X-Daytona-Organization-ID", c.orgID)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("daytona: %s %s: %w", r.method, redactURL(r.url), ctx.Err())
+		}
+		// url.Error quotes the URL, which never holds the token; scrub anyway.
+		return nil, errdefs.Unavailablef("daytona: %s %s: %s", r.method, redactURL(r.url), c.scrub(err.Error()))
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer drainClose(resp.Body)
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	ae := c.errorFrom(r, resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	if d := parseRetryAfter(resp.Header.Get("Retry-After")); d > 0 {
+		return nil, &retryAfterError{apiError: ae, after: d}
+	}
+	return nil, ae
+}
+
+// errorFrom maps an error answer to an errdefs kind, keeping the provider's message. Both
+// Daytona error shapes carry "message": the platform API's NestJS filter ({statusCode,
+// error, message, path, timestamp}) and the toolbox daemon's ({statusCode, message, code,
+// ...}).
+func (c *client) errorFrom(r request, status int, ctype string, body []byte) *apiError {
+	var eb struct {
+		Message json.RawMessage `json:"message"`
+		Error   string          `json:"error"`
+		Code    string          `json:"code"`
+	}
+	msg := ""
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &eb) == nil {
+		var s string
+		var list []string
+		switch {
+		case json.Unmarshal(eb.Message, &s) == nil && s != "":
+			msg = s
+		case json.Unmarshal(eb.Message, &list) == nil && len(list) > 0:
+			msg = strings.Join(list, ", ")
+		case eb.Error != "":
+			msg = eb.Error
+		}
+	}
+	if msg == "" {
+		switch {
+		case len(trimmed) == 0:
+			msg = http.StatusText(status)
+		case strings.HasPrefix(ctype, "text/plain") && utf8.Valid(trimmed) && len(trimmed) <= 200:
+			msg = string(trimmed)
+		default:
+			msg = "unexpected response body " + quotePrefix(trimmed)
+		}
+	}
+	msg = c.scrub(msg)
+	text := fmt.Sprintf("daytona: %s %s: %s (HTTP %d)", r.method, redactURL(r.url), msg, status)
+	return &apiError{Status: status, Code: eb.Code, err: errdefs.New(kindFor(status), text)}
+}
+
+func kindFor(status int) error {
+	switch status {
+	case http.StatusUnauthorized:
+		return errdefs.ErrUnauthenticated
+	case http.StatusForbidden:
+		return errdefs.ErrPermissionDenied
+	case http.StatusNotFound, http.StatusGone:
+		return errdefs.ErrNotFound
+	case http.StatusConflict:
+		return errdefs.ErrConflict
+	case http.StatusTooManyRequests:
+		return errdefs.ErrResourceExhausted
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return errdefs.ErrInvalidArgument
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return errdefs.ErrDeadlineExceeded
+	case http.StatusRequestEntityTooLarge:
+		return errdefs.ErrResourceExhausted
+	}
+	if status >= 500 {
+		return errdefs.ErrUnavailable
+	}
+	return errdefs.ErrUnavailable
+}
+
+// scrub removes the token from text that came from elsewhere (a server echoing headers).
+func (c *client) scrub(s string) string {
+	if c.token == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, c.token, "[redacted]")
+}
+
+// redactURL drops the query string: it may hold file paths but never needs to be in errors
+// twice, and keeps messages short.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "<invalid url>"
+	}
+	return p.Path
+}
+
+// quotePrefix quotes at most 64 bytes of b for an error message.
+func quotePrefix(b []byte) string {
+	const n = 64
+	if len(b) > n {
+		return strconv.Quote(string(b[:n])) + "..."
+	}
+	return strconv.Quote(string(b))
+}
+
+func parseRetryAfter(v string) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
+		return time.Duration(s * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return time.Until(t)
+	}
+	return 0
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func drainClose(rc io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(rc, 256<<10))
+	_ = rc.Close()
+}

@@ -1,0 +1,148 @@
+package daytona
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Name is the name the backend registers under.
+const Name = "daytona"
+
+// DefaultAPIURL is Daytona's hosted platform API.
+const DefaultAPIURL = "https://app.daytona.io/api"
+
+// Config is the [backends.daytona] section of moat.toml. Environment aliases fill only
+// fields left empty: explicit configuration wins.
+type Config struct {
+	// APIKey is the Daytona API key (or a JWT, then set OrganizationID), sent as
+	// "Authorization: Bearer". Env: DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN. Never logged.
+	APIKey string `toml:"api_key" json:"api_key,omitempty"`
+	// APIURL is the platform API base URL, including the /api prefix. Self-hosted Daytona
+	// needs it. Env: DAYTONA_API_URL (deprecated DAYTONA_SERVER_URL). Default
+	// https://app.daytona.io/api.
+	APIURL string `toml:"api_url" json:"api_url,omitempty"`
+	// OrganizationID is sent as X-Daytona-Organization-ID; needed only with a JWT.
+	// Env: DAYTONA_ORGANIZATION_ID.
+	OrganizationID string `toml:"organization_id" json:"organization_id,omitempty"`
+	// Target is the region sandboxes are created in ("us", "eu"); empty means the
+	// organization's default. Env: DAYTONA_TARGET.
+	Target string `toml:"target" json:"target,omitempty"`
+	// Snapshot is the Daytona snapshot new sandboxes start from when the spec names no
+	// image; empty means the platform's default snapshot (Debian-based, apt-get).
+	Snapshot string `toml:"snapshot" json:"snapshot,omitempty"`
+	// User is the user commands run as inside the sandbox; empty means the snapshot's
+	// default ("daytona").
+	User string `toml:"user" json:"user,omitempty"`
+	// AutoStopMinutes stops an idle sandbox after this many minutes (Daytona's
+	// autoStopInterval); 0 leaves the provider default (15), -1 disables auto-stop.
+	AutoStopMinutes int `toml:"auto_stop_minutes" json:"auto_stop_minutes,omitempty"`
+	// StartTimeout bounds how long Create and Start wait for the sandbox to reach
+	// "started" (Go duration, default "2m").
+	StartTimeout string `toml:"start_timeout" json:"start_timeout,omitempty"`
+	// MaxAttempts is how many times an idempotent call is tried on 429, 5xx and connection
+	// errors (default 5).
+	MaxAttempts int `toml:"max_attempts" json:"max_attempts,omitempty"`
+}
+
+// applyEnv fills empty fields from the environment aliases.
+func (c *Config) applyEnv(getenv func(string) string) {
+	if getenv == nil {
+		return
+	}
+	first := func(keys ...string) string {
+		for _, k := range keys {
+			if v := strings.TrimSpace(getenv(k)); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	if c.APIKey == "" {
+		c.APIKey = first("DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN")
+	}
+	if c.APIURL == "" {
+		c.APIURL = first("DAYTONA_API_URL", "DAYTONA_SERVER_URL")
+	}
+	if c.OrganizationID == "" {
+		c.OrganizationID = first("DAYTONA_ORGANIZATION_ID")
+	}
+	if c.Target == "" {
+		c.Target = first("DAYTONA_TARGET")
+	}
+}
+
+func init() {
+	backend.Register(Name, func(cfg backend.Config) (backend.Backend, error) {
+		var c Config
+		if cfg.Decode != nil {
+			if err := cfg.Decode(&c); err != nil {
+				return nil, errdefs.InvalidArgumentf("daytona: config: %v", err)
+			}
+		}
+		c.applyEnv(cfg.Getenv)
+		return New(c)
+	})
+}
+
+// New returns a Daytona backend for c (environment aliases are not consulted here; the
+// registered factory applies them). It does no I/O.
+func New(c Config) (*Backend, error) {
+	if c.APIURL == "" {
+		c.APIURL = DefaultAPIURL
+	}
+	u, err := url.Parse(c.APIURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errdefs.InvalidArgumentf("daytona: config: api_url %q is not an http(s) URL", c.APIURL)
+	}
+	startTimeout := 2 * time.Minute
+	if c.StartTimeout != "" {
+		d, err := time.ParseDuration(c.StartTimeout)
+		if err != nil || d <= 0 {
+			return nil, errdefs.InvalidArgumentf("daytona: config: start_timeout %q is not a positive duration", c.StartTimeout)
+		}
+		startTimeout = d
+	}
+	if c.MaxAttempts < 0 {
+		return nil, errdefs.InvalidArgumentf("daytona: config: max_attempts must not be negative")
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 5
+	}
+	if c.AutoStopMinutes < -1 {
+		return nil, errdefs.InvalidArgumentf("daytona: config: auto_stop_minutes must be -1, 0 or positive")
+	}
+	return &Backend{
+		cfg:          c,
+		startTimeout: startTimeout,
+		pollMin:      10 * time.Millisecond,
+		pollMax:      500 * time.Millisecond,
+		c: &client{
+			apiURL:      strings.TrimRight(c.APIURL, "/"),
+			token:       c.APIKey,
+			orgID:       c.OrganizationID,
+			hc:          &http.Client{Transport: http.DefaultTransport},
+			maxAttempts: c.MaxAttempts,
+			baseBackoff: 200 * time.Millisecond,
+			maxBackoff:  10 * time.Second,
+		},
+	}, nil
+}
+
+// SetHTTPClient replaces the HTTP client (tests, proxies). Call before use.
+func (b *Backend) SetHTTPClient(hc *http.Client) { b.c.hc = hc }
+
+// SetRetryBackoff sets the first retry delay and the cap (tests). Call before use.
+func (b *Backend) SetRetryBackoff(base, max time.Duration) {
+	b.c.baseBackoff, b.c.maxBackoff = base, max
+}
+
+func (c Config) String() string {
+	// Keep the key out of %v of a Config.
+	return fmt.Sprintf("daytona.Config{APIURL:%q Target:%q configured:%t}", c.APIURL, c.Target, c.APIKey != "")
+}
