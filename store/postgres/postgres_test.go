@@ -1,0 +1,191 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
+	"github.com/moatsh/moat/store"
+	"github.com/moatsh/moat/store/postgres"
+	"github.com/moatsh/moat/store/storetest"
+)
+
+// serverDSN returns the test server's URL from MOAT_TEST_POSTGRES (set by
+// scripts/postgres-test.sh), skipping, or failing under MOAT_TEST_REQUIRE, without it.
+func serverDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("MOAT_TEST_POSTGRES")
+	if dsn == "" {
+		testenv.Require(t, "postgres", `MOAT_TEST_POSTGRES is unset (start a server with: eval "$(scripts/postgres-test.sh)")`)
+	}
+	return dsn
+}
+
+// freshSchema creates an empty schema of its own for t (dropped when t ends) and returns
+// a URL whose search_path points at it, so runs and tests never see each other's tables.
+func freshSchema(t testing.TB) string {
+	t.Helper()
+	dsn := serverDSN(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		testenv.Require(t, "postgres", "cannot connect to MOAT_TEST_POSTGRES: "+err.Error())
+	}
+	defer admin.Close(ctx)
+	b := make([]byte, 8)
+	rand.Read(b)
+	schema := "moat_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			t.Logf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Logf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("MOAT_TEST_POSTGRES is not a URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func openAt(t testing.TB, dsn string) store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	serverDSN(t)
+	storetest.RunOptions(t,
+		func(t testing.TB) store.Store { return openAt(t, freshSchema(t)) },
+		storetest.Options{Reopen: func(t testing.TB) func(t testing.TB) store.Store {
+			dsn := freshSchema(t)
+			return func(t testing.TB) store.Store { return openAt(t, dsn) }
+		}})
+}
+
+func TestOpenPostgresqlScheme(t *testing.T) {
+	dsn := freshSchema(t)
+	s := openAt(t, "postgresql"+strings.TrimPrefix(dsn, "postgres"))
+	if _, ok := s.(*postgres.Store); !ok {
+		t.Fatalf("Open(postgresql://…) returned %T", s)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	dsn := freshSchema(t)
+	ctx := context.Background()
+	s := openAt(t, dsn)
+	if err := s.Create(ctx, &store.Record{ID: "m1", Backend: "docker", Status: store.StatusActive}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openAt(t, dsn) // idempotent: nothing re-applied, nothing lost
+	if _, err := s.Get(ctx, "m1"); err != nil {
+		t.Fatalf("record after reopen: %v", err)
+	}
+	s.Close()
+
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var n, max int
+	if err := c.QueryRow(ctx, `SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &max); err != nil {
+		t.Fatal(err)
+	}
+	if latest := postgres.LatestSchemaVersion(); n != latest || max != latest {
+		t.Fatalf("schema_migrations: %d rows, max %d; want %d and %d", n, max, latest, latest)
+	}
+
+	if _, err := c.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)`, postgres.LatestSchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = store.Open(ctx, dsn)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("Open of a database from a newer moat: %v, want FailedPrecondition", err)
+	}
+}
+
+func TestConcurrentFirstOpen(t *testing.T) {
+	dsn := freshSchema(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			s, err := postgres.Open(context.Background(), dsn)
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent first Open: %v", err)
+		}
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	s := openAt(t, freshSchema(t))
+	ctx := context.Background()
+	for name, r := range map[string]*store.Record{
+		"no id":       {Backend: "docker"},
+		"bad spec":    {ID: "x", Spec: []byte("{nope")},
+		"NUL in name": {ID: "y", Name: "a\x00b"},
+	} {
+		if err := s.Create(ctx, r); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("Create with %s: %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+func TestUnreachableIsUnavailable(t *testing.T) {
+	// Port 1 on loopback: nothing listens, so the connection is refused at once.
+	_, err := store.Open(context.Background(), "postgres://moat:s3cret-pw@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("Open of an unreachable server: %v, want Unavailable", err)
+	}
+	if strings.Contains(err.Error(), "s3cret-pw") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+func TestBadDSN(t *testing.T) {
+	_, err := store.Open(context.Background(), "postgres://moat:s3cret-pw@127.0.0.1:notaport/x")
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("Open with a bad URL: %v, want InvalidArgument", err)
+	}
+	if strings.Contains(err.Error(), "s3cret-pw") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+}
