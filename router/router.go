@@ -104,6 +104,11 @@ func Auto(cands []Candidate, p Policy) (Decision, error) {
 		}
 		d.Rest = append(d.Rest, n)
 	}
+	for _, c := range cands {
+		if !slices.Contains(AutoOrder, c.Name) {
+			d.Skipped = append(d.Skipped, Skip{Name: c.Name, Reason: "never picked by auto; select it by name"})
+		}
+	}
 	if d.Chosen == "" {
 		var reasons []string
 		for _, s := range d.Skipped {

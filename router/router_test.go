@@ -28,8 +28,9 @@ func TestAutoPicksFirstUsableInOrder(t *testing.T) {
 	if d.Chosen != "bwrap" {
 		t.Fatalf("chosen %q, want bwrap", d.Chosen)
 	}
-	if len(d.Skipped) != 1 || d.Skipped[0].Name != "docker" || !strings.Contains(d.Skipped[0].Reason, "docker.sock") {
-		t.Fatalf("skipped = %+v, want docker with its reason", d.Skipped)
+	if len(d.Skipped) != 2 || d.Skipped[0].Name != "docker" || !strings.Contains(d.Skipped[0].Reason, "docker.sock") ||
+		d.Skipped[1].Name != "fake" || !strings.Contains(d.Skipped[1].Reason, "never picked by auto") {
+		t.Fatalf("skipped = %+v, want docker with its reason, then fake", d.Skipped)
 	}
 	if strings.Join(d.Rest, ",") != "daytona,host" {
 		t.Fatalf("rest = %v, want [daytona host] (fake is never auto)", d.Rest)
