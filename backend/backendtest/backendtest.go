@@ -491,8 +491,9 @@ func (s *suite) testCancel(t *testing.T) {
 	select {
 	case r = <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("Exec did not return within 10s of ctx cancellation")
+		t.Fatalf("Exec did not return within 10s of ctx cancellation (stdout so far %q)", out.Bytes())
 	}
+	r.stdout = out.Bytes()
 	if !errors.Is(r.err, context.Canceled) {
 		t.Errorf("Exec after cancel: want an error wrapping context.Canceled: %v", r)
 	}
