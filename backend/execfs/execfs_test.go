@@ -15,6 +15,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
+	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -285,5 +286,22 @@ func TestHostListThroughSymlink(t *testing.T) {
 				t.Fatalf("ListDir through a symlink = %+v, %v; want the target's entry f", list, err)
 			}
 		})
+	}
+}
+
+// TestFake runs the same checks through the fake backend's sh and tools: the scripts stay
+// within the shell subset the fake implements, and the fake's tools agree with busybox's.
+func TestFake(t *testing.T) {
+	b := fake.New()
+	inst, err := b.Create(context.Background(), &backend.CreateRequest{ID: "execfs-test", Workdir: "/work"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Destroy(context.Background()) })
+	testFS(t, execfs.New(inst), "/data")
+	// The fake's native transferer sees what execfs wrote.
+	var buf bytes.Buffer
+	if err := inst.(backend.FileTransferer).ReadFile(context.Background(), "/data/héllo wörld ✓.txt", &buf); err != nil || buf.String() != "utf8\n" {
+		t.Errorf("native read of an execfs-written file = %q, %v", buf.String(), err)
 	}
 }
