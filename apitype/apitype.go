@@ -1,0 +1,189 @@
+// Package apitype answers "what does the moat HTTP API send and receive?": the JSON wire
+// types of API v1, shared by the server (httpapi) and the Go client (client). Types the
+// library already defines with JSON tags (moat.Spec, moat.Info, moat.BackendReport,
+// moat.FileInfo) are used as they are, so one definition serves both the library and the
+// wire.
+package apitype
+
+import (
+	"encoding/base64"
+	"unicode/utf8"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/httpapi/settings"
+)
+
+// Version is the API version prefix of every route.
+const Version = "v1"
+
+// Media types of the API beyond application/json.
+const (
+	MediaNDJSON = "application/x-ndjson"
+	MediaTar    = "application/x-tar"
+	MediaOctet  = "application/octet-stream"
+)
+
+// EncodingBase64 marks a data field that holds base64 because the bytes are not UTF-8.
+const EncodingBase64 = "base64"
+
+// Error is every error answer: {"error":{"kind":"not_found","message":"..."}}.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody is the kind (errdefs.Kind) and message of an error.
+type ErrorBody struct {
+	Kind    errdefs.Kind `json:"kind"`
+	Message string       `json:"message"`
+}
+
+// CreateSandboxRequest is the body of POST /v1/sandboxes.
+type CreateSandboxRequest = moat.Spec
+
+// Sandbox is a sandbox as the API returns it.
+type Sandbox = moat.Info
+
+// SandboxList is the answer of GET /v1/sandboxes.
+type SandboxList struct {
+	Sandboxes []Sandbox `json:"sandboxes"`
+}
+
+// ExecRequest is the body of POST /v1/sandboxes/{id}/exec and the first message of the exec
+// WebSocket. Exactly one of Cmd and Shell is set.
+type ExecRequest struct {
+	Cmd   []string          `json:"cmd,omitempty"`
+	Shell string            `json:"shell,omitempty"`
+	Env   map[string]string `json:"env,omitempty"`
+	// Workdir is absolute, or relative to the sandbox's workdir.
+	Workdir string `json:"workdir,omitempty"`
+	// Stdin is the command's whole input (not used by the WebSocket, which streams it).
+	Stdin string `json:"stdin,omitempty"`
+	// StdinEncoding is "base64" when Stdin is base64 of binary input.
+	StdinEncoding string `json:"stdin_encoding,omitempty"`
+	// TimeoutMS bounds the command; 0 means no bound beyond the request.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// MaxOutputBytes caps each of stdout and stderr; 0 means the server's default for
+	// buffered answers and no cap for streams. The server never exceeds its own limit.
+	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
+}
+
+// ExecResponse is the buffered answer of POST /v1/sandboxes/{id}/exec.
+type ExecResponse struct {
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	// StdoutEncoding / StderrEncoding are "base64" when the stream is not valid UTF-8 and
+	// is sent as base64; "" means the text is as is.
+	StdoutEncoding string `json:"stdout_encoding,omitempty"`
+	StderrEncoding string `json:"stderr_encoding,omitempty"`
+	// Truncated is true when either stream hit the output cap.
+	Truncated       bool  `json:"truncated"`
+	StdoutTruncated bool  `json:"stdout_truncated"`
+	StderrTruncated bool  `json:"stderr_truncated"`
+	DurationMS      int64 `json:"duration_ms"`
+}
+
+// Event types of streaming exec (NDJSON lines, WebSocket text messages) and of the
+// terminal's control messages.
+const (
+	EventStdout = "stdout" // server → client: a chunk of output
+	EventStderr = "stderr"
+	EventExit   = "exit"   // server → client: the command ended; last event
+	EventError  = "error"  // server → client: the command could not run or was cut short; last event
+	EventStdin  = "stdin"  // client → server: a chunk of input
+	EventEOF    = "eof"    // client → server: no more input
+	EventResize = "resize" // client → server (terminal): new size
+)
+
+// Event is one streaming message. Which fields are set depends on Type.
+type Event struct {
+	Type string `json:"type"`
+	// Data and Encoding carry a chunk (stdout, stderr, stdin).
+	Data     string `json:"data,omitempty"`
+	Encoding string `json:"encoding,omitempty"`
+	// Exit fields.
+	ExitCode        *int  `json:"exit_code,omitempty"`
+	StdoutTruncated bool  `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool  `json:"stderr_truncated,omitempty"`
+	DurationMS      int64 `json:"duration_ms,omitempty"`
+	// Error is set on error events.
+	Error *ErrorBody `json:"error,omitempty"`
+	// Rows and Cols are set on resize events.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+}
+
+// TerminalRequest is the first message of the terminal WebSocket. After it the client sends
+// keystrokes as binary messages and resize/eof events as text; the server sends terminal
+// output as binary messages and ends with an exit or error event.
+type TerminalRequest struct {
+	Cmd     []string          `json:"cmd,omitempty"` // default ["sh"]
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
+	Rows    uint16            `json:"rows,omitempty"`
+	Cols    uint16            `json:"cols,omitempty"`
+}
+
+// FileList is the answer of GET /v1/sandboxes/{id}/files?path=DIR&list=1.
+type FileList struct {
+	Path    string          `json:"path"`
+	Entries []moat.FileInfo `json:"entries"`
+}
+
+// ArchiveResult is the answer of PUT /v1/sandboxes/{id}/archive.
+type ArchiveResult struct {
+	Files int   `json:"files"`
+	Dirs  int   `json:"dirs"`
+	Bytes int64 `json:"bytes"`
+}
+
+// SessionBackend is the body and answer of /v1/sessions/{session}/backend.
+type SessionBackend struct {
+	Session string `json:"session,omitempty"`
+	Backend string `json:"backend"`
+}
+
+// SecretState says whether a write-only setting has a value and where it came from.
+type SecretState = settings.SecretState
+
+// BackendSettings is one backend's settings as GET /v1/settings/backends shows them:
+// non-secret values, and only "token_configured" / "from_env" for secrets.
+type BackendSettings = settings.View
+
+// BackendSettingsList is the answer of GET /v1/settings/backends.
+type BackendSettingsList struct {
+	Backends []BackendSettings `json:"backends"`
+}
+
+// PutBackendSettings is the body of PUT /v1/settings/backends/{name}: keys to set; a null
+// value removes the explicit setting (the environment alias applies again).
+type PutBackendSettings map[string]*string
+
+// Health is the answer of /healthz and /readyz.
+type Health struct {
+	Status string `json:"status"` // "ok", or why not
+}
+
+// EncodeBytes returns b as text and "" when it is valid UTF-8, else base64 and "base64".
+func EncodeBytes(b []byte) (data, encoding string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return base64.StdEncoding.EncodeToString(b), EncodingBase64
+}
+
+// DecodeBytes reverses EncodeBytes. Unknown encodings are InvalidArgument.
+func DecodeBytes(data, encoding string) ([]byte, error) {
+	switch encoding {
+	case "":
+		return []byte(data), nil
+	case EncodingBase64:
+		b, err := base64.StdEncoding.DecodeString(data)
+		if err != nil {
+			return nil, errdefs.InvalidArgumentf("apitype: invalid base64: %v", err)
+		}
+		return b, nil
+	}
+	return nil, errdefs.InvalidArgumentf("apitype: unknown encoding %q (want \"\" or \"base64\")", encoding)
+}

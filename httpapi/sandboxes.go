@@ -1,0 +1,241 @@
+package httpapi
+
+import (
+	"context"
+
+	"net/http"
+	"strings"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/apitype"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/store"
+)
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
+	var spec apitype.CreateSandboxRequest
+	if err := decodeJSON(r, w, s.opts.MaxJSONBytes, &spec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// A create is not canceled by the client going away: the manager must finish writing
+	// the record either way, and a half-created sandbox is worse than a finished one.
+	ctx, cancel := s.opContext(r.Context())
+	defer cancel()
+	sb, err := s.m.Create(ctx, spec)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	info, err := sb.Info(ctx)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/sandboxes/"+info.ID)
+	writeJSON(w, http.StatusCreated, info)
+}
+
+// listSandboxes filters by ?backend=, ?session=, ?status= (repeatable or comma-separated),
+// ?name=, and ?label=k=v (repeatable, all must match).
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := moat.ListFilter{Backend: q.Get("backend"), SessionID: q.Get("session"), Name: q.Get("name")}
+	for _, v := range q["status"] {
+		for _, st := range strings.Split(v, ",") {
+			switch store.Status(st) {
+			case store.StatusCreating, store.StatusActive, store.StatusPaused, store.StatusStopped,
+				store.StatusError, store.StatusDestroyed:
+				f.Status = append(f.Status, store.Status(st))
+			default:
+				s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: unknown status %q", st))
+				return
+			}
+		}
+	}
+	for _, l := range q["label"] {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: label filter %q: want key=value", l))
+			return
+		}
+		if f.Labels == nil {
+			f.Labels = map[string]string{}
+		}
+		f.Labels[k] = v
+	}
+	infos, err := s.m.List(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if infos == nil {
+		infos = []moat.Info{}
+	}
+	writeJSON(w, http.StatusOK, apitype.SandboxList{Sandboxes: infos})
+}
+
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	info, err := sb.Info(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) destroySandbox(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.opContext(r.Context())
+	defer cancel()
+	if err := s.m.Destroy(ctx, r.PathValue("id")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) stopSandbox(w http.ResponseWriter, r *http.Request) {
+	s.setRunning(w, r, (*moat.Sandbox).Stop)
+}
+
+func (s *Server) startSandbox(w http.ResponseWriter, r *http.Request) {
+	s.setRunning(w, r, (*moat.Sandbox).Start)
+}
+
+func (s *Server) setRunning(w http.ResponseWriter, r *http.Request, op func(*moat.Sandbox, context.Context) error) {
+	ctx, cancel := s.opContext(r.Context())
+	defer cancel()
+	sb, err := s.m.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := op(sb, ctx); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	info, err := sb.Info(ctx)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) backends(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.m.Backends(r.Context()))
+}
+
+func (s *Server) listSettings(w http.ResponseWriter, r *http.Request) {
+	views, err := s.opts.Settings.ViewAll(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apitype.BackendSettingsList{Backends: views})
+}
+
+func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
+	v, err := s.opts.Settings.View(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
+	var body apitype.PutBackendSettings
+	if err := decodeJSON(r, w, 64<<10, &body); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	if err := s.opts.Settings.Put(r.Context(), name, body); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	keys := make([]string, 0, len(body))
+	for k := range body {
+		keys = append(keys, k)
+	}
+	// Keys only: values may be secrets.
+	s.log.Info("backend settings changed", "request_id", RequestID(r.Context()), "backend", name, "keys", keys)
+	v, err := s.opts.Settings.View(r.Context(), name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) getSessionBackend(w http.ResponseWriter, r *http.Request) {
+	sess := r.PathValue("session")
+	name, err := s.m.SessionBackend(r.Context(), sess)
+	if err != nil {
+		if errdefs.Is(err, errdefs.KindNotFound) {
+			err = errdefs.NotFoundf("httpapi: session %q has no backend override", sess)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apitype.SessionBackend{Session: sess, Backend: name})
+}
+
+func (s *Server) putSessionBackend(w http.ResponseWriter, r *http.Request) {
+	var body apitype.SessionBackend
+	if err := decodeJSON(r, w, 4<<10, &body); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sess := r.PathValue("session")
+	if body.Session != "" && body.Session != sess {
+		s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: body names session %q, path %q", body.Session, sess))
+		return
+	}
+	if body.Backend == "" {
+		s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: missing \"backend\""))
+		return
+	}
+	if err := s.m.SetSessionBackend(r.Context(), sess, body.Backend); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apitype.SessionBackend{Session: sess, Backend: body.Backend})
+}
+
+func (s *Server) deleteSessionBackend(w http.ResponseWriter, r *http.Request) {
+	if err := s.m.ClearSessionBackend(r.Context(), r.PathValue("session")); err != nil && !errdefs.Is(err, errdefs.KindNotFound) {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, apitype.Health{Status: "ok"})
+}
+
+// readyz is ready when the server is not shutting down and the store answers.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, apitype.Health{Status: "shutting down"})
+		return
+	}
+	_, err := s.m.Store().GetSetting(r.Context(), "readyz/probe")
+	if err != nil && !errdefs.Is(err, errdefs.KindNotFound) {
+		writeJSON(w, http.StatusServiceUnavailable, apitype.Health{Status: "store: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, apitype.Health{Status: "ok"})
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(OpenAPI)
+}

@@ -1,0 +1,84 @@
+package moat
+
+import (
+	"context"
+	"io"
+	"path"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// WinSize is a terminal's size in character cells.
+type WinSize = backend.WinSize
+
+// TerminalRequest is an interactive command on a pseudo-terminal. Cmd defaults to
+// ["sh"]. The terminal's output (stdout and stderr merged, as on a real terminal) goes to
+// Stdout; Stdin carries keystrokes; Resize, when set, delivers new sizes until closed.
+type TerminalRequest struct {
+	Cmd     []string
+	Env     map[string]string
+	Workdir string
+	Stdin   io.Reader
+	Stdout  io.Writer
+	// Size is the initial size; zero means 24x80.
+	Size   WinSize
+	Resize <-chan WinSize
+}
+
+// Terminal runs req on a pseudo-terminal in the sandbox and waits for it. Backends without
+// terminals (no backend.PTYExecer) return an Unsupported error. As with Exec, a non-zero
+// exit is not an error.
+func (s *Sandbox) Terminal(ctx context.Context, req TerminalRequest) (ExitResult, error) {
+	cmd := req.Cmd
+	if len(cmd) == 0 {
+		cmd = []string{"sh"}
+	}
+	argv, err := (&ExecRequest{Cmd: cmd}).argv()
+	if err != nil {
+		return ExitResult{}, err
+	}
+	if req.Stdout == nil {
+		return ExitResult{}, errdefs.InvalidArgumentf("moat: terminal: no output writer")
+	}
+	env, err := mergeEnv(s.spec.Env, req.Env)
+	if err != nil {
+		return ExitResult{}, err
+	}
+	wd := s.spec.Workdir
+	if req.Workdir != "" {
+		p := req.Workdir
+		if !path.IsAbs(p) {
+			p = path.Join(wd, p)
+		}
+		if wd, err = cleanSandboxPath(p); err != nil {
+			return ExitResult{}, errdefs.InvalidArgumentf("moat: terminal: invalid workdir: %w", err)
+		}
+	}
+	size := req.Size
+	if size.Rows == 0 || size.Cols == 0 {
+		size = WinSize{Rows: 24, Cols: 80}
+	}
+	inst, err := s.usable(ctx)
+	if err != nil {
+		return ExitResult{}, err
+	}
+	pe, ok := inst.(backend.PTYExecer)
+	if !ok {
+		return ExitResult{}, errdefs.Unsupportedf("moat: backend %s has no terminals", s.rec.Backend)
+	}
+	start := time.Now()
+	code, err := pe.ExecPTY(ctx, &backend.ExecRequest{
+		Argv: argv, Env: env, Workdir: wd, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stdout,
+	}, size, req.Resize)
+	res := ExitResult{ExitCode: code, Duration: time.Since(start)}
+	s.m.touch(s.rec.ID)
+	if err != nil {
+		if ctx.Err() != nil && errdefs.KindOf(err) == errdefs.KindUnknown {
+			err = errdefs.Wrap(ctx.Err(), err)
+		}
+		return res, s.checkGone(ctx, inst, err)
+	}
+	return res, nil
+}
