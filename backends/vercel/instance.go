@@ -29,11 +29,12 @@ const (
 	// killGrace bounds the clean-up calls made after ctx ended (kill, learning the
 	// command id).
 	killGrace = 10 * time.Second
-	// stdinScript feeds a file uploaded beforehand to the command as stdin, removing it
-	// once opened: sh -c stdinScript sh FILE ARGV...
-	stdinScript = `exec <"$1" || exit 126; rm -f -- "$1"; shift; exec "$@"`
-	// lookScript exits 0 when $1 names an executable: sh -c lookScript sh NAME.
-	lookScript = `command -v "$1" >/dev/null 2>&1`
+	// stdinScript feeds a file uploaded beforehand to the command as stdin:
+	// sh -c stdinScript FILE ARGV... ($0 is the file, so no shift is needed and the script
+	// stays within the plainest POSIX sh).
+	stdinScript = `exec "$@" <"$0"`
+	// lookScript exits 0 when $0 names an executable on PATH: sh -c lookScript NAME.
+	lookScript = `command -v "$0" >/dev/null 2>&1`
 )
 
 // Instance is one Vercel sandbox. It is safe for concurrent use.
@@ -123,17 +124,26 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 		if err := i.upload(ctx, sid, tmp, data, 0o600); err != nil {
 			return 0, i.gone(ctx, err)
 		}
-		argv = append([]string{"sh", "-c", stdinScript, "sh", tmp}, argv...)
+		argv = append([]string{"sh", "-c", stdinScript, tmp}, argv...)
+		defer func() {
+			// The file is removed after the command (with a fresh bound: ctx may be over).
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killGrace)
+			defer cancel()
+			_, _ = i.run(cctx, sid, []string{"rm", "-f", "--", tmp}, nil, "/", io.Discard, io.Discard)
+		}()
 	}
 	code, err := i.run(ctx, sid, argv, req.Env, req.Workdir, req.Stdout, req.Stderr)
 	if err != nil {
 		return 0, i.gone(ctx, err)
 	}
 	if code == 127 {
-		// 127 is how a shell (and Vercel's runner, spawning via a shell) reports a missing
-		// executable; ask the sandbox whether argv[0] exists to tell that from a command
-		// that merely exits 127.
-		found, lerr := i.run(ctx, sid, []string{"sh", "-c", lookScript, "sh", req.Argv[0]}, req.Env, req.Workdir, io.Discard, io.Discard)
+		// 127 is how Vercel's runner (like a shell) reports a missing executable; ask the
+		// sandbox whether argv[0] exists to tell that from a command that merely exits 127.
+		probe := []string{"sh", "-c", lookScript, req.Argv[0]}
+		if strings.Contains(req.Argv[0], "/") {
+			probe = []string{"test", "-e", req.Argv[0]}
+		}
+		found, lerr := i.run(ctx, sid, probe, req.Env, req.Workdir, io.Discard, io.Discard)
 		if lerr == nil && found != 0 {
 			return 0, errdefs.NotFoundf("vercel: exec: executable %q not found", req.Argv[0])
 		}
