@@ -484,7 +484,8 @@ func isAssignment(w word) bool {
 // shell is one running sh process.
 type shell struct {
 	p      *process
-	vars   map[string]string // all variables are exported
+	vars   map[string]string
+	export map[string]bool // names of vars passed to commands
 	cwd    string
 	args   []string // $0 $1 ...
 	status int
@@ -596,6 +597,9 @@ func (s *shell) runPipe(ctx context.Context, cmds []*simpleCmd) (int, error) {
 			if errors.As(err, &ee) {
 				code, err = ee.code, nil
 			}
+			if pw != nil && errors.Is(err, io.ErrClosedPipe) {
+				code, err = 128+13, nil // SIGPIPE: the reader went away
+			}
 			if pw != nil {
 				pw.Close()
 			}
@@ -623,7 +627,11 @@ func (s *shell) subshell() *shell {
 	for k, v := range s.vars {
 		vars[k] = v
 	}
-	return &shell{p: s.p, vars: vars, cwd: s.cwd, args: s.args, status: s.status, stdio: s.stdio}
+	export := make(map[string]bool, len(s.export))
+	for k, v := range s.export {
+		export[k] = v
+	}
+	return &shell{p: s.p, vars: vars, export: export, cwd: s.cwd, args: s.args, status: s.status, stdio: s.stdio}
 }
 
 // expand expands w into fields.
@@ -812,9 +820,15 @@ func (s *shell) runSimple(ctx context.Context, c *simpleCmd) (int, error) {
 		return 0, nil
 	case "export":
 		for _, a := range argv[1:] {
-			if eq := strings.IndexByte(a, '='); eq > 0 {
-				s.vars[a[:eq]] = a[eq+1:]
+			name, val, set := strings.Cut(a, "=")
+			if !validName(name) {
+				fmt.Fprintf(stdio[2].(io.Writer), "sh: export: bad variable name %s\n", name)
+				return 1, nil
 			}
+			if set {
+				s.vars[name] = val
+			}
+			s.export[name] = true
 		}
 		return 0, nil
 	case "set":
@@ -831,9 +845,11 @@ func (s *shell) runSimple(ctx context.Context, c *simpleCmd) (int, error) {
 
 // runExternal runs a builtin tool or user command as a child process of this shell.
 func (s *shell) runExternal(ctx context.Context, argv []string, assigns map[string]string, stdio [3]any) (int, error) {
-	env := make(map[string]string, len(s.vars)+len(assigns))
-	for k, v := range s.vars {
-		env[k] = v
+	env := make(map[string]string, len(s.export)+len(assigns))
+	for k := range s.export {
+		if v, ok := s.vars[k]; ok {
+			env[k] = v
+		}
 	}
 	for k, v := range assigns {
 		env[k] = v

@@ -137,10 +137,11 @@ func toolSh(ctx context.Context, c *call) (int, error) {
 		name, args = args[0], args[1:]
 	}
 	vars := make(map[string]string, len(c.env))
+	export := make(map[string]bool, len(c.env))
 	for k, v := range c.env {
-		vars[k] = v
+		vars[k], export[k] = v, true
 	}
-	s := &shell{p: c.p, vars: vars, cwd: c.cwd, args: append([]string{name}, args...),
+	s := &shell{p: c.p, vars: vars, export: export, cwd: c.cwd, args: append([]string{name}, args...),
 		stdio: [3]any{c.stdin, c.stdout, c.stderr}}
 	return s.runScript(ctx, script)
 }
@@ -256,6 +257,9 @@ func (c *call) inputs(ctx context.Context, operands []string, each func(name str
 		if err := each(name, ctxReader{ctx, r}); err != nil {
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
+			}
+			if errors.Is(err, io.ErrClosedPipe) {
+				return 0, err // the pipeline turns it into SIGPIPE
 			}
 			return c.fail(1, "%s: %v", name, err)
 		}
