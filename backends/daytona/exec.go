@@ -46,11 +46,12 @@ mkdir -p "$d" 2>/dev/null || fail internal 125
 if [ -n "$w" ]; then cd "$w" 2>/dev/null || fail chdir 125; fi
 command -v "$1" >/dev/null 2>&1 || fail enoent 127
 in=/dev/null; [ "$si" = 1 ] && in="$d/stdin"
+[ -r "$in" ] || fail internal 125
 mkfifo "$d/o" "$d/e" 2>/dev/null || fail internal 125
 base64 < "$d/o" & p1=$!
 base64 < "$d/e" >&2 & p2=$!
 unset -f dec fail
-"$@" < "$in" > "$d/o" 2> "$d/e"; c=$?
+"$@" > "$d/o" 2> "$d/e" < "$in"; c=$?
 wait "$p1"; wait "$p2"
 rm -rf "$d"
 exit "$c"`

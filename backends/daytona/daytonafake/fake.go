@@ -48,6 +48,10 @@ type Options struct {
 	StartPolls int
 	// Image is put in the local CreateRequest when the sandbox names no snapshot.
 	Image string
+	// ExecFiles serves the file API through commands (package execfs) even when the local
+	// backend has a native file API, so files and commands see the same paths. The host
+	// backend needs it: its file API is rooted in a private directory, its commands are not.
+	ExecFiles bool
 	// Workdir is the local sandbox workdir (default "/"), where commands start when they
 	// give no cwd.
 	Workdir string
@@ -746,8 +750,8 @@ func (s *Server) tb(h tbHandler) http.HandlerFunc {
 }
 
 // files returns the sandbox's file API: the local instance's own, else exec-based.
-func files(sb *sbx) backend.FileTransferer {
-	if ft, ok := sb.inst.(backend.FileTransferer); ok {
+func (s *Server) files(sb *sbx) backend.FileTransferer {
+	if ft, ok := sb.inst.(backend.FileTransferer); ok && !s.opts.ExecFiles {
 		return ft
 	}
 	return execfs.New(sb.inst)
@@ -861,7 +865,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, sb *sbx) {
 	if !ok {
 		return
 	}
-	list, err := files(sb).ListDir(r.Context(), p)
+	list, err := s.files(sb).ListDir(r.Context(), p)
 	if err != nil {
 		fileErr(w, r, p, err)
 		return
@@ -882,7 +886,7 @@ func (s *Server) fileInfo(w http.ResponseWriter, r *http.Request, sb *sbx) {
 		writeJSON(w, http.StatusOK, fileInfoJSON(backend.FileInfo{Name: "/", IsDir: true, Mode: 0o755}))
 		return
 	}
-	list, err := files(sb).ListDir(r.Context(), path.Dir(p))
+	list, err := s.files(sb).ListDir(r.Context(), path.Dir(p))
 	if err != nil {
 		fileErr(w, r, p, err)
 		return
@@ -956,7 +960,7 @@ func (s *Server) setPermissions(w http.ResponseWriter, r *http.Request, sb *sbx)
 	}
 	// Through the file API's own view of paths: rewrite with the same bytes and mode.
 	var buf bytes.Buffer
-	ft := files(sb)
+	ft := s.files(sb)
 	if err := ft.ReadFile(r.Context(), p, &buf); err != nil {
 		fileErr(w, r, p, err)
 		return
@@ -984,7 +988,7 @@ func (s *Server) uploadOne(w http.ResponseWriter, r *http.Request, sb *sbx) {
 		defer f.Close()
 		body = f
 	}
-	if err := files(sb).WriteFile(r.Context(), p, body, 0o644); err != nil {
+	if err := s.files(sb).WriteFile(r.Context(), p, body, 0o644); err != nil {
 		fileErr(w, r, p, err)
 		return
 	}
@@ -1018,7 +1022,7 @@ func (s *Server) bulkUpload(w http.ResponseWriter, r *http.Request, sb *sbx) {
 			errs = append(errs, fmt.Sprintf("file[%s]: %v", i, err))
 			continue
 		}
-		err = files(sb).WriteFile(r.Context(), path.Clean(dest), f, 0o644)
+		err = s.files(sb).WriteFile(r.Context(), path.Clean(dest), f, 0o644)
 		f.Close()
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("file[%s]: %v", i, err))
@@ -1039,7 +1043,7 @@ func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request, sb *sbx) {
 		return
 	}
 	var buf bytes.Buffer
-	if err := files(sb).ReadFile(r.Context(), p, &buf); err != nil {
+	if err := s.files(sb).ReadFile(r.Context(), p, &buf); err != nil {
 		fileErr(w, r, p, err)
 		return
 	}
@@ -1063,7 +1067,7 @@ func (s *Server) bulkDownload(w http.ResponseWriter, r *http.Request, sb *sbx) {
 	w.WriteHeader(http.StatusOK)
 	for _, p := range in.Paths {
 		var buf bytes.Buffer
-		err := files(sb).ReadFile(r.Context(), p, &buf)
+		err := s.files(sb).ReadFile(r.Context(), p, &buf)
 		if err != nil {
 			status, code, msg := http.StatusInternalServerError, "FILE_READ_FAILED", "failed to open file: "+err.Error()
 			switch {
