@@ -89,6 +89,11 @@ func init() {
 				return nil, errdefs.Newf(errdefs.ErrInvalidArgument, "docker: config: %w", err)
 			}
 		}
+		// Explicit config wins over the DOCKER_HOST alias; the SDK reads the TLS variables
+		// (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) from the process environment itself.
+		if c.Host == "" && cfg.Getenv != nil {
+			c.Host = cfg.Getenv("DOCKER_HOST")
+		}
 		return New(c)
 	})
 }

@@ -498,6 +498,20 @@ func TestRegistryAndConfig(t *testing.T) {
 	if d.Name != "docker" || d.Isolation != backend.IsolationContainer || d.DefaultImage != "debian:test" || d.PackageManager != "apt-get" || d.Remote {
 		t.Errorf("descriptor = %+v", d)
 	}
+	env := func(k string) string {
+		if k == "DOCKER_HOST" {
+			return "unix:///from/env.sock"
+		}
+		return ""
+	}
+	b, err = f(backend.Config{Getenv: env})
+	if err != nil || b.(*Backend).host != "unix:///from/env.sock" {
+		t.Errorf("DOCKER_HOST alias: %v", err)
+	}
+	b, err = f(backend.Config{Getenv: env, Decode: func(v any) error { v.(*Config).Host = "unix:///explicit.sock"; return nil }})
+	if err != nil || b.(*Backend).host != "unix:///explicit.sock" {
+		t.Errorf("explicit host over DOCKER_HOST: %v", err)
+	}
 	if _, err := New(Config{Pull: "sometimes"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("bad pull policy: %v", err)
 	}
