@@ -119,7 +119,10 @@ func TestStopAndPauseRefuseExec(t *testing.T) {
 	b := fake.New()
 	inst := create(t, b, "s")
 	done := make(chan int, 1)
-	go func() { code, _, _ := run(inst, context.Background(), "sh", "-c", "sleep 60; echo not reached"); done <- code }()
+	go func() {
+		code, _, _ := run(inst, context.Background(), "sh", "-c", "sleep 60; echo not reached")
+		done <- code
+	}()
 	time.Sleep(20 * time.Millisecond)
 	if err := inst.(backend.Stopper).Stop(context.Background()); err != nil {
 		t.Fatal(err)
