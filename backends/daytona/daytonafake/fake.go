@@ -417,6 +417,19 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, dto)
 }
 
+// mergeEnv returns the sandbox env overlaid with extra: local backends leave merging to
+// their caller, and in Daytona every process sees the sandbox's env.
+func mergeEnv(base, extra map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(extra))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
 func nonNil(m map[string]string) map[string]string {
 	if m == nil {
 		return map[string]string{}
@@ -792,7 +805,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, sb *sbx) {
 	var out lockedBuf
 	// As the daemon does: the command is piped into the shell's stdin.
 	code, err := sb.inst.Exec(ctx, &backend.ExecRequest{
-		Argv: []string{"sh"}, Env: in.Envs, Workdir: wd,
+		Argv: []string{"sh"}, Env: mergeEnv(sb.env, in.Envs), Workdir: wd,
 		Stdin: strings.NewReader(in.Command), Stdout: &out, Stderr: &out,
 	})
 	if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {

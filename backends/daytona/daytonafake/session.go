@@ -232,7 +232,7 @@ func (s *Server) sessionExec(w http.ResponseWriter, r *http.Request, sb *sbx) {
 		out := &labeler{c: c, prefix: stdoutPrefix}
 		errw := &labeler{c: c, prefix: stderrPrefix}
 		code, err := sb.inst.Exec(se.ctx, &backend.ExecRequest{
-			Argv: []string{"sh", "-c", in.Command}, Workdir: s.opts.Workdir,
+			Argv: []string{"sh", "-c", in.Command}, Env: mergeEnv(sb.env, nil), Workdir: s.opts.Workdir,
 			Stdin: stdin, Stdout: out, Stderr: errw,
 		})
 		if c.stdin != nil {
