@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/moatsh/moat"
@@ -37,10 +38,11 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 }
 
 // listSandboxes filters by ?backend=, ?session=, ?status= (repeatable or comma-separated),
-// ?name=, and ?label=k=v (repeatable, all must match).
+// ?name=, ?label=k=v (repeatable, all must match) and ?include_destroyed=1.
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := moat.ListFilter{Backend: q.Get("backend"), SessionID: q.Get("session"), Name: q.Get("name")}
+	f.IncludeDestroyed, _ = strconv.ParseBool(q.Get("include_destroyed"))
 	for _, v := range q["status"] {
 		for _, st := range strings.Split(v, ",") {
 			switch store.Status(st) {
