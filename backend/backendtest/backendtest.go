@@ -12,23 +12,28 @@
 //
 // Commands the suite runs inside sandboxes (argv; all exist in busybox and Debian):
 //
-//	true; false; pwd; env; cat (stdin, files)
-//	sh -c 'exit 3'
+//	true; false; pwd; env; echo resumed
+//	cat                                                (stdin; also with nil Stdin: EOF)
+//	cat PATH
+//	sh -c 'exit 3'; sh -c 'exit 255'
 //	sh -c 'echo out; echo err >&2'
 //	sh -c 'printf %s "$MOAT_BT_VAR"'
-//	sh -c 'kill -9 $$'
+//	sh -c 'kill -9 $$'                                 (must exit 137)
 //	sh -c 'echo "$1"; echo "$1" >&2' sh TOKEN          (20 at once)
 //	sh -c 'echo started; sh -c "$2" sh "$1"; echo alive > "$1.parent"' sh MARKER 'sleep 2; echo alive > "$1"'
 //	test -e MARKER
+//	sh -c 'printf '\''from exec\n'\'' > "$1"' sh PATH
+//	sh -c 'echo WORD > "$1"' sh PATH                   (WORD: listed, kept, snapped, clone)
 //	head -c 10485760 /dev/zero
 //	printf '\377\376\000\200abc'
-//	moat-bt-no-such-binary; /moat-bt/no/such/binary   (must be errdefs NotFound)
-//	ln -s / /tmp/bt-esc-RANDOM
 //	stat -c %a PATH
+//	ln -s / /tmp/bt-esc-RANDOM
+//	moat-bt-no-such-binary arg; /moat-bt/no/such/binary arg   (must be errdefs NotFound)
 //
-// plus, for files, the scripts of package execfs (sh, test, mkdir, cat, chmod, find, stat)
-// when the instance has no native backend.FileTransferer; when it has one, the file checks
-// run twice: once through the native implementation and once through execfs.
+// plus the fixed scripts of package execfs (sh, test, mkdir, cat, chmod, cd, find, stat): the
+// file checks always run through execfs, and also through the instance's native
+// backend.FileTransferer when it has one. The escape check looks at the host's /tmp, which
+// proves something only for backends on this machine and is harmless for remote ones.
 //
 // Optional abilities are tested when the type assertion holds: Lister, Prober (on the
 // Backend), Stopper, Pauser, Snapshotter, PortExposer (on the Instance). Snapshots the
