@@ -137,7 +137,19 @@ type meta struct {
 }
 
 // hostDirs are what the default image takes from the host, read-only.
-var hostDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"}
+var hostDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+
+// hostEtc are the parts of the host's /etc the default image binds, read-only: what
+// programs need to run (users, name resolution, the loader, certificates, alternatives),
+// and nothing secret — never /etc as a whole, which holds shadow, ssh host keys and
+// credentials the sandbox's uid 0 could otherwise read. The sandbox's own /etc stays
+// writable.
+var hostEtc = []string{
+	"/etc/passwd", "/etc/group", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf",
+	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+	"/etc/ssl", "/etc/ca-certificates", "/etc/localtime", "/etc/os-release",
+	"/etc/debian_version", "/etc/profile", "/etc/mime.types", "/etc/protocols", "/etc/services",
+}
 
 // hostLayout prepares root for the host-bind image: symlinks where the host has symlinks
 // (merged /usr), empty mount points where it has directories. It returns the binds.
@@ -167,6 +179,25 @@ func hostLayout(root string) (map[string]string, error) {
 			binds[d] = d
 		}
 	}
+	for _, p := range hostEtc {
+		fi, err := os.Stat(p) // follow links: /etc/os-release is one on Debian
+		if err != nil {
+			continue
+		}
+		dst := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, err
+		}
+		if fi.IsDir() {
+			err = os.MkdirAll(dst, 0o755)
+		} else if _, serr := os.Lstat(dst); errors.Is(serr, fs.ErrNotExist) {
+			err = os.WriteFile(dst, nil, 0o644) // a mount point for the file bind
+		}
+		if err != nil {
+			return nil, err
+		}
+		binds[p] = p
+	}
 	return binds, nil
 }
 
@@ -179,6 +210,11 @@ func binds(m meta) map[string]string {
 	for _, d := range hostDirs {
 		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
 			out[d] = d
+		}
+	}
+	for _, p := range hostEtc {
+		if _, err := os.Stat(p); err == nil {
+			out[p] = p
 		}
 	}
 	return out
