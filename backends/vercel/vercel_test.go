@@ -527,3 +527,62 @@ func TestFilesNative(t *testing.T) {
 		t.Errorf("ReadFile(dir) = %v; want InvalidArgument", err)
 	}
 }
+
+func TestConnectionErrorsRetried(t *testing.T) {
+	e := newEnv(t)
+	inst := e.create(t)
+	// A proxy that drops the first connection without answering, then forwards.
+	var mu sync.Mutex
+	dropped := 0
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		drop := dropped == 0
+		dropped++
+		mu.Unlock()
+		if drop {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		e.srv.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	b := newBackend(t, proxy.URL+"/api", testToken)
+	attached, err := b.Attach(tctx(t), inst.Handle())
+	if err != nil {
+		t.Fatalf("Attach through a dropped connection: %v", err)
+	}
+	if st, err := attached.Status(tctx(t)); err != nil || st != backend.StatusRunning {
+		t.Errorf("Status = %q, %v", st, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dropped < 2 {
+		t.Errorf("%d connections; want the dropped one retried", dropped)
+	}
+}
+
+func TestCallsBoundedByContext(t *testing.T) {
+	e := newEnv(t)
+	inst := e.create(t)
+	e.srv.DelayNext(1, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := inst.Status(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Status past its deadline = %v; want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Status returned after %v; want about its 200ms deadline", d)
+	}
+	// A Retry-After longer than ctx allows is not waited out either.
+	e.srv.FailNext(1, http.StatusTooManyRequests, 10*time.Second)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	if _, err := inst.Status(ctx2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Status during a long Retry-After = %v; want DeadlineExceeded", err)
+	}
+}

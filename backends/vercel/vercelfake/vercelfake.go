@@ -8,6 +8,13 @@
 // Tests wrap it in httptest.NewServer; the server accepts paths with or without the
 // SDK's "/api" prefix. Fault injection: FailNext (429 with Retry-After, 5xx), DelayNext,
 // Vanish (a sandbox deleted behind the client's back).
+//
+// Where Vercel's behaviour is not documented the fake follows Vercel's own mock server
+// (packages/vercel-sandbox-mock): a missing executable is exit status 127 with a shell-style
+// message on stderr; commands and files of a stopped session answer 410 sandbox_stopped;
+// a killed command exits 128+signal. Snapshots need a local backend that is a
+// backend.Snapshotter (the fake backend is); git and tarball sources are refused, since
+// the fake reaches no network.
 package vercelfake
 
 import (
