@@ -38,6 +38,8 @@
 //     before), then chmod through Exec for the mode; ListDir via filesystem.Filesystem/ListDir.
 //   - Destroy: DELETE /sandboxes/{id}; 404 is success.
 //   - Pause/Resume (Pauser): POST /sandboxes/{id}/pause; POST /v2/sandboxes/{id}/connect.
+//   - Snapshot (Snapshotter): POST /sandboxes/{id}/snapshots; the snapshotID is a template
+//     id, so it is the Image for later creates.
 //   - ExposePort (PortExposer): https://<port>-<sandboxID>.<domain>, no I/O.
 //   - List (Lister): GET /v2/sandboxes?metadata=moat.managed%3Dtrue&state=running,paused,
 //     following X-Next-Token.
@@ -49,6 +51,6 @@
 // jitter, honouring Retry-After; create retries only 429. The edge proxy's 502 on envd calls
 // is confirmed with the control plane: a sandbox the API no longer knows is NotFound.
 //
-// Unsupported: Stopper (E2B has pause, not stop), Snapshotter, PTY exec, per-sandbox CPU and
+// Unsupported: Stopper (E2B has pause, not stop), PTY exec, deleting snapshots, per-sandbox CPU and
 // memory limits.
 package e2b
