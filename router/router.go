@@ -63,7 +63,7 @@ func (d Decision) Explain() string {
 			if i > 0 {
 				b.WriteString("; ")
 			}
-			fmt.Fprintf(&b, "%s: %s", s.Name, s.Reason)
+			b.WriteString(s.line())
 		}
 	}
 	return b.String()
@@ -80,9 +80,11 @@ func Rank(names []string) []string {
 	return out
 }
 
-// Auto picks the first usable candidate in AutoOrder. Unavailable candidates and those the
-// policy forbids are skipped with their reason. The error is errdefs Unavailable and lists
-// every reason when nothing is usable.
+// Auto picks the first ready candidate in AutoOrder, else the first degraded one: a
+// degraded backend works with a caveat (a missing default image, no cgroups), so a ready
+// one later in the order is the better pick. Unavailable candidates and those the policy
+// forbids are skipped with their reason. The error is errdefs Unavailable and lists every
+// reason when nothing is usable.
 func Auto(cands []Candidate, p Policy) (Decision, error) {
 	byName := map[string]Candidate{}
 	var names []string
@@ -91,35 +93,46 @@ func Auto(cands []Candidate, p Policy) (Decision, error) {
 		names = append(names, c.Name)
 	}
 	var d Decision
+	var ready, degraded []string
 	for _, n := range Rank(names) {
 		c := byName[n]
 		if reason := unusable(c, p); reason != "" {
 			d.Skipped = append(d.Skipped, Skip{Name: n, Reason: reason})
 			continue
 		}
-		if d.Chosen == "" {
-			d.Chosen = n
-			d.Reason = describe(c)
-			continue
+		if c.Health.State == backend.Degraded {
+			degraded = append(degraded, n)
+		} else {
+			ready = append(ready, n)
 		}
-		d.Rest = append(d.Rest, n)
 	}
 	for _, c := range cands {
 		if !slices.Contains(AutoOrder, c.Name) {
 			d.Skipped = append(d.Skipped, Skip{Name: c.Name, Reason: "never picked by auto; select it by name"})
 		}
 	}
-	if d.Chosen == "" {
+	order := append(ready, degraded...)
+	if len(order) == 0 {
 		var reasons []string
 		for _, s := range d.Skipped {
-			reasons = append(reasons, s.Name+": "+s.Reason)
+			reasons = append(reasons, s.line())
 		}
 		if len(reasons) == 0 {
 			reasons = append(reasons, "no backend is registered")
 		}
 		return d, errdefs.Unavailablef("router: no usable backend for auto: %s", strings.Join(reasons, "; "))
 	}
+	d.Chosen, d.Rest = order[0], order[1:]
+	d.Reason = describe(byName[d.Chosen])
 	return d, nil
+}
+
+// line renders a skip as "name: reason" without repeating a name the reason starts with.
+func (s Skip) line() string {
+	if strings.HasPrefix(s.Reason, s.Name+":") {
+		return s.Reason
+	}
+	return s.Name + ": " + s.Reason
 }
 
 // Explicit checks a backend the caller named. It may be degraded but not unavailable, and

@@ -35,8 +35,24 @@ func TestAutoPicksFirstUsableInOrder(t *testing.T) {
 	if strings.Join(d.Rest, ",") != "daytona,host" {
 		t.Fatalf("rest = %v, want [daytona host] (fake is never auto)", d.Rest)
 	}
-	if !strings.Contains(d.Explain(), "docker: docker: cannot reach") {
+	if !strings.Contains(d.Explain(), "; skipped: docker: cannot reach") {
 		t.Fatalf("explain lacks the skip reason: %s", d.Explain())
+	}
+}
+
+func TestAutoPrefersReadyOverDegraded(t *testing.T) {
+	cands := []Candidate{
+		cand("docker", backend.IsolationContainer, backend.Degraded, "docker: default image missing"),
+		cand("bwrap", backend.IsolationNamespace, backend.Ready, ""),
+		cand("host", backend.IsolationNone, backend.Degraded, "host: no isolation"),
+	}
+	d, err := Auto(cands, Policy{AllowUnisolated: true})
+	if err != nil || d.Chosen != "bwrap" || strings.Join(d.Rest, ",") != "docker,host" {
+		t.Fatalf("decision = %+v %v; want bwrap, then docker, host", d, err)
+	}
+	d, err = Auto(cands[:1], Policy{})
+	if err != nil || d.Chosen != "docker" || !strings.Contains(d.Reason, "default image missing") {
+		t.Fatalf("a degraded backend is still picked when it is the only one: %+v %v", d, err)
 	}
 }
 
