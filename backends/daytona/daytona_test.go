@@ -330,3 +330,39 @@ func TestConcurrentExecsOnHost(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestExecScriptHasNoSingleQuote(t *testing.T) {
+	// The script travels inside single quotes: one inside it would end the quoting.
+	if strings.Contains(daytona.ExecScriptForTest, "'") {
+		t.Fatal("execScript contains a single quote")
+	}
+}
+
+func TestOutputStreamsWhileRunning(t *testing.T) {
+	_, apiURL := fakeServer(t, hostBackend(t))
+	inst := newSandbox(t, client(t, apiURL, testToken))
+	w := &firstWrite{at: make(chan time.Time, 1)}
+	start := time.Now()
+	code, err := inst.Exec(testCtx(t), &backend.ExecRequest{
+		Argv: []string{"sh", "-c", "echo early; sleep 2; echo late"}, Workdir: "/tmp",
+		Stdout: w, Stderr: &bytes.Buffer{},
+	})
+	if err != nil || code != 0 || w.buf.String() != "early\nlate\n" {
+		t.Fatalf("exec = %d %q %v", code, w.buf.String(), err)
+	}
+	if first := (<-w.at).Sub(start); first > 1500*time.Millisecond {
+		t.Errorf("first output arrived after %v; want it before the command ends (~2s)", first)
+	}
+}
+
+type firstWrite struct {
+	buf bytes.Buffer
+	at  chan time.Time
+}
+
+func (f *firstWrite) Write(p []byte) (int, error) {
+	if f.buf.Len() == 0 {
+		f.at <- time.Now()
+	}
+	return f.buf.Write(p)
+}

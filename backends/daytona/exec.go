@@ -1,8 +1,6 @@
 package daytona
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -27,11 +25,14 @@ import (
 //
 // The daemon labels session output line by line (it appends a newline to an unterminated
 // last line and loses NUL bytes), so the wrapper base64-encodes the command's stdout and
-// stderr through FIFOs and the client decodes them: output comes back byte for byte.
+// stderr through FIFOs and the client decodes them: output comes back byte for byte. Each
+// chunk dd gets from a FIFO (whatever one read returns) is encoded on its own, so output
+// streams while the command runs; every base64 line then decodes on its own.
 // Lines starting with "!" on stdout are the wrapper's own reports (never valid base64):
 // "!enoent" (no such executable), "!chdir" (workdir missing), "!internal".
 const execScript = `dec() { printf %s "$1" | base64 -d && printf .; }
 fail() { echo "!$1"; rm -rf "$d"; exit "$2"; }
+enc() { while :; do c=$(dd bs=65536 count=1 2>/dev/null | base64) || exit 1; [ -n "$c" ] || exit 0; printf "%s\n" "$c"; done; }
 d=$(dec "$1") || { echo "!internal"; exit 125; }; d=${d%.}
 w=$(dec "$2") || fail internal 125; w=${w%.}
 si=$3; n=$4; shift 4
@@ -48,9 +49,9 @@ command -v "$1" >/dev/null 2>&1 || fail enoent 127
 in=/dev/null; [ "$si" = 1 ] && in="$d/stdin"
 [ -r "$in" ] || fail internal 125
 mkfifo "$d/o" "$d/e" 2>/dev/null || fail internal 125
-base64 < "$d/o" & p1=$!
-base64 < "$d/e" >&2 & p2=$!
-unset -f dec fail
+enc < "$d/o" & p1=$!
+enc < "$d/e" >&2 & p2=$!
+unset -f dec fail enc
 "$@" > "$d/o" 2> "$d/e" < "$in"; c=$?
 wait "$p1"; wait "$p2"
 rm -rf "$d"
@@ -137,43 +138,80 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 		cleanup(true)
 		return -1, i.goneOr(ctx, err)
 	}
-	code, err := i.waitCommand(ctx, t, sid, res)
+	st := &streams{stdout: req.Stdout, stderr: req.Stderr}
+	code, err := i.follow(ctx, t, sid, res, st)
 	if err != nil {
 		// The command may still run: deleting the session kills its process group.
 		cleanup(true)
 		return -1, err
 	}
-	logs, err := t.commandLogs(ctx, sid, res.CmdID)
-	if err != nil {
-		cleanup(false)
-		return -1, i.goneOr(ctx, err)
-	}
 	cleanup(false)
-
-	stdout, report, err := decodeStream(logs.Stdout, true)
-	if err != nil {
-		return -1, errdefs.Unavailablef("daytona: exec: undecodable stdout from the sandbox: %v", err)
-	}
-	switch report {
+	switch st.report {
 	case "":
 	case "enoent":
 		return -1, errdefs.NotFoundf("daytona: exec: executable %q not found", req.Argv[0])
 	case "chdir":
 		return -1, errdefs.NotFoundf("daytona: exec: workdir %q does not exist", req.Workdir)
 	default:
-		return -1, errdefs.Unavailablef("daytona: exec: wrapper failed (%s)", report)
-	}
-	stderr, _, err := decodeStream(logs.Stderr, false)
-	if err != nil {
-		return -1, errdefs.Unavailablef("daytona: exec: undecodable stderr from the sandbox: %v", err)
-	}
-	if _, err := req.Stdout.Write(stdout); err != nil {
-		return -1, fmt.Errorf("daytona: exec: write stdout: %w", err)
-	}
-	if _, err := req.Stderr.Write(stderr); err != nil {
-		return -1, fmt.Errorf("daytona: exec: write stderr: %w", err)
+		return -1, errdefs.Unavailablef("daytona: exec: wrapper failed (%s)", st.report)
 	}
 	return code, nil
+}
+
+// streams decodes the growing stdout/stderr logs of one command into the request's writers.
+type streams struct {
+	stdout, stderr io.Writer
+	outOff, errOff int
+	report         string
+}
+
+// feed writes the complete lines of logs not yet seen. With final, trailing partial lines
+// are taken too (the daemon ends every line with a newline, so there should be none).
+func (s *streams) feed(logs *commandLogs, final bool) error {
+	var err error
+	if s.outOff, err = s.decode(logs.Stdout, s.outOff, s.stdout, true, final); err != nil {
+		return errdefs.Unavailablef("daytona: exec: undecodable stdout from the sandbox: %v", err)
+	}
+	if s.errOff, err = s.decode(logs.Stderr, s.errOff, s.stderr, false, final); err != nil {
+		return errdefs.Unavailablef("daytona: exec: undecodable stderr from the sandbox: %v", err)
+	}
+	return nil
+}
+
+func (s *streams) decode(log string, off int, w io.Writer, reports, final bool) (int, error) {
+	if off > len(log) {
+		return off, fmt.Errorf("log shrank from %d to %d bytes", off, len(log))
+	}
+	rest := log[off:]
+	end := strings.LastIndexByte(rest, '\n') + 1
+	if final {
+		end = len(rest)
+	}
+	for _, line := range strings.Split(rest[:end], "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if reports && strings.HasPrefix(line, "!") {
+			s.report = line[1:]
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return off, fmt.Errorf("%v in %q", err, clipString(line))
+		}
+		if _, err := w.Write(b); err != nil {
+			return off, fmt.Errorf("write output: %w", err)
+		}
+	}
+	return off + end, nil
+}
+
+func clipString(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
 }
 
 func (i *Instance) cleanupDir(ctx context.Context, t *toolbox, dir string, uploaded bool) {
@@ -185,28 +223,35 @@ func (i *Instance) cleanupDir(ctx context.Context, t *toolbox, dir string, uploa
 	_ = t.deleteFile(cctx, dir, true)
 }
 
-// waitCommand polls the command until it has an exit code, with a delay growing from
-// pollMin to pollMax.
-func (i *Instance) waitCommand(ctx context.Context, t *toolbox, sid string, res *sessionExecResponse) (int, error) {
-	if res.ExitCode != nil {
-		return *res.ExitCode, nil
-	}
+// follow polls the command until it has an exit code, with a delay growing from pollMin
+// to pollMax, passing new output on as it appears.
+func (i *Instance) follow(ctx context.Context, t *toolbox, sid string, res *sessionExecResponse, st *streams) (int, error) {
 	delay := i.b.pollMin
 	for {
+		var exit *int
+		if res.ExitCode != nil {
+			exit = res.ExitCode
+		} else {
+			cmd, err := t.getCommand(ctx, sid, res.CmdID)
+			if err != nil {
+				return -1, i.goneOr(ctx, err)
+			}
+			exit = cmd.ExitCode
+		}
+		logs, err := t.commandLogs(ctx, sid, res.CmdID)
+		if err != nil {
+			return -1, i.goneOr(ctx, err)
+		}
+		if err := st.feed(logs, exit != nil); err != nil {
+			return -1, err
+		}
+		if exit != nil {
+			return *exit, nil
+		}
 		if err := sleepCtx(ctx, delay); err != nil {
 			return -1, fmt.Errorf("daytona: exec: %w", err)
 		}
 		delay = min(delay*3/2+time.Millisecond, i.b.pollMax)
-		cmd, err := t.getCommand(ctx, sid, res.CmdID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return -1, fmt.Errorf("daytona: exec: %w", ctx.Err())
-			}
-			return -1, i.goneOr(ctx, err)
-		}
-		if cmd.ExitCode != nil {
-			return *cmd.ExitCode, nil
-		}
 	}
 }
 
@@ -223,31 +268,4 @@ func (i *Instance) goneOr(ctx context.Context, err error) error {
 		return errdefs.NotFoundf("daytona: sandbox %s no longer exists", i.id)
 	}
 	return err
-}
-
-// decodeStream decodes one base64 log stream. With reports, a line starting with "!" is a
-// wrapper report and is returned instead of being decoded.
-func decodeStream(s string, reports bool) ([]byte, string, error) {
-	var enc bytes.Buffer
-	enc.Grow(len(s))
-	report := ""
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if reports && strings.HasPrefix(line, "!") {
-			report = strings.TrimPrefix(line, "!")
-			continue
-		}
-		enc.WriteString(strings.TrimSpace(line))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, "", err
-	}
-	out := make([]byte, base64.StdEncoding.DecodedLen(enc.Len()))
-	n, err := base64.StdEncoding.Decode(out, enc.Bytes())
-	if err != nil {
-		return nil, "", err
-	}
-	return out[:n], report, nil
 }

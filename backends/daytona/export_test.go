@@ -8,3 +8,6 @@ func ApplyEnvForTest(c *Config, getenv func(string) string) Config {
 
 // ConfigForTest returns the backend's effective configuration.
 func (b *Backend) ConfigForTest() Config { return b.cfg }
+
+// ExecScriptForTest is the exec wrapper script.
+const ExecScriptForTest = execScript
