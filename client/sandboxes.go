@@ -8,6 +8,7 @@ import (
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
+	"github.com/moatsh/moat/errdefs"
 )
 
 // Sandbox is a handle to one sandbox on the server, like *moat.Sandbox. It is cheap and
@@ -17,7 +18,14 @@ type Sandbox struct {
 	info moat.Info // as of Create/Get
 }
 
-func sandboxPath(id string) string { return "/v1/sandboxes/" + url.PathEscape(id) }
+// sandboxPath is the API path of sandbox id. An empty id becomes "-", which no sandbox has,
+// so the answer is NotFound rather than a different route.
+func sandboxPath(id string) string {
+	if id == "" {
+		id = "-"
+	}
+	return "/v1/sandboxes/" + url.PathEscape(id)
+}
 
 // Create creates a sandbox from spec.
 func (c *Client) Create(ctx context.Context, spec moat.Spec) (*Sandbox, error) {
@@ -30,6 +38,9 @@ func (c *Client) Create(ctx context.Context, spec moat.Spec) (*Sandbox, error) {
 
 // Get finds a sandbox by id or name.
 func (c *Client) Get(ctx context.Context, idOrName string) (*Sandbox, error) {
+	if idOrName == "" {
+		return nil, errdefs.InvalidArgumentf("client: empty sandbox id")
+	}
 	var info moat.Info
 	if err := c.doJSON(ctx, http.MethodGet, sandboxPath(idOrName), nil, nil, &info); err != nil {
 		return nil, err
@@ -71,6 +82,9 @@ func (c *Client) List(ctx context.Context, f moat.ListFilter) ([]moat.Info, erro
 
 // Destroy destroys the sandbox with this id or name.
 func (c *Client) Destroy(ctx context.Context, idOrName string) error {
+	if idOrName == "" {
+		return errdefs.InvalidArgumentf("client: empty sandbox id")
+	}
 	return c.doJSON(ctx, http.MethodDelete, sandboxPath(idOrName), nil, nil, nil)
 }
 
@@ -87,11 +101,17 @@ func sessionPath(session string) string {
 
 // SetSessionBackend makes sandboxes created with this session id use backend name.
 func (c *Client) SetSessionBackend(ctx context.Context, session, name string) error {
+	if session == "" {
+		return errdefs.InvalidArgumentf("client: empty session id")
+	}
 	return c.doJSON(ctx, http.MethodPut, sessionPath(session), nil, apitype.SessionBackend{Backend: name}, nil)
 }
 
 // SessionBackend returns the session's override; NotFound when it has none.
 func (c *Client) SessionBackend(ctx context.Context, session string) (string, error) {
+	if session == "" {
+		return "", errdefs.InvalidArgumentf("client: empty session id")
+	}
 	var sb apitype.SessionBackend
 	err := c.doJSON(ctx, http.MethodGet, sessionPath(session), nil, nil, &sb)
 	return sb.Backend, err
@@ -99,6 +119,9 @@ func (c *Client) SessionBackend(ctx context.Context, session string) (string, er
 
 // ClearSessionBackend removes the session's override.
 func (c *Client) ClearSessionBackend(ctx context.Context, session string) error {
+	if session == "" {
+		return errdefs.InvalidArgumentf("client: empty session id")
+	}
 	return c.doJSON(ctx, http.MethodDelete, sessionPath(session), nil, nil, nil)
 }
 

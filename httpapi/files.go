@@ -20,15 +20,16 @@ import (
 	"github.com/moatsh/moat/errdefs"
 )
 
-// sandboxPath reads ?path= and checks it is an absolute path without "..": the manager
-// checks again, but the routes that build further paths from it (archives, delete) need it
-// clean first.
-func sandboxPath(r *http.Request) (string, error) {
+// sandboxPath reads ?path= and checks it has no "..": the manager checks again, but the
+// routes that build further paths from it (archives, delete) need it clean and absolute
+// first. Other routes pass relative paths on (the manager resolves them against the
+// sandbox's workdir).
+func sandboxPath(r *http.Request, relativeOK bool) (string, error) {
 	p := r.URL.Query().Get("path")
 	switch {
 	case p == "":
 		return "", errdefs.InvalidArgumentf("httpapi: missing ?path=")
-	case !strings.HasPrefix(p, "/"):
+	case !relativeOK && !strings.HasPrefix(p, "/"):
 		return "", errdefs.InvalidArgumentf("httpapi: path %q is not absolute", p)
 	case strings.ContainsRune(p, 0) || !utf8.ValidString(p):
 		return "", errdefs.InvalidArgumentf("httpapi: path %q is not valid UTF-8 text", p)
@@ -37,6 +38,9 @@ func sandboxPath(r *http.Request) (string, error) {
 		if el == ".." {
 			return "", errdefs.InvalidArgumentf("httpapi: path %q escapes the sandbox (contains \"..\")", p)
 		}
+	}
+	if !strings.HasPrefix(p, "/") {
+		return p, nil
 	}
 	return path.Clean(p), nil
 }
@@ -52,7 +56,7 @@ func (s *Server) sandbox(ctx context.Context, w http.ResponseWriter, r *http.Req
 
 // putFile writes the raw body to ?path= (?mode=0644 octal). The body is streamed.
 func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
-	p, err := sandboxPath(r)
+	p, err := sandboxPath(r, true)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -107,7 +111,7 @@ func (l *lazyWriter) start() {
 
 // getFile streams the file at ?path=, or lists the directory with ?list=1.
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
-	p, err := sandboxPath(r)
+	p, err := sandboxPath(r, true)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -147,7 +151,7 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 // deleteFile removes the file at ?path= (a directory with ?recursive=1). It is NotFound
 // when nothing is there.
 func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
-	p, err := sandboxPath(r)
+	p, err := sandboxPath(r, false)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -229,7 +233,7 @@ func cleanTarName(name string) (string, error) {
 // only: links, devices and FIFOs are refused, as are names that escape the directory.
 // Entries are applied in order; on error the earlier ones stay.
 func (s *Server) putArchive(w http.ResponseWriter, r *http.Request) {
-	dir, err := sandboxPath(r)
+	dir, err := sandboxPath(r, false)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -334,7 +338,7 @@ func (s *Server) unpack(ctx context.Context, sb *moat.Sandbox, dir string, tr *t
 // getArchive streams the directory ?path= as a tar archive of its regular files and
 // directories (symlinks and devices are left out: the file API cannot read them safely).
 func (s *Server) getArchive(w http.ResponseWriter, r *http.Request) {
-	dir, err := sandboxPath(r)
+	dir, err := sandboxPath(r, false)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

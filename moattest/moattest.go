@@ -1,0 +1,96 @@
+// Package moattest answers "does a moat front end behave like the Manager?": one suite of
+// manager-level checks (lifecycle, error kinds, exec with streaming, stdin, caps and
+// cancellation, files large and small, sessions, concurrency, cleanup) that runs against a
+// client.API — the in-process Manager (Local) and the same Manager behind the HTTP API
+// (OverHTTP) — so errors, streaming and cancellation are proven to survive the hop.
+package moattest
+
+import (
+	"context"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/fake"
+	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/store/memstore"
+)
+
+// BlockCommand is a command the fake sandboxes of NewManager know: it writes "started\n"
+// and blocks until it is killed, counting itself in Env.Running meanwhile.
+const BlockCommand = "moattest-block"
+
+// Env is a Manager on the fake backend and an in-memory store, with a way to see commands
+// that are still running.
+type Env struct {
+	Manager *moat.Manager
+	Fake    *fake.Backend
+	running *atomic.Int64
+}
+
+// Running reports how many BlockCommand processes are running.
+func (e *Env) Running() int64 { return e.running.Load() }
+
+// NewManager returns a Manager whose only backend is a fake named "fake", on a fresh
+// in-memory store. It is closed when t ends.
+func NewManager(t testing.TB, opts ...fake.Option) *Env {
+	t.Helper()
+	running := new(atomic.Int64)
+	block := func(ctx context.Context, req *backend.ExecRequest) (int, error) {
+		running.Add(1)
+		defer running.Add(-1)
+		if _, err := req.Stdout.Write([]byte("started\n")); err != nil {
+			return 1, nil
+		}
+		<-ctx.Done()
+		return 137, ctx.Err()
+	}
+	fb := fake.New(append([]fake.Option{fake.WithCommand(BlockCommand, block)}, opts...)...)
+	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("fake", fb),
+		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return &Env{Manager: m, Fake: fb, running: running}
+}
+
+// Target is what the suite tests: an API and the environment behind it.
+type Target struct {
+	API client.API
+	Env *Env
+	// Remote is true when calls cross HTTP.
+	Remote bool
+	// Server is the httptest server of a remote target (nil otherwise).
+	Server *httptest.Server
+}
+
+// Local returns a target calling the Manager in-process.
+func Local(t testing.TB) Target {
+	e := NewManager(t)
+	return Target{API: client.Local(e.Manager), Env: e}
+}
+
+// OverHTTP returns a target calling the same kind of Manager through client → httptest
+// server → httpapi. The server is shut down when t ends.
+func OverHTTP(t testing.TB, opts httpapi.Options) Target {
+	e := NewManager(t)
+	h := httpapi.New(e.Manager, opts)
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		srv.Close()
+		_ = h.Shutdown(context.Background())
+	})
+	var copts []client.Option
+	if len(opts.Tokens) > 0 {
+		copts = append(copts, client.WithToken(opts.Tokens[0]))
+	}
+	c, err := client.New(srv.URL, copts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Target{API: client.Remote(c), Env: e, Remote: true, Server: srv}
+}
