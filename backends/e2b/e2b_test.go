@@ -177,7 +177,16 @@ func TestStdin(t *testing.T) {
 	if err != nil || code != 0 || out != string(in) {
 		t.Fatalf("cat stdin: code %d err %v, %d bytes back of %d", code, err, len(out), len(in))
 	}
+	// A failing stdin must not leave cat waiting for input forever.
+	bad := io.MultiReader(strings.NewReader("partial"), errReader{})
+	if _, _, _, err := run(testCtx(t), inst, bad, "cat"); err == nil || !strings.Contains(err.Error(), "broken source") {
+		t.Fatalf("failing stdin: want its error, got %v", err)
+	}
 }
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("broken source") }
 
 func TestHugeOutput(t *testing.T) {
 	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})

@@ -160,7 +160,14 @@ func (i *instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 		case ev.Start != nil:
 			pid = ev.Start.Pid
 			if req.Stdin != nil {
-				go func() { stdinErr <- i.pumpStdin(streamCtx, e, processSelector{Pid: pid}, req.Stdin) }()
+				go func(sel processSelector) {
+					err := i.pumpStdin(streamCtx, e, sel, req.Stdin)
+					if err != nil && streamCtx.Err() == nil && !errdefs.Is(err, errdefs.KindNotFound) {
+						// The process would wait for input forever: end it and say why.
+						stdinErr <- err
+						i.kill(ctx, e, sel)
+					}
+				}(processSelector{Pid: pid})
 			}
 		case ev.Data != nil:
 			var werr error
@@ -180,6 +187,11 @@ func (i *instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 		case ev.End != nil:
 			end = &endInfo{code: ev.End.ExitCode, exited: ev.End.Exited, status: ev.End.Status}
 		}
+	}
+	select {
+	case err := <-stdinErr:
+		return -1, fmt.Errorf("e2b: exec: stdin: %w", err)
+	default:
 	}
 	if end == nil {
 		return -1, errdefs.Unavailablef("e2b: exec: process stream ended without an end event")
@@ -213,7 +225,8 @@ func (i *instance) kill(ctx context.Context, e *envd, sel processSelector) {
 	}
 }
 
-// pumpStdin copies r to the process in chunks, then closes its stdin (EOF).
+// pumpStdin copies r to the process in chunks, then closes its stdin (EOF). A NotFound
+// answer means the process ended without reading everything, which is not an error.
 func (i *instance) pumpStdin(ctx context.Context, e *envd, sel processSelector, r io.Reader) error {
 	buf := make([]byte, 64<<10)
 	for {
@@ -227,7 +240,7 @@ func (i *instance) pumpStdin(ctx context.Context, e *envd, sel processSelector, 
 			break
 		}
 		if rerr != nil {
-			break
+			return fmt.Errorf("read stdin: %w", rerr)
 		}
 	}
 	if !versionAtLeast(e.version, envdCloseStdin) {
