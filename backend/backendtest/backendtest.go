@@ -10,30 +10,44 @@
 // t.Cleanup; top-level groups run in parallel. The suite calls the backend directly, so it
 // plays the manager's part: it merges CreateRequest.Env and Workdir into every ExecRequest.
 //
-// Commands the suite runs inside sandboxes (argv; all exist in busybox and Debian):
+// Wherever the suite crosses between the file API and exec it names files RELATIVE to the
+// workdir in argv and sets ExecRequest.Workdir: a backend may keep the sandbox's paths under
+// a private root while its commands see the host (the host backend does), and what the
+// contract promises is that the file API's /workspace/f is "f" to a command run in
+// /workspace, not that /workspace in argv means the same thing. For the same reason the
+// suite checks the workdir with marker files, never with pwd. Each such check compares exact
+// content, so a path that resolves somewhere else fails rather than passing vacuously.
 //
-//	true; false; pwd; env; echo resumed
+// Commands the suite runs inside sandboxes (argv; all exist in busybox and Debian; NAME is
+// always relative to the ExecRequest.Workdir):
+//
+//	true; false; env; echo resumed
 //	cat                                                (stdin; also with nil Stdin: EOF)
-//	cat PATH
+//	cat NAME
 //	sh -c 'exit 3'; sh -c 'exit 255'
 //	sh -c 'echo out; echo err >&2'
 //	sh -c 'printf %s "$MOAT_BT_VAR"'
 //	sh -c 'kill -9 $$'                                 (must exit 137)
 //	sh -c 'echo "$1"; echo "$1" >&2' sh TOKEN          (20 at once)
-//	sh -c 'echo started; sh -c "$2" sh "$1"; echo alive > "$1.parent"' sh MARKER 'sleep 2; echo alive > "$1"'
-//	test -e MARKER
-//	sh -c 'printf '\''from exec\n'\'' > "$1"' sh PATH
-//	sh -c 'echo WORD > "$1"' sh PATH                   (WORD: listed, kept, snapped, clone)
+//	sh -c 'echo started; sh -c "$2" sh "$1"; echo alive > "$1.parent"' sh NAME 'sleep 2; echo alive > "$1"'
+//	sh -c 'echo alive > "$1"' sh NAME
+//	test -e NAME
+//	sh -c 'printf %s "$1" > "$1"' sh NAME
+//	sh -c 'printf '\''from exec\n'\'' > "$1"' sh NAME
+//	sh -c 'echo WORD > "$1"' sh NAME                   (WORD: listed, kept, snapped, clone)
 //	head -c 10485760 /dev/zero
 //	printf '\377\376\000\200abc'
-//	stat -c %a PATH
-//	ln -s / /tmp/bt-esc-RANDOM
+//	stat -c %a NAME
+//	ln -s / esc
 //	moat-bt-no-such-binary arg; /moat-bt/no/such/binary arg   (must be errdefs NotFound)
 //
 // plus the fixed scripts of package execfs (sh, test, mkdir, cat, chmod, cd, find, stat): the
 // file checks always run through execfs, and also through the instance's native
-// backend.FileTransferer when it has one. The escape check looks at the host's /tmp, which
-// proves something only for backends on this machine and is harmless for remote ones.
+// backend.FileTransferer when it has one. execfs itself gives commands absolute paths, so on
+// a backend whose commands see the host it is meaningless; such a backend has a native
+// FileTransferer, which the manager then always uses, and may skip "Files/execfs". The escape
+// check writes and reads through a symlink to / at Workdir/esc and looks at the host's /tmp,
+// which proves something only for backends on this machine and is harmless for remote ones.
 //
 // Optional abilities are tested when the type assertion holds: Lister, Prober (on the
 // Backend), Stopper, Pauser, Snapshotter, PortExposer (on the Instance). Snapshots the
@@ -281,11 +295,34 @@ func (sb *sandbox) exec(c context.Context, o execOpts, argv ...string) *result {
 // run execs argv and fails t unless it exits 0 without error.
 func (sb *sandbox) run(t *testing.T, argv ...string) *result {
 	t.Helper()
-	r := sb.exec(ctx(t), execOpts{}, argv...)
+	return sb.runIn(t, "", argv...)
+}
+
+// runIn execs argv in directory dir ("" = the sandbox workdir) and fails t unless it exits
+// 0 without error. Paths in argv are relative to dir whenever they name a file the file API
+// also sees: a backend may keep the sandbox's files under a private root (the host backend
+// does), so an absolute path means one thing to exec and another to the file API, while
+// ExecRequest.Workdir and the file API agree by contract.
+func (sb *sandbox) runIn(t *testing.T, dir string, argv ...string) *result {
+	t.Helper()
+	r := sb.exec(ctx(t), execOpts{workdir: dir}, argv...)
 	if r.err != nil || r.code != 0 {
 		t.Fatalf("want success: %v", r)
 	}
 	return r
+}
+
+// testExists execs "test -e name" in dir and fails t unless it reports want (exists or not).
+func (sb *sandbox) testExists(t *testing.T, dir, name string, want bool) {
+	t.Helper()
+	r := sb.exec(ctx(t), execOpts{workdir: dir}, "test", "-e", name)
+	code := 1
+	if want {
+		code = 0
+	}
+	if r.err != nil || r.code != code {
+		t.Errorf("in %s: want exists=%v (exit %d): %v", dir, want, code, r)
+	}
 }
 
 // lockedBuffer is a bytes.Buffer safe for a backend that writes from several goroutines.
@@ -381,16 +418,35 @@ func (s *suite) testEnv(t *testing.T) {
 	}
 }
 
+// testWorkdir checks where commands run through the file API instead of pwd: what pwd
+// prints is the backend's business (the host backend keeps workdirs under a private root),
+// but a relative name in a command must be the file the file API has under the workdir.
 func (s *suite) testWorkdir(t *testing.T) {
 	sb := s.create(t)
-	// Create must have made the workdir, and exec starts in it.
-	if r := sb.run(t, "pwd"); string(r.stdout) != Workdir+"\n" {
-		t.Errorf("want the sandbox workdir %s: %v", Workdir, r)
+	ft := nativeOrExecfs(sb.inst)
+	// Create must have made the workdir, and exec starts in it: the first command writes a
+	// file by a relative name, before the file API could have created the directory.
+	first := "bt-first-" + randHex(4)
+	sb.runIn(t, Workdir, "sh", "-c", `printf %s "$1" > "$1"`, "sh", first)
+	if got := readAll(t, ft, Workdir+"/"+first); string(got) != first {
+		t.Errorf("a relative file written by exec in %s reads back %q through the file API, want %q", Workdir, got, first)
 	}
-	r := sb.exec(ctx(t), execOpts{workdir: "/tmp"}, "pwd")
-	if r.err != nil || r.code != 0 || string(r.stdout) != "/tmp\n" {
-		t.Errorf("want ExecRequest.Workdir /tmp: %v", r)
+	// ExecRequest.Workdir chooses the directory: the same relative name is a different file,
+	// with different content, in each.
+	name := "bt-marker-" + randHex(4)
+	dirs := []string{Workdir, Workdir + "/sub", "/tmp"}
+	want := map[string]string{}
+	for _, dir := range dirs {
+		want[dir] = "marker in " + dir + " " + randHex(4)
+		writeFile(t, ft, dir+"/"+name, []byte(want[dir]), 0o644)
 	}
+	for _, dir := range dirs {
+		if r := sb.runIn(t, dir, "cat", name); string(r.stdout) != want[dir] {
+			t.Errorf("with ExecRequest.Workdir %s, want %q: %v", dir, want[dir], r)
+		}
+	}
+	sb.testExists(t, Workdir, "sub/"+name, true)
+	sb.testExists(t, Workdir, "sub/"+name+"-missing", false)
 }
 
 func (s *suite) testStdin(t *testing.T) {
@@ -472,7 +528,9 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 
 func (s *suite) testCancel(t *testing.T) {
 	sb := s.create(t)
-	marker := "/tmp/bt-cancel-" + randHex(4)
+	// Relative to the workdir, so a surviving command could not touch the host of a backend
+	// that runs commands on it.
+	marker := "bt-cancel-" + randHex(4)
 	// The outer shell starts a child shell that would write marker after 2 s; if it
 	// survived, the outer one writes marker.parent. Cancellation must kill both.
 	script := `echo started; sh -c "$2" sh "$1"; echo alive > "$1.parent"`
@@ -506,11 +564,14 @@ func (s *suite) testCancel(t *testing.T) {
 	// Give a surviving child time to write its marker, then prove it never did.
 	time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
 	for _, p := range []string{marker, marker + ".parent"} {
-		r := sb.exec(ctx(t), execOpts{}, "test", "-e", p)
+		r := sb.exec(ctx(t), execOpts{workdir: Workdir}, "test", "-e", p)
 		if r.err != nil || r.code != 1 {
 			t.Errorf("%s exists or test failed: the canceled command (or its child) kept running: %v", p, r)
 		}
 	}
+	// The same check does see a file written the same way, so the above is not vacuous.
+	sb.runIn(t, Workdir, "sh", "-c", `echo alive > "$1"`, "sh", marker+".control")
+	sb.testExists(t, Workdir, marker+".control", true)
 }
 
 func (s *suite) testMissingBinary(t *testing.T) {
@@ -556,6 +617,14 @@ func fileVariants(inst backend.Instance) map[string]backend.FileTransferer {
 		v["native"] = ft
 	}
 	return v
+}
+
+// nativeOrExecfs returns the FileTransferer the manager would use for inst.
+func nativeOrExecfs(inst backend.Instance) backend.FileTransferer {
+	if ft, ok := inst.(backend.FileTransferer); ok {
+		return ft
+	}
+	return execfs.New(inst)
 }
 
 func (s *suite) testFiles(t *testing.T) {
@@ -628,11 +697,18 @@ func (s *suite) testFileContent(t *testing.T, variant string) {
 			t.Errorf("%s: read back %d bytes, wrote %d (content differs)", tc.path, len(got), len(tc.data))
 		}
 	}
-	// Files written through the transferer are the ones exec sees, and back.
-	if r := sb.run(t, "cat", Workdir+"/binary"); !bytes.Equal(r.stdout, all) {
+	// Files written through the transferer are the ones exec sees, and back; exec names them
+	// relative to the workdir (see runIn).
+	if r := sb.runIn(t, Workdir, "cat", "binary"); !bytes.Equal(r.stdout, all) {
 		t.Errorf("exec cat of a written file differs: %v", r)
 	}
-	sb.run(t, "sh", "-c", `printf 'from exec\n' > "$1"`, "sh", Workdir+"/from-exec")
+	if r := sb.runIn(t, Workdir, "cat", "new/nested/dirs/file"); string(r.stdout) != "nested\n" {
+		t.Errorf("exec cat of a file in created parents differs: %v", r)
+	}
+	if r := sb.runIn(t, Workdir+"/new/nested", "cat", "dirs/file"); string(r.stdout) != "nested\n" {
+		t.Errorf("exec cat in a directory the file API created differs: %v", r)
+	}
+	sb.runIn(t, Workdir, "sh", "-c", `printf 'from exec\n' > "$1"`, "sh", "from-exec")
 	if got := readAll(t, ft, Workdir+"/from-exec"); string(got) != "from exec\n" {
 		t.Errorf("ReadFile of an exec-written file = %q", got)
 	}
@@ -678,7 +754,8 @@ func (s *suite) testFileNames(t *testing.T, variant string) {
 func (s *suite) testFileModes(t *testing.T, variant string) {
 	sb, ft := s.files(t, variant)
 	for _, mode := range []fs.FileMode{0o600, 0o755, 0o640} {
-		p := fmt.Sprintf("%s/modes/m%o", Workdir, mode)
+		rel := fmt.Sprintf("modes/m%o", mode)
+		p := Workdir + "/" + rel
 		writeFile(t, ft, p, []byte("x"), mode)
 		list, err := ft.ListDir(ctx(t), Workdir+"/modes")
 		if err != nil {
@@ -691,14 +768,14 @@ func (s *suite) testFileModes(t *testing.T, variant string) {
 		if got := list[i].Mode; got.Perm() != mode || !got.IsRegular() {
 			t.Errorf("%s: ListDir mode %v, want regular %v", p, got, mode)
 		}
-		if r := sb.run(t, "stat", "-c", "%a", p); strings.TrimSpace(string(r.stdout)) != fmt.Sprintf("%o", mode) {
+		if r := sb.runIn(t, Workdir, "stat", "-c", "%a", rel); strings.TrimSpace(string(r.stdout)) != fmt.Sprintf("%o", mode) {
 			t.Errorf("%s: stat in the sandbox disagrees with mode %o: %v", p, mode, r)
 		}
 	}
 	// Rewriting an existing file applies the new mode.
 	p := Workdir + "/modes/m600"
 	writeFile(t, ft, p, []byte("y"), 0o755)
-	if r := sb.run(t, "stat", "-c", "%a", p); strings.TrimSpace(string(r.stdout)) != "755" {
+	if r := sb.runIn(t, Workdir+"/modes", "stat", "-c", "%a", "m600"); strings.TrimSpace(string(r.stdout)) != "755" {
 		t.Errorf("rewrite with 0755: %v", r)
 	}
 }
@@ -722,13 +799,20 @@ func (s *suite) testFileErrors(t *testing.T, variant string) {
 // through the transferer reach the host.
 func (s *suite) testEscape(t *testing.T, variant string) {
 	sb, ft := s.files(t, variant)
-	token := randHex(6)
-	link := "/tmp/bt-esc-" + token
-	sb.run(t, "ln", "-s", "/", link)
+	// A command makes the link by a name relative to the workdir, so it is Workdir/esc to
+	// the file API on every backend, and it never lands in the host's /tmp on a backend
+	// that runs commands on the host.
+	sb.runIn(t, Workdir, "ln", "-s", "/", "esc")
+	list, err := ft.ListDir(ctx(t), Workdir)
+	if err != nil || !slices.ContainsFunc(list, func(fi backend.FileInfo) bool { return fi.Name == "esc" }) {
+		t.Fatalf("the symlink exec made is not in ListDir(%s) = %+v, %v: the checks below would prove nothing", Workdir, list, err)
+	}
+	link := Workdir + "/esc"
 
+	token := randHex(6)
 	hostWrite := "/tmp/moat-escape-" + token
 	t.Cleanup(func() { os.Remove(hostWrite) })
-	err := ft.WriteFile(ctx(t), link+hostWrite, strings.NewReader("escaped"), 0o644)
+	err = ft.WriteFile(ctx(t), link+hostWrite, strings.NewReader("escaped"), 0o644)
 	t.Logf("WriteFile through the symlink: %v (failing or landing inside the sandbox are both fine)", err)
 	if _, statErr := os.Lstat(hostWrite); !errors.Is(statErr, fs.ErrNotExist) {
 		t.Errorf("WriteFile(%s) reached the host: %s exists (lstat: %v)", link+hostWrite, hostWrite, statErr)
@@ -769,11 +853,7 @@ func (s *suite) testDestroy(t *testing.T) {
 
 func (s *suite) testAttach(t *testing.T) {
 	sb := s.create(t)
-	ft := fileVariants(sb.inst)["native"]
-	if ft == nil {
-		ft = fileVariants(sb.inst)["execfs"]
-	}
-	writeFile(t, ft, Workdir+"/attach-marker", []byte("before attach"), 0o644)
+	writeFile(t, nativeOrExecfs(sb.inst), Workdir+"/attach-marker", []byte("before attach"), 0o644)
 
 	raw, err := json.Marshal(sb.inst.Handle())
 	if err != nil {
@@ -793,7 +873,7 @@ func (s *suite) testAttach(t *testing.T) {
 		t.Errorf("Status of attached instance = %q, %v; want running", st, err)
 	}
 	attached := &sandbox{b: b2, inst: inst, req: sb.req}
-	if r := attached.run(t, "cat", Workdir+"/attach-marker"); string(r.stdout) != "before attach" {
+	if r := attached.runIn(t, Workdir, "cat", "attach-marker"); string(r.stdout) != "before attach" {
 		t.Errorf("attached instance does not see the file written before: %v", r)
 	}
 	// Destroying through the attached instance destroys the sandbox.
@@ -837,8 +917,8 @@ func (s *suite) testLister(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attach(listed handle): %v", err)
 	}
-	sb.run(t, "sh", "-c", `echo listed > "$1"`, "sh", Workdir+"/listed")
-	if r := (&sandbox{b: b, inst: inst, req: sb.req}).run(t, "cat", Workdir+"/listed"); string(r.stdout) != "listed\n" {
+	sb.runIn(t, Workdir, "sh", "-c", `echo listed > "$1"`, "sh", "listed")
+	if r := (&sandbox{b: b, inst: inst, req: sb.req}).runIn(t, Workdir, "cat", "listed"); string(r.stdout) != "listed\n" {
 		t.Errorf("listed handle reaches another sandbox: %v", r)
 	}
 	if err := sb.inst.Destroy(ctx(t)); err != nil {
@@ -874,7 +954,7 @@ func (s *suite) testStopper(t *testing.T) {
 	if !ok {
 		t.Skip("instance is not a backend.Stopper")
 	}
-	sb.run(t, "sh", "-c", `echo kept > "$1"`, "sh", Workdir+"/stop-marker")
+	sb.runIn(t, Workdir, "sh", "-c", `echo kept > "$1"`, "sh", "stop-marker")
 	if err := st.Stop(ctx(t)); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -887,7 +967,7 @@ func (s *suite) testStopper(t *testing.T) {
 	if got, err := sb.inst.Status(ctx(t)); err != nil || got != backend.StatusRunning {
 		t.Errorf("Status after Start = %q, %v; want running", got, err)
 	}
-	if r := sb.run(t, "cat", Workdir+"/stop-marker"); string(r.stdout) != "kept\n" {
+	if r := sb.runIn(t, Workdir, "cat", "stop-marker"); string(r.stdout) != "kept\n" {
 		t.Errorf("file did not survive stop/start: %v", r)
 	}
 }
@@ -922,7 +1002,7 @@ func (s *suite) testSnapshotter(t *testing.T) {
 	if !ok {
 		t.Skip("instance is not a backend.Snapshotter")
 	}
-	sb.run(t, "sh", "-c", `echo snapped > "$1"`, "sh", Workdir+"/snap-marker")
+	sb.runIn(t, Workdir, "sh", "-c", `echo snapped > "$1"`, "sh", "snap-marker")
 	snap, err := sn.Snapshot(ctx(t), "bt-snap-"+randHex(4))
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
@@ -932,12 +1012,12 @@ func (s *suite) testSnapshotter(t *testing.T) {
 	}
 	req := CreateRequest(t, snap.Image)
 	clone := s.createOn(t, b, req)
-	if r := clone.run(t, "cat", Workdir+"/snap-marker"); string(r.stdout) != "snapped\n" {
+	if r := clone.runIn(t, Workdir, "cat", "snap-marker"); string(r.stdout) != "snapped\n" {
 		t.Errorf("sandbox from snapshot %s lacks the file: %v", snap.Image, r)
 	}
 	// The clone is independent of the original.
-	clone.run(t, "sh", "-c", `echo clone > "$1"`, "sh", Workdir+"/snap-marker")
-	if r := sb.run(t, "cat", Workdir+"/snap-marker"); string(r.stdout) != "snapped\n" {
+	clone.runIn(t, Workdir, "sh", "-c", `echo clone > "$1"`, "sh", "snap-marker")
+	if r := sb.runIn(t, Workdir, "cat", "snap-marker"); string(r.stdout) != "snapped\n" {
 		t.Errorf("writing in the clone changed the original: %v", r)
 	}
 }
