@@ -120,7 +120,8 @@ type Settings struct {
 }
 
 // New returns Settings kept in the store st returns (a func, so a server can switch stores
-// after start-up), with env as the environment (nil: no environment).
+// after start-up; nil from it means no store yet: nothing explicit), with getenv as the
+// environment (nil: no environment).
 func New(st func() store.Store, getenv func(string) string) *Settings {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
@@ -133,7 +134,11 @@ func key(backend string) string { return "backend/" + backend + "/settings" }
 // Explicit returns the settings stored for backend (secrets included: for backends, never
 // for the API).
 func (s *Settings) Explicit(ctx context.Context, backend string) (map[string]string, error) {
-	v, err := s.st().GetSetting(ctx, key(backend))
+	st := s.st()
+	if st == nil {
+		return map[string]string{}, nil // no store yet (start-up): nothing explicit
+	}
+	v, err := st.GetSetting(ctx, key(backend))
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		return map[string]string{}, nil
 	}
@@ -247,6 +252,9 @@ func (s *Settings) Put(ctx context.Context, backend string, changes map[string]*
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.st() == nil {
+		return errdefs.Unavailablef("settings: no store")
+	}
 	exp, err := s.Explicit(ctx, backend)
 	if err != nil {
 		return err
