@@ -1,0 +1,195 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/fake"
+	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/store/memstore"
+)
+
+// ptyBackend is the fake backend with a terminal double: its instances implement
+// backend.PTYExecer by echoing lines ("> line"), reporting sizes ("size RxC") and exiting on
+// "exit N".
+type ptyBackend struct{ *fake.Backend }
+
+type ptyInstance struct{ backend.Instance }
+
+func (b ptyBackend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	i, err := b.Backend.Create(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return ptyInstance{i}, nil
+}
+
+func (b ptyBackend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	i, err := b.Backend.Attach(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return ptyInstance{i}, nil
+}
+
+func (p ptyInstance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size backend.WinSize, resize <-chan backend.WinSize) (int, error) {
+	if req.Stdout != req.Stderr {
+		return 1, fmt.Errorf("terminal double: stdout and stderr differ")
+	}
+	var mu sync.Mutex
+	out := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(req.Stdout, format, args...)
+	}
+	out("argv %s size %dx%d\r\n", strings.Join(req.Argv, " "), size.Rows, size.Cols)
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(req.Stdin)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return 137, ctx.Err()
+		case sz, ok := <-resize:
+			if !ok {
+				resize = nil
+				continue
+			}
+			out("size %dx%d\r\n", sz.Rows, sz.Cols)
+		case l, ok := <-lines:
+			if !ok {
+				return 0, nil
+			}
+			var code int
+			if _, err := fmt.Sscanf(l, "exit %d", &code); err == nil {
+				return code, nil
+			}
+			out("> %s\r\n", l)
+		}
+	}
+}
+
+var _ backend.PTYExecer = ptyInstance{}
+
+// syncWriter collects terminal output and lets a test wait for text.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.mu.Lock()
+		got := w.b.String()
+		w.mu.Unlock()
+		if strings.Contains(got, s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("terminal output %q lacks %q", got, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestTerminal(t *testing.T) {
+	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("pty", ptyBackend{fake.New()}),
+		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "pty"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.New(m, httpapi.Options{Tokens: []string{token}})
+	srv := httptest.NewServer(h)
+	defer func() { srv.Close(); _ = h.Shutdown(context.Background()) }()
+	c, _ := client.New(srv.URL, client.WithToken(token))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for name, api := range map[string]client.API{"local": client.Local(m), "remote": client.Remote(c)} {
+		t.Run(name, func(t *testing.T) {
+			sb, err := api.Create(ctx, moat.Spec{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Destroy(context.Background())
+			inR, inW := io.Pipe()
+			resize := make(chan moat.WinSize)
+			out := &syncWriter{}
+			done := make(chan struct{})
+			var res moat.ExitResult
+			var terr error
+			go func() {
+				defer close(done)
+				res, terr = sb.Terminal(ctx, moat.TerminalRequest{Cmd: []string{"sh", "-l"}, Stdin: inR, Stdout: out,
+					Size: moat.WinSize{Rows: 30, Cols: 100}, Resize: resize})
+			}()
+			out.waitFor(t, "argv sh -l size 30x100")
+			fmt.Fprintf(inW, "echo hi\n")
+			out.waitFor(t, "> echo hi")
+			resize <- moat.WinSize{Rows: 50, Cols: 132}
+			out.waitFor(t, "size 50x132")
+			fmt.Fprintf(inW, "exit 7\n")
+			<-done
+			inW.Close()
+			if terr != nil || res.ExitCode != 7 {
+				t.Errorf("terminal: exit %d, %v", res.ExitCode, terr)
+			}
+			_, err = sb.Terminal(ctx, moat.TerminalRequest{Cmd: []string{"sh\x00"}, Stdout: io.Discard})
+			if errdefs.KindOf(err) != errdefs.KindInvalidArgument {
+				t.Errorf("bad argv: %v", err)
+			}
+		})
+	}
+	// Canceling the client's context ends the remote terminal.
+	sb, err := c.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(context.Background())
+	cctx, ccancel := context.WithCancel(ctx)
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	out := &syncWriter{}
+	done := make(chan error, 1)
+	go func() {
+		_, err := sb.Terminal(cctx, moat.TerminalRequest{Stdin: inR, Stdout: out})
+		done <- err
+	}()
+	out.waitFor(t, "argv sh size 24x80")
+	ccancel()
+	select {
+	case err := <-done:
+		if errdefs.KindOf(err) != errdefs.KindCanceled {
+			t.Errorf("canceled terminal: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("terminal did not end on cancel")
+	}
+}
