@@ -1,0 +1,318 @@
+// Package ptyrun answers "how does a local backend run a child on a pseudo-terminal?": it
+// starts a command as the leader of a new session whose controlling terminal is a fresh
+// pty, under a limits.Group's limits, pumps keystrokes in and terminal output out, applies
+// window sizes, and kills the whole session on cancellation. It is the PTY counterpart of
+// limits.Run, shared by the bwrap and host backends.
+//
+// The master side is opened by hand (not with creack/pty's Open) and kept non-blocking in
+// Go's poller, so reads honour deadlines and Close interrupts them: a background process
+// that keeps the terminal open after the command exited must not hang Run.
+package ptyrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/limits"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Cmd is one child process to run on a terminal.
+type Cmd struct {
+	// Argv is the command; Path is Argv[0] resolved ("" means Argv[0]). As with
+	// limits.Cmd, limit wrappers look Argv[0] up in Env's PATH when they prefix it.
+	Argv []string
+	Path string
+	Dir  string
+	Env  []string // the complete environment; nothing is inherited
+	// Stdin carries keystrokes; nil means none (the terminal gets an end-of-file at once).
+	Stdin io.Reader
+	// Stdout receives everything the terminal prints. It must not be nil.
+	Stdout io.Writer
+	// Group applies limits; nil runs without limits.
+	Group *limits.Group
+	// Size is the initial window size; zero rows or columns leave the kernel's default.
+	Size backend.WinSize
+	// Resize delivers new sizes until closed or until Run returns; it may be nil.
+	Resize <-chan backend.WinSize
+}
+
+// Grace periods for terminal output after the command exited, as in limits.Run: a
+// background process may hold the terminal open forever.
+const (
+	outputIdleGrace  = 500 * time.Millisecond
+	outputAfterLimit = 4 << 20
+)
+
+// eof is the terminal's end-of-file character (VEOF, ^D by default).
+const eof = 0x04
+
+// Run runs c on a new pseudo-terminal and returns its exit code (128+signal for a
+// signaled process). The child is a session leader with the terminal's slave side as its
+// controlling terminal and as stdin, stdout and stderr. When c.Stdin reaches EOF, Run
+// types the terminal's end-of-file character (twice when the last line was not ended, once
+// to flush the line and once to signal EOF), so a shell reading the terminal exits. When
+// ctx ends, every process of the session gets SIGKILL and Run returns ctx.Err() wrapped.
+// A missing executable is errdefs NotFound.
+func Run(ctx context.Context, c Cmd) (int, error) {
+	argv, path := c.Argv, c.Path
+	if c.Group != nil {
+		argv = c.Group.Wrap(argv)
+	}
+	if path == "" || len(argv) != len(c.Argv) {
+		path = argv[0]
+	}
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("ptyrun: exec %s: %w", c.Argv[0], err)
+	}
+	master, slave, err := open()
+	if err != nil {
+		return -1, err
+	}
+	defer master.Close()
+	if c.Size.Rows > 0 && c.Size.Cols > 0 {
+		if err := setSize(master, c.Size); err != nil {
+			slave.Close()
+			return -1, err
+		}
+	}
+
+	cmd := &exec.Cmd{Path: path, Args: argv, Dir: c.Dir, Env: c.Env,
+		Stdin: slave, Stdout: slave, Stderr: slave}
+	if cmd.Env == nil {
+		cmd.Env = []string{} // nil would inherit moat's environment
+	}
+	// Setsid makes the child a session (and process group) leader; Setctty with Ctty 0
+	// makes its stdin, the slave, its controlling terminal, so job control, ^C and
+	// SIGWINCH reach the foreground process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	release, err := c.Group.SysProcAttr(cmd.SysProcAttr)
+	if err != nil {
+		slave.Close()
+		return -1, err
+	}
+	err = cmd.Start()
+	release()
+	// The child has its copy; ours would keep the terminal open after it exits, and the
+	// master would never see EIO.
+	slave.Close()
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return -1, errdefs.NotFoundf("ptyrun: start %s: %w", c.Argv[0], err)
+		}
+		return -1, fmt.Errorf("ptyrun: start %s: %w", c.Argv[0], err)
+	}
+	pid := cmd.Process.Pid
+
+	stop := make(chan struct{}) // closed when Run returns: ends the helpers below
+	defer close(stop)
+	go typeInput(master, c.Stdin)
+	if c.Resize != nil {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case sz, ok := <-c.Resize:
+					if !ok {
+						return
+					}
+					if sz.Rows > 0 && sz.Cols > 0 {
+						_ = setSize(master, sz) // the kernel sends SIGWINCH
+					}
+				}
+			}
+		}()
+	}
+	var exited atomic.Bool
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		pump(c.Stdout, master, &exited)
+	}()
+
+	waitDone := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			killSession(pid)
+		case <-waitDone:
+		}
+	}()
+	werr := cmd.Wait()
+	close(waitDone)
+	exited.Store(true)
+	_ = master.SetReadDeadline(time.Now().Add(outputIdleGrace))
+	<-outDone
+	if err := ctx.Err(); err != nil {
+		// Processes that left the session leader's group (shell jobs) die with it.
+		killSession(pid)
+		return -1, fmt.Errorf("ptyrun: exec %s: %w", c.Argv[0], err)
+	}
+	ps := cmd.ProcessState
+	if ps == nil {
+		return -1, fmt.Errorf("ptyrun: wait: %w", werr)
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ps.ExitCode(), nil
+}
+
+// open returns a new pty pair. The master stays in non-blocking mode (never call its Fd
+// method, which would switch it to blocking): ioctls go through SyscallConn.
+func open() (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ptyrun: open /dev/ptmx: %w", err)
+	}
+	var n uint32
+	err = control(master, func(fd int) error {
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil { // unlockpt
+			return err
+		}
+		n, err = unix.IoctlGetUint32(fd, unix.TIOCGPTN) // ptsname
+		return err
+	})
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("ptyrun: set up pty: %w", err)
+	}
+	name := "/dev/pts/" + strconv.FormatUint(uint64(n), 10)
+	slave, err = os.OpenFile(name, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("ptyrun: open %s: %w", name, err)
+	}
+	return master, slave, nil
+}
+
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+func setSize(master *os.File, sz backend.WinSize) error {
+	err := control(master, func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Rows, Col: sz.Cols})
+	})
+	if err != nil {
+		return fmt.Errorf("ptyrun: set window size: %w", err)
+	}
+	return nil
+}
+
+// typeInput copies keystrokes to the terminal and types end-of-file when they end. It is
+// not waited for: in may block forever; writes fail once the master is closed.
+func typeInput(master *os.File, in io.Reader) {
+	var last byte = '\n'
+	if in != nil {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := in.Read(buf)
+			if n > 0 {
+				if _, werr := master.Write(buf[:n]); werr != nil {
+					return
+				}
+				last = buf[n-1]
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	// In canonical mode ^D first delivers a pending partial line; only a ^D at the start
+	// of a line reads as end-of-file.
+	seq := []byte{eof}
+	if last != '\n' && last != '\r' && last != eof {
+		seq = []byte{eof, eof}
+	}
+	_, _ = master.Write(seq)
+}
+
+// pump copies terminal output to w until the terminal closes (EIO once no process holds
+// the slave side: a normal end) or, after the command exited, until it stays idle for
+// outputIdleGrace or outputAfterLimit bytes arrived. A failing writer does not stop the
+// draining, so the child never blocks on a full terminal.
+func pump(w io.Writer, r *os.File, exited *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	var after int64
+	writeOK := true
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && writeOK {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				writeOK = false
+			}
+		}
+		if exited.Load() {
+			after += int64(n)
+			if after > outputAfterLimit {
+				return
+			}
+			_ = r.SetReadDeadline(time.Now().Add(outputIdleGrace))
+		}
+		if err != nil {
+			return // EIO (terminal closed), deadline, or master closed
+		}
+	}
+}
+
+// killSession SIGKILLs the session led by sid: its process group and the processes an
+// interactive shell moved into groups of their own (jobs), found by their session id.
+func killSession(sid int) {
+	_ = syscall.Kill(-sid, syscall.SIGKILL)
+	for _, pid := range sessionMembers(sid) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// sessionMembers lists the processes whose session id is sid, from /proc/<pid>/stat.
+func sessionMembers(sid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name may contain spaces and parentheses: fields start after the last
+		// ')'. They are: state ppid pgrp session ...
+		s := string(b)
+		j := strings.LastIndexByte(s, ')')
+		if j < 0 {
+			continue
+		}
+		f := strings.Fields(s[j+1:])
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

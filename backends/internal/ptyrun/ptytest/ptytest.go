@@ -1,0 +1,268 @@
+// Package ptytest answers "does this backend's terminal behave like a terminal?": the
+// checks every local backend's backend.PTYExecer runs in its tests (a shell on a pty,
+// window size and resize, end of input, cancellation, a missing program), so the three
+// backends are held to the same behaviour.
+package ptytest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// Options adapt the checks to a backend.
+type Options struct {
+	// TTY matches what `tty` prints inside the sandbox; "" means /dev/pts/<n>.
+	TTY string
+	// Workdir is the request's working directory; "" means "/".
+	Workdir string
+	// Env is the request's environment (the manager always passes one).
+	Env map[string]string
+	// AfterCancel, when set, runs after the cancellation check with the output of
+	// `sh -c 'sleep 60 & echo pid=$!; wait'` (the sleep's pid as the sandbox sees it), to
+	// check the sleep is gone.
+	AfterCancel func(t *testing.T, pid string)
+}
+
+// Buffer is a concurrency-safe output buffer that can wait for text.
+type Buffer struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	notify chan struct{}
+}
+
+// NewBuffer returns an empty Buffer.
+func NewBuffer() *Buffer { return &Buffer{notify: make(chan struct{})} }
+
+// Write implements io.Writer.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.b.Write(p)
+	close(b.notify)
+	b.notify = make(chan struct{})
+	return n, err
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// WaitFor waits until the output matches re (searching from byte offset from) and returns
+// the first match and the offset after it, or fails t after timeout.
+func (b *Buffer) WaitFor(t *testing.T, re *regexp.Regexp, from int, timeout time.Duration) (string, int) {
+	t.Helper()
+	if m, end, ok := b.find(re, from); ok {
+		return m, end
+	}
+	deadline := time.After(timeout)
+	for {
+		b.mu.Lock()
+		ch := b.notify
+		b.mu.Unlock()
+		if m, end, ok := b.find(re, from); ok {
+			return m, end
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("output never matched %q; output so far: %q", re, b.String())
+			return "", 0
+		}
+	}
+}
+
+func (b *Buffer) find(re *regexp.Regexp, from int) (string, int, bool) {
+	s := b.String()
+	if from > len(s) {
+		from = len(s)
+	}
+	loc := re.FindStringSubmatchIndex(s[from:])
+	if loc == nil {
+		return "", 0, false
+	}
+	m := s[from+loc[0] : from+loc[1]]
+	if len(loc) >= 4 && loc[2] >= 0 {
+		m = s[from+loc[2] : from+loc[3]]
+	}
+	return m, from + loc[1], true
+}
+
+type result struct {
+	code int
+	err  error
+}
+
+// start runs argv on a terminal in the background.
+func start(ctx context.Context, pe backend.PTYExecer, o Options, argv []string, stdin io.Reader,
+	size backend.WinSize, resize <-chan backend.WinSize) (*Buffer, <-chan result) {
+	out := NewBuffer()
+	wd := o.Workdir
+	if wd == "" {
+		wd = "/"
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := pe.ExecPTY(ctx, &backend.ExecRequest{Argv: argv, Env: o.Env, Workdir: wd,
+			Stdin: stdin, Stdout: out, Stderr: out}, size, resize)
+		done <- result{code, err}
+	}()
+	return out, done
+}
+
+func wait(t *testing.T, done <-chan result, out *Buffer, timeout time.Duration) result {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(timeout):
+		t.Fatalf("ExecPTY did not return within %v; output: %q", timeout, out.String())
+		return result{}
+	}
+}
+
+// Run runs every check against pe, one sandbox for all of them.
+func Run(t *testing.T, pe backend.PTYExecer, o Options) {
+	ttyRE := o.TTY
+	if ttyRE == "" {
+		ttyRE = `/dev/pts/[0-9]+`
+	}
+	t.Run("Shell", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, done := start(ctx, pe, o, []string{"sh"},
+			strings.NewReader("echo $((6*7)); tty; exit 5\n"), backend.WinSize{Rows: 24, Cols: 80}, nil)
+		r := wait(t, done, out, 30*time.Second)
+		if r.err != nil {
+			t.Fatalf("ExecPTY: %v; output %q", r.err, out.String())
+		}
+		got := out.String()
+		// The terminal echoes the input line, which holds "6*7" but not "42"; a prompt may
+		// precede an answer on its line.
+		if !regexp.MustCompile(`(^|[\n ])42\r?\n`).MatchString(got) {
+			t.Errorf("output lacks 42 on a line of its own: %q", got)
+		}
+		if !regexp.MustCompile(`(^|[\n ])` + ttyRE + `\r?\n`).MatchString(got) {
+			t.Errorf("tty printed no terminal matching %s: %q", ttyRE, got)
+		}
+		if strings.Contains(got, "not a tty") {
+			t.Errorf("stdin is not a terminal: %q", got)
+		}
+		if r.code != 5 {
+			t.Errorf("exit code %d, want 5; output %q", r.code, got)
+		}
+	})
+	t.Run("SizeAndResize", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		inR, inW := io.Pipe()
+		defer inW.Close()
+		resize := make(chan backend.WinSize)
+		out, done := start(ctx, pe, o, []string{"sh"}, inR, backend.WinSize{Rows: 30, Cols: 100}, resize)
+		// The prompt may precede the answer on its line (dash prints no newline after it).
+		size := regexp.MustCompile(`(?:^|[\n ])([0-9]+ [0-9]+)\r?\n`)
+		if _, err := io.WriteString(inW, "stty size\n"); err != nil {
+			t.Fatal(err)
+		}
+		got, off := out.WaitFor(t, size, 0, 20*time.Second)
+		if got != "30 100" {
+			t.Fatalf("initial stty size = %q, want 30 100; output %q", got, out.String())
+		}
+		select {
+		case resize <- backend.WinSize{Rows: 40, Cols: 120}:
+		case r := <-done:
+			t.Fatalf("ExecPTY returned early: %d %v; output %q", r.code, r.err, out.String())
+		}
+		// A resize travels apart from the keystrokes (for docker, as its own API call), so
+		// ask again until the new size shows, within a bound.
+		for attempt := 0; ; attempt++ {
+			if _, err := io.WriteString(inW, "stty size\n"); err != nil {
+				t.Fatal(err)
+			}
+			got, off = out.WaitFor(t, size, off, 20*time.Second)
+			if got == "40 120" {
+				break
+			}
+			if got != "30 100" || attempt == 20 {
+				t.Fatalf("stty size after resize = %q, want 40 120; output %q", got, out.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, err := io.WriteString(inW, "exit 3\n"); err != nil {
+			t.Fatal(err)
+		}
+		r := wait(t, done, out, 20*time.Second)
+		if r.err != nil || r.code != 3 {
+			t.Fatalf("ExecPTY = %d, %v; want 3, nil; output %q", r.code, r.err, out.String())
+		}
+	})
+	t.Run("EndOfInput", func(t *testing.T) {
+		// No exit command: the end of stdin alone must end the shell.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, done := start(ctx, pe, o, []string{"sh"}, strings.NewReader("echo in-$((1+1))\n"),
+			backend.WinSize{Rows: 24, Cols: 80}, nil)
+		r := wait(t, done, out, 30*time.Second)
+		if r.err != nil || r.code != 0 {
+			t.Fatalf("ExecPTY = %d, %v; want 0, nil; output %q", r.code, r.err, out.String())
+		}
+		if !strings.Contains(out.String(), "in-2") {
+			t.Fatalf("output lacks in-2: %q", out.String())
+		}
+	})
+	t.Run("NilStdin", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, done := start(ctx, pe, o, []string{"sh", "-c", "stty size; cat; echo cat-done"}, nil,
+			backend.WinSize{Rows: 12, Cols: 34}, nil)
+		r := wait(t, done, out, 30*time.Second)
+		if r.err != nil || r.code != 0 {
+			t.Fatalf("ExecPTY = %d, %v; want 0, nil; output %q", r.code, r.err, out.String())
+		}
+		if s := out.String(); !strings.Contains(s, "12 34") || !strings.Contains(s, "cat-done") {
+			t.Fatalf("output %q lacks 12 34 or cat-done", s)
+		}
+	})
+	t.Run("Cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		inR, inW := io.Pipe() // never closed before the end: only cancellation can end it
+		defer inW.Close()
+		out, done := start(ctx, pe, o, []string{"sh", "-c", "sleep 60 & echo pid=$!; wait"}, inR,
+			backend.WinSize{Rows: 24, Cols: 80}, nil)
+		pid, _ := out.WaitFor(t, regexp.MustCompile(`pid=([0-9]+)`), 0, 30*time.Second)
+		begin := time.Now()
+		cancel()
+		r := wait(t, done, out, 15*time.Second)
+		if !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("err = %v, want one wrapping context.Canceled (code %d)", r.err, r.code)
+		}
+		t.Logf("returned %v after cancel", time.Since(begin))
+		if o.AfterCancel != nil {
+			o.AfterCancel(t, pid)
+		}
+	})
+	t.Run("MissingProgram", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, argv0 := range []string{"moat-no-such-program", "/no/such/moat-program"} {
+			out, done := start(ctx, pe, o, []string{argv0}, nil, backend.WinSize{Rows: 24, Cols: 80}, nil)
+			r := wait(t, done, out, 30*time.Second)
+			if !errdefs.Is(r.err, errdefs.KindNotFound) {
+				t.Errorf("%s: ExecPTY = %d, %v; want a NotFound error; output %q", argv0, r.code, r.err, out.String())
+			}
+		}
+	})
+}
