@@ -157,12 +157,12 @@ func (s *Sandbox) Info(ctx context.Context) (moat.Info, error) {
 
 // Stop stops the sandbox, keeping its filesystem (Unsupported when the backend cannot).
 func (s *Sandbox) Stop(ctx context.Context) error {
-	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/stop", nil, nil, nil)
+	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/stop", nil, struct{}{}, nil)
 }
 
 // Start restarts a stopped sandbox.
 func (s *Sandbox) Start(ctx context.Context) error {
-	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/start", nil, nil, nil)
+	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/start", nil, struct{}{}, nil)
 }
 
 // Destroy destroys the sandbox.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
@@ -41,7 +40,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // fields, nothing after it. The rest of the body is drained so the server notices a client
 // that goes away (its request context is then canceled).
 func decodeJSON(r *http.Request, w http.ResponseWriter, limit int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
 		return errdefs.InvalidArgumentf("httpapi: content type %q: want application/json", ct)
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)

@@ -14,6 +14,7 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi/settings"
 	"github.com/moatsh/moat/store"
@@ -197,6 +199,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"route", route, "status", sw.status(), "bytes", sw.bytes, "duration_ms", d.Milliseconds(),
 			"remote", r.RemoteAddr)
 	}()
+	if len(s.tokens) == 0 && !isLoopbackHost(r.Host) {
+		// Without tokens only loopback clients are expected; a foreign Host header is a
+		// DNS-rebinding page in a browser reaching for 127.0.0.1.
+		s.writeError(sw, r, errdefs.Newf(errdefs.ErrPermissionDenied, "httpapi: host %q is not a loopback name and the server has no API token", r.Host))
+		return
+	}
+	if r.Method == http.MethodPost && !isJSON(r.Header.Get("Content-Type")) {
+		// Browsers send form and text/plain POSTs cross-origin without asking: requiring
+		// JSON keeps such pages from driving the API.
+		sw.Header().Set("Accept", "application/json")
+		writeJSON(sw, http.StatusUnsupportedMediaType, apitype.Error{Error: apitype.ErrorBody{
+			Kind: errdefs.KindInvalidArgument, Message: "httpapi: POST needs Content-Type: application/json"}})
+		return
+	}
 	if !public(r.URL.Path) && !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="moat"`)
 		s.writeError(sw, r, errdefs.New(errdefs.ErrUnauthenticated, "httpapi: missing or wrong bearer token"))
@@ -221,6 +237,21 @@ func (s *Server) authorized(r *http.Request) bool {
 		match |= subtle.ConstantTimeCompare(sum[:], t[:])
 	}
 	return match == 1
+}
+
+// isJSON reports whether a Content-Type is application/json (parameters allowed).
+func isJSON(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
+}
+
+// isLoopbackHost reports whether a Host header names this machine's loopback.
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return isLoopback(strings.Trim(host, "[]"))
 }
 
 type reqIDKey struct{}

@@ -87,7 +87,14 @@ func (f *fixture) call(t *testing.T, method, path, body string, hdr ...string) (
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := f.srv.Client().Do(req)
@@ -157,6 +164,24 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+func TestForeignHostWithoutToken(t *testing.T) {
+	f := newFixture(t, httpapi.Options{})
+	code, body, _ := f.call(t, "GET", "/v1/sandboxes", "", "Host", "evil.example:8080")
+	if code != 403 || errKind(t, body) != errdefs.KindPermissionDenied {
+		t.Errorf("foreign host: %d %s", code, body)
+	}
+	for _, h := range []string{"localhost:8080", "127.0.0.1", "[::1]:80"} {
+		if code, body, _ := f.call(t, "GET", "/v1/sandboxes", "", "Host", h); code != 200 {
+			t.Errorf("host %s: %d %s", h, code, body)
+		}
+	}
+	// With a token any host may call (the token is the guard).
+	g := newFixture(t, httpapi.Options{Tokens: []string{token}})
+	if code, body, _ := g.call(t, "GET", "/v1/sandboxes", "", "Host", "moat.internal", "Authorization", "Bearer "+token); code != 200 {
+		t.Errorf("foreign host with token: %d %s", code, body)
+	}
+}
+
 func TestRequestID(t *testing.T) {
 	f := newFixture(t, httpapi.Options{})
 	_, _, hdr := f.call(t, "GET", "/healthz", "", "X-Request-Id", "abc-123")
@@ -197,11 +222,16 @@ func TestBadInput(t *testing.T) {
 		{"file without path", "GET", "/v1/sandboxes/" + sb.ID() + "/files", ``, 400, errdefs.KindInvalidArgument},
 		{"file traversal", "GET", "/v1/sandboxes/" + sb.ID() + "/files?path=/workspace/../../etc/passwd", ``, 400, errdefs.KindInvalidArgument},
 		{"bad mode", "PUT", "/v1/sandboxes/" + sb.ID() + "/files?path=/x&mode=999", `x`, 400, errdefs.KindInvalidArgument},
-		{"wrong content type", "POST", "/v1/sandboxes", `{}`, 400, errdefs.KindInvalidArgument},
+		{"wrong content type", "POST", "/v1/sandboxes", `{}`, 415, errdefs.KindInvalidArgument},
+		{"form content type", "POST", execPath, `{"cmd":["true"]}`, 415, errdefs.KindInvalidArgument},
+		{"put wrong content type", "PUT", "/v1/sessions/s/backend", `{"backend":"fake"}`, 400, errdefs.KindInvalidArgument},
 	} {
 		hdr := []string{"Content-Type", "application/json"}
-		if tc.name == "wrong content type" {
+		switch tc.name {
+		case "wrong content type", "put wrong content type":
 			hdr = []string{"Content-Type", "text/plain"}
+		case "form content type":
+			hdr = []string{"Content-Type", "application/x-www-form-urlencoded"}
 		}
 		code, body, _ := f.call(t, tc.method, tc.path, tc.body, hdr...)
 		if code != tc.status || errKind(t, body) != tc.kind {
@@ -282,6 +312,7 @@ func TestClientVanishes(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, "POST", p, strings.NewReader(`{"cmd":["`+moattest.BlockCommand+`"]}`))
 		req.Header.Set("Accept", accept)
+		req.Header.Set("Content-Type", "application/json")
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
