@@ -58,27 +58,48 @@ func NewManager(t testing.TB, opts ...fake.Option) *Env {
 	return &Env{Manager: m, Fake: fb, running: running}
 }
 
-// Target is what the suite tests: an API and the environment behind it.
+// Target is what the suite tests: an API and what it needs to know of the backend behind.
 type Target struct {
 	API client.API
-	Env *Env
-	// Remote is true when calls cross HTTP.
+	// Manager is the Manager behind API (in this process), for leak checks.
+	Manager *moat.Manager
+	// Backend is the backend sandboxes land on; Spec is the base spec of every sandbox the
+	// suite creates (an image the backend has).
+	Backend string
+	Spec    moat.Spec
+	// Block is an argv that writes "started\n" and then runs until it is killed.
+	Block []string
+	// Running reports how many Block commands run, or is nil when that cannot be seen;
+	// then the suite checks cancellation from the caller's side only.
+	Running func() int64
+	// Leftovers lists sandboxes the backend still has, or is nil.
+	Leftovers func() []string
+	// Terminal is true when the backend has terminals (else the suite expects Unsupported).
+	Terminal bool
+	// Remote is true when calls cross HTTP; Server is then the httptest server.
 	Remote bool
-	// Server is the httptest server of a remote target (nil otherwise).
 	Server *httptest.Server
 }
 
-// Local returns a target calling the Manager in-process.
-func Local(t testing.TB) Target {
-	e := NewManager(t)
-	return Target{API: client.Local(e.Manager), Env: e}
+// Target returns the in-process target of e.
+func (e *Env) Target() Target {
+	return Target{
+		API: client.Local(e.Manager), Manager: e.Manager, Backend: "fake",
+		Block: []string{BlockCommand}, Running: e.Running, Leftovers: e.Fake.IDs,
+	}
 }
 
-// OverHTTP returns a target calling the same kind of Manager through client → httptest
-// server → httpapi. The server is shut down when t ends.
-func OverHTTP(t testing.TB, opts httpapi.Options) Target {
-	e := NewManager(t)
-	h := httpapi.New(e.Manager, opts)
+// Local returns a target calling a fresh fake Manager in-process.
+func Local(t testing.TB) Target { return NewManager(t).Target() }
+
+// OverHTTP returns a target calling a fresh fake Manager through client → httptest
+// server → httpapi.
+func OverHTTP(t testing.TB, opts httpapi.Options) Target { return Serve(t, Local(t), opts) }
+
+// Serve returns tg with its Manager behind an httptest server running httpapi, and API
+// the client of that server. The server is shut down when t ends.
+func Serve(t testing.TB, tg Target, opts httpapi.Options) Target {
+	h := httpapi.New(tg.Manager, opts)
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		srv.Close()
@@ -92,5 +113,6 @@ func OverHTTP(t testing.TB, opts httpapi.Options) Target {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Target{API: client.Remote(c), Env: e, Remote: true, Server: srv}
+	tg.API, tg.Remote, tg.Server = client.Remote(c), true, srv
+	return tg
 }

@@ -39,7 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) Target) {
 		{"StopStart", testStopStart},
 		{"SessionOverride", testSession},
 		{"Concurrent", testConcurrent},
-		{"TerminalUnsupported", testTerminalUnsupported},
+		{"Terminal", testTerminal},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,7 +66,7 @@ func wantKind(t *testing.T, what string, err error, k errdefs.Kind) {
 // create makes a sandbox and destroys it when t ends.
 func create(t *testing.T, tg Target, spec moat.Spec) client.Handle {
 	t.Helper()
-	sb, err := tg.API.Create(ctxT(t), spec)
+	sb, err := tg.API.Create(ctxT(t), withBase(tg, spec))
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -74,29 +74,43 @@ func create(t *testing.T, tg Target, spec moat.Spec) client.Handle {
 	return sb
 }
 
+// withBase fills spec's image and backend from the target's base spec.
+func withBase(tg Target, spec moat.Spec) moat.Spec {
+	if spec.Image == "" {
+		spec.Image = tg.Spec.Image
+	}
+	if spec.Backend == "" && spec.SessionID == "" {
+		spec.Backend = tg.Spec.Backend
+	}
+	return spec
+}
+
 // checkNoSandboxes fails when a test left a sandbox behind (after its cleanups).
 func checkNoSandboxes(t *testing.T, tg Target) {
 	t.Cleanup(func() {
-		infos, err := tg.Env.Manager.List(context.Background(), moat.ListFilter{})
+		infos, err := tg.Manager.List(context.Background(), moat.ListFilter{})
 		if err != nil {
 			t.Errorf("list: %v", err)
 		}
 		for _, i := range infos {
 			t.Errorf("sandbox left behind: %s (%s)", i.ID, i.Status)
 		}
-		if ids := tg.Env.Fake.IDs(); len(ids) > 0 {
-			t.Errorf("fake backend still has sandboxes: %v", ids)
+		if tg.Leftovers != nil {
+			if ids := tg.Leftovers(); len(ids) > 0 {
+				t.Errorf("backend still has sandboxes: %v", ids)
+			}
 		}
 	})
 }
 
 func testLifecycle(t *testing.T, tg Target) {
 	ctx := ctxT(t)
-	sb, err := tg.API.Create(ctx, moat.Spec{Name: "life", Labels: map[string]string{"suite": "moattest"}})
+	sb, err := tg.API.Create(ctx, withBase(tg, moat.Spec{Name: "life", Labels: map[string]string{"suite": "moattest"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(sb.ID(), "sb-") || sb.Backend() != "fake" {
+	t.Cleanup(func() { _ = sb.Destroy(context.Background()) })
+	if !strings.HasPrefix(sb.ID(), "sb-") || sb.Backend() != tg.Backend {
 		t.Errorf("created id %q backend %q", sb.ID(), sb.Backend())
 	}
 	info, err := sb.Info(ctx)
@@ -136,15 +150,15 @@ func testErrorKinds(t *testing.T, tg Target) {
 	_, err = tg.API.Get(ctx, "sb-doesnotexist")
 	wantKind(t, "get unknown", err, errdefs.KindNotFound)
 	wantKind(t, "destroy unknown", tg.API.Destroy(ctx, "sb-doesnotexist"), errdefs.KindNotFound)
-	_, err = tg.API.Create(ctx, moat.Spec{Name: "no spaces allowed"})
+	_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{Name: "no spaces allowed"}))
 	wantKind(t, "bad name", err, errdefs.KindInvalidArgument)
 	_, err = tg.API.Create(ctx, moat.Spec{Backend: "nosuchbackend"})
 	wantKind(t, "unknown backend", err, errdefs.KindNotFound)
-	_, err = tg.API.Create(ctx, moat.Spec{Limits: moat.Limits{MemoryBytes: -1}})
+	_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{Limits: moat.Limits{MemoryBytes: -1}}))
 	wantKind(t, "negative memory", err, errdefs.KindInvalidArgument)
 
 	sb := create(t, tg, moat.Spec{Name: "kinds"})
-	_, err = tg.API.Create(ctx, moat.Spec{Name: "kinds"})
+	_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{Name: "kinds"}))
 	wantKind(t, "duplicate name", err, errdefs.KindAlreadyExists)
 	_, err = sb.Exec(ctx, moat.ExecRequest{})
 	wantKind(t, "empty command", err, errdefs.KindInvalidArgument)
@@ -159,7 +173,7 @@ func testErrorKinds(t *testing.T, tg Target) {
 	_, err = tg.API.SessionBackend(ctx, "nobody")
 	wantKind(t, "session without override", err, errdefs.KindNotFound)
 	wantKind(t, "override to unknown backend", tg.API.SetSessionBackend(ctx, "s1", "nosuchbackend"), errdefs.KindNotFound)
-	wantKind(t, "override with empty session", tg.API.SetSessionBackend(ctx, "", "fake"), errdefs.KindInvalidArgument)
+	wantKind(t, "override with empty session", tg.API.SetSessionBackend(ctx, "", tg.Backend), errdefs.KindInvalidArgument)
 }
 
 func testExec(t *testing.T, tg Target) {
@@ -270,7 +284,7 @@ func testStreaming(t *testing.T, tg Target) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := sb.Exec(cctx, moat.ExecRequest{Cmd: []string{BlockCommand}, Stdout: w})
+		_, err := sb.Exec(cctx, moat.ExecRequest{Cmd: tg.Block, Stdout: w})
 		done <- err
 	}()
 	select {
@@ -293,21 +307,34 @@ func testStreaming(t *testing.T, tg Target) {
 // waitNotRunning waits until no BlockCommand runs (the server killed it).
 func waitNotRunning(t *testing.T, tg Target) {
 	t.Helper()
+	if tg.Running == nil {
+		return
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for tg.Env.Running() > 0 {
+	for tg.Running() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d commands still running 10s after cancel", tg.Env.Running())
+			t.Fatalf("%d commands still running 10s after cancel", tg.Running())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-func waitRunning(t *testing.T, tg Target, n int64) {
+// waitRunning waits until n Block commands run; without Running it waits for the "started"
+// line on started (when given) or a moment.
+func waitRunning(t *testing.T, tg Target, n int64, started <-chan struct{}) {
 	t.Helper()
+	if tg.Running == nil {
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("command did not start within 20s")
+		}
+		return
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for tg.Env.Running() < n {
+	for tg.Running() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d commands running, want %d", tg.Env.Running(), n)
+			t.Fatalf("%d commands running, want %d", tg.Running(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -318,18 +345,27 @@ func testCancel(t *testing.T, tg Target) {
 	sb := create(t, tg, moat.Spec{})
 	// Buffered, streamed and with stdin: each wire form kills the command on cancel.
 	forms := map[string]moat.ExecRequest{
-		"buffered": {Cmd: []string{BlockCommand}},
-		"streamed": {Cmd: []string{BlockCommand}, Stdout: io.Discard},
-		"stdin":    {Cmd: []string{BlockCommand}, Stdin: strings.NewReader("x")},
+		"buffered": {Cmd: tg.Block},
+		"streamed": {Cmd: tg.Block},
+		"stdin":    {Cmd: tg.Block, Stdin: strings.NewReader("x")},
 	}
 	for name, req := range forms {
+		var started chan struct{}
+		if name != "buffered" {
+			// Streamed forms can tell when the command runs; a buffered one cannot.
+			w := &signalWriter{first: make(chan struct{})}
+			req.Stdout, started = w, w.first
+		} else if tg.Running == nil {
+			started = make(chan struct{})
+			time.AfterFunc(time.Second, func() { close(started) })
+		}
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() {
 			_, err := sb.Exec(cctx, req)
 			done <- err
 		}()
-		waitRunning(t, tg, 1)
+		waitRunning(t, tg, 1, started)
 		cancel()
 		select {
 		case err := <-done:
@@ -346,12 +382,12 @@ func testCancel(t *testing.T, tg Target) {
 func testTimeout(t *testing.T, tg Target) {
 	ctx := ctxT(t)
 	sb := create(t, tg, moat.Spec{})
-	_, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{BlockCommand}, Timeout: 100 * time.Millisecond})
+	_, err := sb.Exec(ctx, moat.ExecRequest{Cmd: tg.Block, Timeout: 100 * time.Millisecond})
 	wantKind(t, "timeout", err, errdefs.KindDeadlineExceeded)
 	waitNotRunning(t, tg)
 	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	_, err = sb.Exec(dctx, moat.ExecRequest{Cmd: []string{BlockCommand}})
+	_, err = sb.Exec(dctx, moat.ExecRequest{Cmd: tg.Block})
 	wantKind(t, "ctx deadline", err, errdefs.KindDeadlineExceeded)
 	waitNotRunning(t, tg)
 }
@@ -467,15 +503,15 @@ func testStopStart(t *testing.T, tg Target) {
 
 func testSession(t *testing.T, tg Target) {
 	ctx := ctxT(t)
-	if err := tg.API.SetSessionBackend(ctx, "agent-1", "fake"); err != nil {
+	if err := tg.API.SetSessionBackend(ctx, "agent-1", tg.Backend); err != nil {
 		t.Fatal(err)
 	}
 	got, err := tg.API.SessionBackend(ctx, "agent-1")
-	if err != nil || got != "fake" {
+	if err != nil || got != tg.Backend {
 		t.Errorf("session backend = %q, %v", got, err)
 	}
 	sb := create(t, tg, moat.Spec{SessionID: "agent-1"})
-	if sb.Backend() != "fake" {
+	if sb.Backend() != tg.Backend {
 		t.Errorf("session sandbox on %q", sb.Backend())
 	}
 	list, err := tg.API.List(ctx, moat.ListFilter{SessionID: "agent-1"})
@@ -488,8 +524,12 @@ func testSession(t *testing.T, tg Target) {
 	_, err = tg.API.SessionBackend(ctx, "agent-1")
 	wantKind(t, "after clear", err, errdefs.KindNotFound)
 	rep, err := tg.API.Backends(ctx)
-	if err != nil || len(rep.Backends) != 1 || rep.Backends[0].Name != "fake" || rep.Backends[0].Health.State != "ready" {
-		t.Errorf("backends = %+v, %v", rep, err)
+	found := false
+	for _, b := range rep.Backends {
+		found = found || b.Name == tg.Backend && b.Health.State != "unavailable"
+	}
+	if err != nil || !found {
+		t.Errorf("backends = %+v, %v; want %s usable", rep, err, tg.Backend)
 	}
 }
 
@@ -536,9 +576,16 @@ func testConcurrent(t *testing.T, tg Target) {
 	}
 }
 
-func testTerminalUnsupported(t *testing.T, tg Target) {
+func testTerminal(t *testing.T, tg Target) {
 	ctx := ctxT(t)
 	sb := create(t, tg, moat.Spec{})
-	_, err := sb.Terminal(ctx, moat.TerminalRequest{Stdin: strings.NewReader("exit\n"), Stdout: io.Discard})
-	wantKind(t, "terminal on the fake", err, errdefs.KindUnsupported)
+	var out bytes.Buffer
+	res, err := sb.Terminal(ctx, moat.TerminalRequest{Cmd: []string{"sh", "-c", "echo term-ok"}, Stdin: strings.NewReader(""), Stdout: &out})
+	if !tg.Terminal {
+		wantKind(t, "terminal on a backend without terminals", err, errdefs.KindUnsupported)
+		return
+	}
+	if err != nil || res.ExitCode != 0 || !strings.Contains(out.String(), "term-ok") {
+		t.Errorf("terminal: %q exit %d, %v", out.String(), res.ExitCode, err)
+	}
 }
