@@ -142,3 +142,32 @@ func TestProbeUnavailableIsExplained(t *testing.T) {
 		t.Fatalf("report = %+v", rep)
 	}
 }
+
+func TestReconcileLeavesOtherInstallationsAlone(t *testing.T) {
+	ctx := context.Background()
+	fb := fake.New()
+	cfg := moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}
+	mine := newManager(t, memstore.New(), cfg, map[string]backend.Backend{"fake": fb})
+	theirs := newManager(t, memstore.New(), cfg, map[string]backend.Backend{"fake": fb})
+	sb, err := theirs.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := mine.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.ID()[:9] == own.ID()[:9] {
+		t.Fatalf("two stores share an id prefix: %s %s", sb.ID(), own.ID())
+	}
+	rep, err := mine.Reconcile(ctx)
+	if err != nil || len(rep.Orphans) != 0 {
+		t.Fatalf("reconcile removed another installation's sandbox: %+v %v", rep, err)
+	}
+	if len(fb.IDs()) != 2 {
+		t.Fatalf("sandboxes = %v", fb.IDs())
+	}
+	if res, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("their sandbox after my reconcile: %v", err)
+	}
+}

@@ -46,6 +46,7 @@ type Manager struct {
 	mu        sync.Mutex
 	instances map[string]backend.Instance // sandbox id → attached instance
 	lastTouch map[string]time.Time
+	prefix    string // see idPrefix
 }
 
 type cachedHealth struct {
@@ -161,13 +162,56 @@ func (m *Manager) Close() error {
 // Store returns the record store (for servers that keep settings beside records).
 func (m *Manager) Store() store.Store { return m.store }
 
-// newID returns moat's id for a new sandbox: "sb-" and 16 lowercase base32 characters.
-func newID() string {
-	var b [10]byte
-	if _, err := rand.Read(b[:]); err != nil {
+// randomBase32 returns n random lowercase base32 characters.
+func randomBase32(n int) string {
+	b := make([]byte, (n*5+7)/8)
+	if _, err := rand.Read(b); err != nil {
 		panic(err) // crypto/rand never fails on Linux
 	}
-	return "sb-" + strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))[:n]
+}
+
+// installationKey is the settings key of this installation's tag.
+const installationKey = "moat/installation-tag"
+
+// installationTagLen is the length of the tag every sandbox id of one installation (one
+// store) starts with, after "sb-".
+const installationTagLen = 6
+
+// idPrefix returns "sb-<tag>", the prefix of every sandbox id this installation makes,
+// creating the tag on first use. Several installations (moat homes, test runs) may share one
+// Docker daemon or provider account; the reconciler removes only orphans with this prefix,
+// so it never touches another installation's sandboxes.
+func (m *Manager) idPrefix(ctx context.Context) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.prefix != "" {
+		return m.prefix, nil
+	}
+	v, err := m.store.GetSetting(ctx, installationKey)
+	if errdefs.Is(err, errdefs.KindNotFound) {
+		tag := randomBase32(installationTagLen)
+		if err = m.store.PutSetting(ctx, installationKey, []byte(tag)); err != nil {
+			return "", err
+		}
+		// Another process may have raced us: whatever is stored now wins.
+		v, err = m.store.GetSetting(ctx, installationKey)
+	}
+	if err != nil {
+		return "", err
+	}
+	m.prefix = "sb-" + string(v)
+	return m.prefix, nil
+}
+
+// newID returns moat's id for a new sandbox: the installation prefix and 14 random
+// lowercase base32 characters (70 bits).
+func (m *Manager) newID(ctx context.Context) (string, error) {
+	p, err := m.idPrefix(ctx)
+	if err != nil {
+		return "", err
+	}
+	return p + randomBase32(14), nil
 }
 
 // BackendStatus is one backend as `moat backends` and GET /v1/backends show it.
@@ -351,9 +395,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("moat: encode spec: %w", err)
 	}
+	id, err := m.newID(ctx)
+	if err != nil {
+		return nil, err
+	}
 	now := time.Now().UTC()
 	rec := &store.Record{
-		ID: newID(), Name: spec.Name, Backend: dec.Chosen, SessionID: spec.SessionID,
+		ID: id, Name: spec.Name, Backend: dec.Chosen, SessionID: spec.SessionID,
 		Status: store.StatusCreating, Spec: specJSON, Labels: spec.Labels,
 		CreatedAt: now, UpdatedAt: now, LastUsed: now,
 		Handle: pendingHandle(dec.Chosen),

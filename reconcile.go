@@ -58,13 +58,18 @@ const staleCreate = 15 * time.Minute
 //     error with the reason;
 //   - creating records whose creating process died are marked error (interrupted);
 //   - sandboxes past their TTL are destroyed;
-//   - sandboxes a backend lists (Lister) that no live record owns are removed, so a crash
-//     between "backend created" and "record updated" leaks nothing.
+//   - sandboxes a backend lists (Lister) under this installation's id prefix that no live
+//     record owns are removed, so a crash between "backend created" and "record updated"
+//     leaks nothing. Sandboxes of other installations sharing the backend are left alone.
 //
 // Only backends that are not unavailable are swept. It is safe to run while other
 // processes use the same store: in-flight creates of live processes are left alone.
 func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
+	prefix, err := m.idPrefix(ctx)
+	if err != nil {
+		return rep, err
+	}
 	recs, err := m.store.List(ctx, store.Filter{IncludeDestroyed: true})
 	if err != nil {
 		return rep, err
@@ -109,8 +114,8 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			continue
 		}
 		for _, sb := range listed {
-			if sb.ID == "" {
-				continue // not one of ours, or we cannot tell
+			if !strings.HasPrefix(sb.ID, prefix) {
+				continue // another installation's (or we cannot tell): never ours to remove
 			}
 			// A live record owns the sandbox listed under its id. Handles are not compared:
 			// a backend may render a listed handle differently from the one it returned at
