@@ -4,32 +4,106 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/moatsh/moat/backends/bwrap"
+	"github.com/moatsh/moat/backends/daytona/daytonafake"
 	"github.com/moatsh/moat/backends/docker"
+	"github.com/moatsh/moat/backends/host"
 	"github.com/moatsh/moat/internal/testenv"
 
 	"github.com/moatsh/moat/backend"
 )
 
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildBinary builds the moat binary once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "moat-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "moat")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// runBinary runs bin with args and extra environment, returning its exit code and output.
+func runBinary(t *testing.T, bin string, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("moat %v: %v", args, err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// TestBinaryDaytonaThroughFake runs `moat run --backend daytona` against the in-repo
+// Daytona fake, configured only through DAYTONA_API_URL and DAYTONA_API_KEY, as a user of
+// a self-hosted Daytona would.
+func TestBinaryDaytonaThroughFake(t *testing.T) {
+	bin := buildBinary(t)
+	local, err := host.New(backend.Config{StateDir: t.TempDir(), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "dtn-e2e-secret-token"
+	ts := httptest.NewServer(daytonafake.New(daytonafake.Options{Token: token, Backend: local, ExecFiles: true}))
+	defer ts.Close()
+	env := []string{"MOAT_HOME=" + t.TempDir(), "DAYTONA_API_URL=" + ts.URL + "/api", "DAYTONA_API_KEY=" + token}
+	code, out, errOut := runBinary(t, bin, env, "run", "--backend", "daytona", "--", "echo", "hi")
+	if code != 0 || out != "hi\n" {
+		t.Fatalf("moat run --backend daytona: %d %q %q", code, out, errOut)
+	}
+	code, out, _ = runBinary(t, bin, env, "backends", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"name": "daytona"`) || strings.Contains(out, token) {
+		t.Fatalf("backends must show daytona and never its token:\n%s", out)
+	}
+	wrong := append(env[:2:2], "DAYTONA_API_KEY=wrong-token")
+	code, _, errOut = runBinary(t, bin, wrong, "run", "--backend", "daytona", "--", "true")
+	// The probe fails first, so the router refuses with the provider's answer.
+	if code != 125 || !strings.Contains(errOut, "401") || strings.Contains(errOut, "wrong-token") {
+		t.Fatalf("wrong key: %d %q", code, errOut)
+	}
+}
+
 // TestBinaryEndToEnd builds the real moat binary and drives it as a user would, one process
 // per command: `moat run` on docker, bwrap and host prints hi, exit codes propagate, and a
 // sandbox created by one process is usable from the next.
 func TestBinaryEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "moat")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	home := t.TempDir()
 	rootfs, rootfsReason := testenv.RootfsTar()
 	cfg := fmt.Sprintf(`[sandbox]
@@ -45,20 +119,7 @@ rootfs = %q
 		t.Fatal(err)
 	}
 	moat := func(args ...string) (int, string, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(os.Environ(), "MOAT_HOME="+home)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("moat %v: %v", args, err)
-		}
-		return code, out.String(), errb.String()
+		return runBinary(t, bin, []string{"MOAT_HOME=" + home}, args...)
 	}
 
 	probe := func(b backend.Backend) string {
