@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,6 +48,9 @@ type Cmd struct {
 	Size backend.WinSize
 	// Resize delivers new sizes until closed or until Run returns; it may be nil.
 	Resize <-chan backend.WinSize
+	// NoCtty starts the child in a new session without a controlling terminal, for a
+	// child that acquires the terminal itself (TIOCSCTTY) in a session of its own.
+	NoCtty bool
 }
 
 // Grace periods for terminal output after the command exited, as in limits.Run: a
@@ -62,8 +66,8 @@ const eof = 0x04
 // Run runs c on a new pseudo-terminal and returns its exit code (128+signal for a
 // signaled process). The child is a session leader with the terminal's slave side as its
 // controlling terminal and as stdin, stdout and stderr. When c.Stdin reaches EOF, Run
-// types the terminal's end-of-file character (twice when the last line was not ended, once
-// to flush the line and once to signal EOF), so a shell reading the terminal exits. When
+// types the terminal's end-of-file character once the program has read everything before
+// it (see typeInput), so a shell reading the terminal exits. When
 // ctx ends, every process of the session gets SIGKILL and Run returns ctx.Err() wrapped.
 // A missing executable is errdefs NotFound.
 func Run(ctx context.Context, c Cmd) (int, error) {
@@ -97,7 +101,7 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	// Setsid makes the child a session (and process group) leader; Setctty with Ctty 0
 	// makes its stdin, the slave, its controlling terminal, so job control, ^C and
 	// SIGWINCH reach the foreground process group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: !c.NoCtty, Ctty: 0}
 	release, err := c.Group.SysProcAttr(cmd.SysProcAttr)
 	if err != nil {
 		slave.Close()
@@ -105,20 +109,23 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	}
 	err = cmd.Start()
 	release()
-	// The child has its copy; ours would keep the terminal open after it exits, and the
-	// master would never see EIO.
-	slave.Close()
 	if err != nil {
+		slave.Close()
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return -1, errdefs.NotFoundf("ptyrun: start %s: %w", c.Argv[0], err)
 		}
 		return -1, fmt.Errorf("ptyrun: start %s: %w", c.Argv[0], err)
 	}
 	pid := cmd.Process.Pid
+	// Our copy of the slave stays open while the child runs: typeInput asks it how much
+	// typed input is still unread and in which mode the terminal is. It is closed right
+	// after the child exits, so the master then sees EIO once no other process holds it.
+	var closeSlave sync.Once
+	defer closeSlave.Do(func() { slave.Close() })
 
 	stop := make(chan struct{}) // closed when Run returns: ends the helpers below
 	defer close(stop)
-	go typeInput(master, c.Stdin)
+	go typeInput(master, slave, c.Stdin, stop)
 	if c.Resize != nil {
 		go func() {
 			for {
@@ -153,6 +160,7 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	}()
 	werr := cmd.Wait()
 	close(waitDone)
+	closeSlave.Do(func() { slave.Close() })
 	exited.Store(true)
 	_ = master.SetReadDeadline(time.Now().Add(outputIdleGrace))
 	<-outDone
@@ -221,9 +229,19 @@ func setSize(master *os.File, sz backend.WinSize) error {
 	return nil
 }
 
-// typeInput copies keystrokes to the terminal and types end-of-file when they end. It is
-// not waited for: in may block forever; writes fail once the master is closed.
-func typeInput(master *os.File, in io.Reader) {
+// typeInput copies keystrokes to the terminal and, when they end, types end-of-file in a
+// way that reaches the program however it reads the terminal. It is not waited for: in may
+// block forever; writes fail once the master is closed.
+//
+// A VEOF character (^D) is end-of-file only to a reader in canonical mode, and only at the
+// start of a line; a line editor (busybox ash, readline) reads in raw mode and treats a
+// raw ^D on an empty line as end-of-file. A ^D typed in canonical mode and read after the
+// program switched to raw mode arrives as a NUL byte (the line discipline stores it as a
+// marker), and shells switch modes around every command. So end-of-file is typed only
+// when all earlier input was read, and typed again whenever the previous one was read
+// in a different mode than the one it was typed in: as with a closed pipe, a program that
+// keeps reading keeps seeing end-of-file.
+func typeInput(master, slave *os.File, in io.Reader, stop <-chan struct{}) {
 	var last byte = '\n'
 	if in != nil {
 		buf := make([]byte, 32<<10)
@@ -240,13 +258,55 @@ func typeInput(master *os.File, in io.Reader) {
 			}
 		}
 	}
-	// In canonical mode ^D first delivers a pending partial line; only a ^D at the start
-	// of a line reads as end-of-file.
-	seq := []byte{eof}
-	if last != '\n' && last != '\r' && last != eof {
-		seq = []byte{eof, eof}
+	const maxEOFs = 64 // bounds a program that flips modes and reads forever
+	sent, sentCanon := 0, false
+	delay := 5 * time.Millisecond
+	for sent < maxEOFs {
+		select {
+		case <-stop:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 200*time.Millisecond)
+		unread, canon, veof, err := inputState(slave)
+		if err != nil {
+			return // the slave was closed: the child exited
+		}
+		if unread > 0 || (sent > 0 && canon == sentCanon) {
+			continue
+		}
+		seq := []byte{veof}
+		if sent == 0 && canon && last != '\n' && last != '\r' {
+			// The first ^D delivers the unfinished line; the second is end-of-file.
+			seq = []byte{veof, veof}
+		}
+		if _, err := master.Write(seq); err != nil {
+			return
+		}
+		sent++
+		sentCanon = canon
+		delay = 5 * time.Millisecond
 	}
-	_, _ = master.Write(seq)
+}
+
+// inputState reports how many typed bytes the program has not read yet (in canonical
+// mode: complete lines only), whether the terminal is in canonical mode, and its VEOF
+// character.
+func inputState(slave *os.File) (unread int, canon bool, veof byte, err error) {
+	err = control(slave, func(fd int) error {
+		t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+		if err != nil {
+			return err
+		}
+		canon = t.Lflag&unix.ICANON != 0
+		veof = t.Cc[unix.VEOF]
+		if veof == 0 { // _POSIX_VDISABLE: fall back to the usual ^D
+			veof = eof
+		}
+		unread, err = unix.IoctlGetInt(fd, unix.TIOCINQ)
+		return err
+	})
+	return unread, canon, veof, err
 }
 
 // pump copies terminal output to w until the terminal closes (EIO once no process holds

@@ -164,6 +164,18 @@ func Run(t *testing.T, pe backend.PTYExecer, o Options) {
 			t.Errorf("exit code %d, want 5; output %q", r.code, got)
 		}
 	})
+	t.Run("ControllingTerminal", func(t *testing.T) {
+		// /dev/tty opens only for a process with a controlling terminal: job control and
+		// ^C depend on it.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, done := start(ctx, pe, o, []string{"sh", "-c", ": </dev/tty && echo ctty-$((3+4))"}, nil,
+			backend.WinSize{Rows: 24, Cols: 80}, nil)
+		r := wait(t, done, out, 30*time.Second)
+		if r.err != nil || r.code != 0 || !strings.Contains(out.String(), "ctty-7") {
+			t.Fatalf("ExecPTY = %d, %v; output %q; want ctty-7", r.code, r.err, out.String())
+		}
+	})
 	t.Run("SizeAndResize", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
