@@ -19,8 +19,8 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// A create is not canceled by the client going away: the manager must finish writing
-	// the record either way, and a half-created sandbox is worse than a finished one.
+	// A client that goes away cancels the create: nobody would learn the new id. The
+	// manager records the failed create, and the reconciler removes what a backend made.
 	ctx, cancel := s.opContext(r.Context())
 	defer cancel()
 	sb, err := s.m.Create(ctx, spec)
