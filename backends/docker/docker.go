@@ -2,6 +2,17 @@
 // the Docker Engine API (the Go SDK, never the docker CLI). Each sandbox is one long-lived
 // container named moat-<id> and labelled moat.id=<id>, moat.managed=true; commands run as
 // execs inside it, files move through the archive endpoints.
+//
+// Exec is fast through moat-agent: on a local daemon, Create bind-mounts
+// <StateDir>/agents/<id>/ at /.moat with the agent binary (read-only) and makes the agent
+// the container's main process under docker-init; commands then start with a fork/exec
+// inside the container, requested over the unix socket <StateDir>/agents/<id>/agent.sock
+// (docs/agent-protocol.md), instead of an Engine API exec round trip (~1 ms instead of
+// ~100 ms). The binary comes from Config.Agent, else next to the running executable
+// (`make build` puts bin/moat-agent beside bin/moat), else moat-agent in $PATH; it is
+// never downloaded. Whenever the agent cannot be used — no binary, a remote daemon, a
+// container created without it (Version 1 handles), a paused container, a socket that does
+// not answer — Exec takes the Engine API path with the same semantics.
 package docker
 
 import (
@@ -14,12 +25,14 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 
 	"github.com/moatsh/moat/backend"
@@ -68,6 +81,15 @@ type Config struct {
 	// Network is the Docker network for sandboxes that ask for network access (default
 	// "bridge"). Sandboxes without network access always get "none" (loopback only).
 	Network string `toml:"network" json:"network,omitempty"`
+	// Agent says where the moat-agent binary comes from: "" or "auto" looks next to the
+	// running executable, then in $PATH; a path names it; "off" never uses the agent (every
+	// exec goes through the Engine API). It must be a static binary for the daemon's
+	// architecture; the agent is only used with a daemon on a local unix socket.
+	Agent string `toml:"agent" json:"agent,omitempty"`
+	// StateDir is where the backend keeps agent binaries and sockets; the registered
+	// factory sets it to moat's state directory for the backend. "" uses a temporary
+	// directory made on first use.
+	StateDir string `toml:"-" json:"-"`
 }
 
 // Backend is the Docker backend. It is safe for concurrent use.
@@ -79,6 +101,17 @@ type Backend struct {
 	// extraLabels is a test hook: labels added to every container, so tests can find and
 	// remove what they made even when they fail half-way.
 	extraLabels map[string]string
+
+	stateOnce sync.Once
+	state     string
+	stateErr  error
+	agentOnce sync.Once
+	agentBin  string // installed agent binary; "" when the agent is not used
+	agentWhy  string // why not
+	logf      func(format string, args ...any)
+	// noAgentExec is a test and benchmark hook: exec through the Engine API even when the
+	// container has an agent.
+	noAgentExec bool
 }
 
 func init() {
@@ -94,7 +127,12 @@ func init() {
 		if c.Host == "" && cfg.Getenv != nil {
 			c.Host = cfg.Getenv("DOCKER_HOST")
 		}
-		return New(c)
+		c.StateDir = cfg.StateDir
+		b, err := New(c)
+		if err == nil && cfg.Logger != nil {
+			b.logf = func(format string, args ...any) { cfg.Logger.Warn(fmt.Sprintf(format, args...)) }
+		}
+		return b, err
 	})
 }
 
@@ -127,7 +165,8 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, errdefs.Newf(errdefs.ErrInvalidArgument, "docker: client: %w", err)
 	}
-	return &Backend{cli: cli, cfg: cfg, host: cli.DaemonHost(), hostPID: true}, nil
+	return &Backend{cli: cli, cfg: cfg, host: cli.DaemonHost(), hostPID: true,
+		logf: func(string, ...any) {}}, nil
 }
 
 // Close releases the client's idle connections.
@@ -189,6 +228,40 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 		return nil, err
 	}
 
+	inst, err := b.create(ctx, req, img, runtime, true)
+	var retry *agentStartError
+	if errors.As(err, &retry) {
+		// The agent kept the container from starting or never answered: the sandbox works
+		// without it, only slower.
+		b.logf("docker: sandbox %s runs without the agent: %v", req.ID, retry.err)
+		return b.create(ctx, req, img, runtime, false)
+	}
+	return inst, err
+}
+
+// agentStartError says a create failed because of the agent; Create retries without it.
+type agentStartError struct{ err error }
+
+func (e *agentStartError) Error() string { return e.err.Error() }
+
+// create makes and starts the container, with the agent as its main process when
+// withAgent and the agent is usable here.
+func (b *Backend) create(ctx context.Context, req *backend.CreateRequest, img, runtime string, withAgent bool) (*Instance, error) {
+	var agentDir string
+	var mounts []mount.Mount
+	entrypoint := keepAlive
+	if withAgent {
+		var err error
+		agentDir, mounts, err = b.agentDirFor(req.ID)
+		if err != nil {
+			if b.cfg.Agent != AgentOff {
+				b.logf("docker: sandbox %s runs without the agent: %v", req.ID, err)
+			}
+			agentDir = ""
+		} else {
+			entrypoint = []string{agentBinIn, "serve", "-socket", agentSockIn}
+		}
+	}
 	labels := map[string]string{LabelID: req.ID, LabelManaged: "true"}
 	maps.Copy(labels, b.extraLabels)
 	for k, v := range req.Labels {
@@ -201,7 +274,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	stopTimeout := 2
 	cfg := &container.Config{
 		Image:       img,
-		Entrypoint:  keepAlive,
+		Entrypoint:  entrypoint,
 		Env:         env,
 		WorkingDir:  req.Workdir, // the daemon creates it at start
 		Labels:      labels,
@@ -217,6 +290,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 		Init:        &useInit,
 		Runtime:     runtime,
 		SecurityOpt: []string{"no-new-privileges"},
+		Mounts:      mounts,
 		Resources: container.Resources{
 			Memory:   req.Limits.MemoryBytes,
 			NanoCPUs: int64(req.Limits.CPUs * 1e9),
@@ -237,6 +311,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	name := "moat-" + req.ID
 	created, err := b.cli.ContainerCreate(ctx, cfg, hc, nil, nil, name)
 	if err != nil {
+		b.removeAgentDir(agentDir)
 		if cerrdefs.IsConflict(err) {
 			return nil, errdefs.AlreadyExistsf("docker: container %s already exists", name)
 		}
@@ -247,11 +322,25 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	}
 	if err := b.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		b.removeQuietly(ctx, created.ID)
+		b.removeAgentDir(agentDir)
+		if agentDir != "" && strings.Contains(err.Error(), "moat-agent") && ctx.Err() == nil {
+			return nil, &agentStartError{b.mapErr(err, "docker: start container %s", name)}
+		}
 		return nil, b.mapErr(err, "docker: start container %s", name)
 	}
-	inst := b.newInstance(created.ID, name, runtime)
+	inst := b.newInstance(created.ID, name, runtime, agentDir)
+	if agentDir != "" {
+		if err := inst.waitAgent(ctx); err != nil {
+			b.removeQuietly(ctx, created.ID)
+			b.removeAgentDir(agentDir)
+			if ctx.Err() == nil {
+				return nil, &agentStartError{fmt.Errorf("docker: agent in %s did not answer: %w", name, err)}
+			}
+		}
+	}
 	if ctx.Err() != nil { // started, but the caller gave up: leave nothing behind
 		b.removeQuietly(ctx, created.ID)
+		b.removeAgentDir(agentDir)
 		return nil, fmt.Errorf("docker: create container %s: %w", name, ctx.Err())
 	}
 	return inst, nil
@@ -305,10 +394,15 @@ func (b *Backend) ensureImage(ctx context.Context, img string) error {
 	}
 }
 
-// handleState is Handle.State for Version 1.
+// handleVersion is the current Handle.Version. Version 1 (no agent) is still accepted.
+const handleVersion = 2
+
+// handleState is Handle.State: Version 1 has the first two fields, Version 2 adds the
+// agent directory ("" for a container made without the agent).
 type handleState struct {
 	ContainerID string `json:"container_id"`
 	Name        string `json:"name"`
+	AgentDir    string `json:"agent_dir,omitempty"`
 }
 
 // Attach implements backend.Backend.
@@ -316,7 +410,7 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if h.Backend != "" && h.Backend != Name {
 		return nil, errdefs.InvalidArgumentf("docker: handle belongs to backend %q", h.Backend)
 	}
-	if h.Version != 1 {
+	if h.Version != 1 && h.Version != handleVersion {
 		return nil, errdefs.InvalidArgumentf("docker: unknown handle version %d", h.Version)
 	}
 	var st handleState
@@ -331,7 +425,8 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if info.HostConfig != nil {
 		runtime = info.HostConfig.Runtime
 	}
-	return b.newInstance(info.ID, st.Name, runtime), nil
+	// The container's own mounts say whether it has an agent; the handle may predate it.
+	return b.newInstance(info.ID, st.Name, runtime, agentDirOf(info.Mounts)), nil
 }
 
 // List implements backend.Lister: every container (running or not) labelled moat.managed.
@@ -349,10 +444,20 @@ func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
 		if len(c.Names) > 0 {
 			name = strings.TrimPrefix(c.Names[0], "/")
 		}
-		inst := b.newInstance(c.ID, name, "")
+		inst := b.newInstance(c.ID, name, "", agentDirOf(c.Mounts))
 		out = append(out, backend.Listed{ID: c.Labels[LabelID], Handle: inst.Handle()})
 	}
 	return out, nil
+}
+
+// agentDirOf returns the host directory mounted at /.moat, or "".
+func agentDirOf(mounts []container.MountPoint) string {
+	for _, m := range mounts {
+		if m.Destination == agentMount && m.Type == mount.TypeBind {
+			return m.Source
+		}
+	}
+	return ""
 }
 
 // mapErr gives an SDK error an errdefs kind and a "docker: ..." message.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 
+	"github.com/moatsh/moat/agent/agenttest"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/errdefs"
@@ -33,11 +35,24 @@ func randID() string {
 	return hex.EncodeToString(b)
 }
 
-// newTestBackend returns a backend on the local daemon, skipping (or failing under
-// MOAT_TEST_REQUIRE) when the daemon or the test image is not there.
+// newTestBackend returns a backend on the local daemon that puts the agent (built from
+// this tree) in its sandboxes, skipping (or failing under MOAT_TEST_REQUIRE) when the
+// daemon or the test image is not there.
 func newTestBackend(t testing.TB) *Backend {
 	t.Helper()
-	b, err := New(Config{Image: testenv.DockerImage()})
+	return newTestBackendAgent(t, "")
+}
+
+// newTestBackendAgent is newTestBackend with Config.Agent set to agentCfg; "" means the
+// freshly built agent.
+func newTestBackendAgent(t testing.TB, agentCfg string) *Backend {
+	t.Helper()
+	state, err := os.MkdirTemp("", "moat-dt-") // short: socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	b, err := New(Config{Image: testenv.DockerImage(), StateDir: state, Agent: agentCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +64,9 @@ func newTestBackend(t testing.TB) *Backend {
 		reason = h.Reason
 	}
 	testenv.Require(t, "docker", reason)
+	if agentCfg == "" {
+		b.cfg.Agent = agenttest.Build(t)
+	}
 	run := randID()
 	b.extraLabels = map[string]string{testLabel: run}
 	t.Cleanup(func() {
@@ -92,21 +110,36 @@ func removeTestContainers(t testing.TB, b *Backend, run string) int {
 	return n
 }
 
+// TestConformance runs the suite with the agent: every exec goes through moat-agent.
 func TestConformance(t *testing.T) {
-	newTestBackend(t) // skip early with the probe's reason
+	b := newTestBackend(t) // skip early with the probe's reason
+	if on, why := b.AgentStatus(); !on {
+		t.Fatalf("agent not in use: %s", why)
+	}
 	backendtest.Run(t, backendtest.Factory{
 		New:   func(t testing.TB) backend.Backend { return newTestBackend(t) },
 		Image: testenv.DockerImage(),
 	})
 }
 
-// TestConformanceInContainerKill runs the exec subtests with cancellation done by a second
-// exec inside the container, the path used for remote daemons and sandboxed runtimes.
+// TestConformanceNoAgent runs the suite with the agent off: every exec is an Engine API
+// exec, the path for remote daemons and containers made without the agent.
+func TestConformanceNoAgent(t *testing.T) {
+	newTestBackendAgent(t, AgentOff)
+	backendtest.Run(t, backendtest.Factory{
+		New:   func(t testing.TB) backend.Backend { return newTestBackendAgent(t, AgentOff) },
+		Image: testenv.DockerImage(),
+	})
+}
+
+// TestConformanceInContainerKill runs the exec subtests through the Engine API with
+// cancellation done by a second exec inside the container, the path used for remote
+// daemons and sandboxed runtimes.
 func TestConformanceInContainerKill(t *testing.T) {
-	newTestBackend(t)
+	newTestBackendAgent(t, AgentOff)
 	backendtest.Run(t, backendtest.Factory{
 		New: func(t testing.TB) backend.Backend {
-			b := newTestBackend(t)
+			b := newTestBackendAgent(t, AgentOff)
 			b.hostPID = false
 			return b
 		},
@@ -298,11 +331,19 @@ func TestHandleState(t *testing.T) {
 	if err := json.Unmarshal(h.State, &st); err != nil {
 		t.Fatal(err)
 	}
-	if h.Backend != "docker" || h.Version != 1 || st["container_id"] != inst.id || st["name"] != "moat-"+req.ID {
+	if h.Backend != "docker" || h.Version != 2 || st["container_id"] != inst.id || st["name"] != "moat-"+req.ID ||
+		st["agent_dir"] != inst.agentDir || inst.agentDir == "" {
 		t.Errorf("handle = %s %d %v", h.Backend, h.Version, st)
 	}
-	if _, err := b.Attach(testCtx(t), backend.Handle{Backend: "docker", Version: 2, State: h.State}); !errors.Is(err, errdefs.ErrInvalidArgument) {
-		t.Errorf("attach with version 2: %v, want InvalidArgument", err)
+	if _, err := b.Attach(testCtx(t), backend.Handle{Backend: "docker", Version: 3, State: h.State}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("attach with version 3: %v, want InvalidArgument", err)
+	}
+	// A Version 1 handle (written before the agent existed) still attaches; the
+	// container's mounts, not the handle, say whether it has an agent.
+	v1, _ := json.Marshal(map[string]string{"container_id": inst.id, "name": inst.name})
+	got, err := b.Attach(testCtx(t), backend.Handle{Backend: "docker", Version: 1, State: v1})
+	if err != nil || got.(*Instance).agentDir != inst.agentDir {
+		t.Errorf("attach with version 1: %v, agent dir %q", err, got.(*Instance).agentDir)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/moatsh/moat/agent"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 )
@@ -45,11 +46,46 @@ done
 done
 exit 0`
 
-// Exec implements backend.Instance.
+// Exec implements backend.Instance: through the agent when the container has one that
+// answers, else through the Engine API.
 func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], err)
 	}
+	if i.agent != nil && !i.b.noAgentExec {
+		code, err := i.execAgent(ctx, req)
+		if err == nil || !errors.Is(err, agent.ErrUnreachable) {
+			return code, err
+		}
+		// The command was never sent: run it the slow way.
+	}
+	return i.execEngine(ctx, req)
+}
+
+// execAgent runs req through the container's agent.
+func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	env := make([]string, 0, len(req.Env))
+	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
+		env = append(env, k+"="+req.Env[k])
+	}
+	code, err := i.agent.Exec(ctx, &agent.ExecRequest{Argv: req.Argv, Env: env,
+		Workdir: req.Workdir, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr})
+	if err != nil && errors.Is(err, errdefs.ErrUnavailable) && ctx.Err() == nil {
+		// The agent vanished mid-command: say what became of the container.
+		if st, serr := i.Status(context.WithoutCancel(ctx)); serr == nil {
+			switch st {
+			case backend.StatusGone:
+				return -1, errdefs.NotFoundf("docker: container %s not found", i.name)
+			case backend.StatusStopped, backend.StatusPaused:
+				return -1, errdefs.FailedPreconditionf("docker: exec in container %s: it is %s: %v", i.name, st, err)
+			}
+		}
+	}
+	return code, err
+}
+
+// execEngine runs req as an Engine API exec.
+func (i *Instance) execEngine(ctx context.Context, req *backend.ExecRequest) (int, error) {
 	hostKill := i.canKillFromHost(ctx)
 	env := make([]string, 0, len(req.Env)+1)
 	for _, k := range slices.Sorted(maps.Keys(req.Env)) {

@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
+	"github.com/moatsh/moat/agent"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 )
@@ -23,13 +24,17 @@ type Instance struct {
 	name    string
 	runtime string // OCI runtime the container was created with ("" = daemon default)
 
+	agentDir string        // host directory mounted at /.moat; "" without the agent
+	agent    *agent.Client // nil without the agent
+
 	killMu      sync.Mutex
 	killDecided bool
 	hostKill    bool // exec processes can be killed from this host by pid
 }
 
-func (b *Backend) newInstance(id, name, runtime string) *Instance {
-	return &Instance{b: b, id: id, name: name, runtime: runtime}
+func (b *Backend) newInstance(id, name, runtime, agentDir string) *Instance {
+	return &Instance{b: b, id: id, name: name, runtime: runtime, agentDir: agentDir,
+		agent: agentClient(agentDir)}
 }
 
 // ContainerID returns the Docker container id.
@@ -37,8 +42,8 @@ func (i *Instance) ContainerID() string { return i.id }
 
 // Handle implements backend.Instance.
 func (i *Instance) Handle() backend.Handle {
-	st, _ := json.Marshal(handleState{ContainerID: i.id, Name: i.name})
-	return backend.Handle{Backend: Name, Version: 1, State: st}
+	st, _ := json.Marshal(handleState{ContainerID: i.id, Name: i.name, AgentDir: i.agentDir})
+	return backend.Handle{Backend: Name, Version: handleVersion, State: st}
 }
 
 // Status implements backend.Instance.
@@ -73,6 +78,7 @@ func (i *Instance) Destroy(ctx context.Context) error {
 		}
 		return i.b.mapErr(err, "docker: remove container %s", i.name)
 	}
+	i.b.removeAgentDir(i.agentDir)
 	return nil
 }
 
@@ -88,6 +94,10 @@ func (i *Instance) Stop(ctx context.Context) error {
 func (i *Instance) Start(ctx context.Context) error {
 	if err := i.b.cli.ContainerStart(ctx, i.id, container.StartOptions{}); err != nil {
 		return i.b.mapErr(err, "docker: start container %s", i.name)
+	}
+	if i.agent != nil {
+		// The agent restarts with the container; until it answers, Exec falls back.
+		_ = i.waitAgent(ctx)
 	}
 	return nil
 }

@@ -1,0 +1,208 @@
+package docker
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/moatsh/moat/backend"
+)
+
+// parentComm names the parent of an exec'd process: moat-agent when the command went
+// through the agent; an Engine API exec's parent is outside the container's pid namespace.
+func parentComm(t *testing.T, inst backend.Instance) string {
+	t.Helper()
+	out, code := run(t, inst, "sh", "-c", `cat /proc/$PPID/comm 2>/dev/null || echo "ppid $PPID"`)
+	if code != 0 {
+		t.Fatalf("parent check exited %d: %s", code, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+func TestAgentIsUsedAndMatchesEngineAPI(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("agent"))
+	if inst.agent == nil {
+		t.Fatal("instance has no agent")
+	}
+	if got := parentComm(t, inst); got != "moat-agent" {
+		t.Fatalf("exec parent = %q, want moat-agent", got)
+	}
+	if fi, err := os.Lstat(filepath.Join(inst.agentDir, agentSock)); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("host socket: %v", err)
+	}
+	// The binary is mounted read-only: a sandbox cannot change what other sandboxes run.
+	if out, code := run(t, inst, "sh", "-c", "echo x > /.moat/moat-agent"); code == 0 {
+		t.Errorf("agent binary is writable from inside: %s", out)
+	}
+	// Same environment, workdir, stdin and exit statuses through both paths.
+	type probe struct {
+		argv  []string
+		env   map[string]string
+		dir   string
+		stdin string
+	}
+	probes := []probe{
+		{argv: []string{"env"}},
+		{argv: []string{"env"}, env: map[string]string{"A": "override", "NEW": "x y"}},
+		{argv: []string{"pwd"}},
+		{argv: []string{"pwd"}, dir: "/tmp"},
+		{argv: []string{"cat"}, stdin: "in\x00put"},
+		{argv: []string{"sh", "-c", "echo o; echo e >&2; kill -TERM $$"}},
+		{argv: []string{"sh", "-c", "umask; id; ulimit -n; cat /proc/self/status | grep -E '^(CapEff|NoNewPrivs|Seccomp):'"}},
+	}
+	exec := func(engine bool, p probe) string {
+		var out, errb bytes.Buffer
+		req := &backend.ExecRequest{Argv: p.argv, Env: p.env, Workdir: p.dir, Stdout: &out, Stderr: &errb}
+		if p.stdin != "" {
+			req.Stdin = strings.NewReader(p.stdin)
+		}
+		var code int
+		var err error
+		if engine {
+			code, err = inst.execEngine(testCtx(t), req)
+		} else {
+			code, err = inst.execAgent(testCtx(t), req)
+		}
+		if err != nil {
+			t.Fatalf("%q (engine %v): %v", p.argv, engine, err)
+		}
+		lines := strings.Split(out.String(), "\n")
+		if p.argv[0] == "env" {
+			sort.Strings(lines)
+		}
+		return strings.Join(lines, "\n") + "|" + errb.String() + "|" + strconv.Itoa(code)
+	}
+	for _, p := range probes {
+		if a, e := exec(false, p), exec(true, p); a != e {
+			t.Errorf("%q env %v dir %q differs:\nagent:  %q\nengine: %q", p.argv, p.env, p.dir, a, e)
+		}
+	}
+}
+
+// TestAgentFallback: when the agent cannot be reached, Exec takes the Engine API path
+// transparently.
+func TestAgentFallback(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("fallback"))
+	sock := filepath.Join(inst.agentDir, agentSock)
+	if err := os.Rename(sock, sock+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if got := parentComm(t, inst); got == "moat-agent" {
+		t.Errorf("exec went through a socket that is not there")
+	}
+	// A symlink planted where the socket was is not followed.
+	if err := os.Symlink(sock+".away", sock); err != nil {
+		t.Fatal(err)
+	}
+	if got := parentComm(t, inst); got == "moat-agent" {
+		t.Errorf("exec followed a symlinked socket")
+	}
+	os.Remove(sock)
+	if err := os.Rename(sock+".away", sock); err != nil {
+		t.Fatal(err)
+	}
+	if got := parentComm(t, inst); got != "moat-agent" {
+		t.Errorf("exec parent after restoring the socket = %q", got)
+	}
+}
+
+// TestAgentStopStart: the agent comes back with the container.
+func TestAgentStopStart(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("restart"))
+	ctx := testCtx(t)
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := inst.Exec(ctx, &backend.ExecRequest{Argv: []string{"true"}, Stdout: &out, Stderr: &out}); err == nil {
+		t.Error("exec in a stopped container succeeded")
+	}
+	if err := inst.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := parentComm(t, inst); got != "moat-agent" {
+		t.Errorf("exec parent after restart = %q, want moat-agent", got)
+	}
+}
+
+// TestAgentUnusable: a missing, dynamically linked or broken agent binary never breaks
+// Create; the sandbox just runs without it.
+func TestAgentUnusable(t *testing.T) {
+	busybox := "/bin/busybox" // static (busybox-static), but not an agent: exits at once
+	cases := map[string]string{
+		"missing": "/nonexistent/moat-agent",
+		"dynamic": "/bin/ls",
+		"shell":   "/bin/sh", // dash: dynamically linked on Debian
+	}
+	if _, err := os.Stat(busybox); err == nil {
+		if checkStatic(busybox) == nil {
+			cases["broken"] = busybox
+		}
+	}
+	for name, path := range cases {
+		t.Run(name, func(t *testing.T) {
+			b := newTestBackendAgent(t, path)
+			on, why := b.AgentStatus()
+			if name == "broken" {
+				if !on {
+					t.Fatalf("static busybox rejected: %s", why)
+				}
+			} else if on || !strings.HasPrefix(why, "docker: agent") {
+				t.Fatalf("agent %s accepted or no reason: %v %q", path, on, why)
+			}
+			inst := mustCreate(t, b, createReq("noagent"))
+			if inst.agent != nil {
+				t.Errorf("instance uses an agent that cannot run")
+			}
+			if out, code := run(t, inst, "echo", "works"); code != 0 || out != "works\n" {
+				t.Errorf("exec without agent: %q %d", out, code)
+			}
+			if inst.Handle().Version != 2 {
+				t.Errorf("handle version %d", inst.Handle().Version)
+			}
+		})
+	}
+}
+
+// TestAgentOffForRemoteDaemon: a tcp daemon never gets the agent (its sockets would be on
+// another machine).
+func TestAgentOffForRemoteDaemon(t *testing.T) {
+	b, err := New(Config{Host: "tcp://127.0.0.1:1", Agent: "/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on, why := b.AgentStatus(); on || !strings.Contains(why, "local daemon") {
+		t.Errorf("remote daemon: agent %v, %q", on, why)
+	}
+	b, _ = New(Config{Agent: AgentOff})
+	if on, why := b.AgentStatus(); on || !strings.Contains(why, "disabled") {
+		t.Errorf("agent off: %v, %q", on, why)
+	}
+}
+
+// TestAgentDirCleanup: Destroy removes the agent directory, but never a directory outside
+// the backend's own state directory.
+func TestAgentDirCleanup(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("cleanup"))
+	dir := inst.agentDir
+	if err := inst.Destroy(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("agent dir survived destroy: %v", err)
+	}
+	outside := t.TempDir()
+	b.removeAgentDir(outside)
+	if _, err := os.Stat(outside); err != nil {
+		t.Errorf("removeAgentDir removed a foreign directory: %v", err)
+	}
+}
