@@ -1,6 +1,9 @@
 // Package cli answers "what does the moat command do?": the cobra command tree of `moat`
 // (create, exec, run, ls, inspect, rm, cp, backends, version). cmd/moat only calls Main.
 //
+// Embedded mode (the default) opens the store and backends in-process. With --server URL
+// (or MOAT_SERVER; token from MOAT_API_TOKEN) every command goes through moatd's API.
+//
 // Exit codes: exec and run exit with the command's own code; when moat itself fails they
 // exit 125 (like docker run), and 127 when the program to run does not exist. Every other
 // command exits 1 on error. Errors are one line on stderr: "moat: <kind>: <message>".
@@ -18,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/config"
 )
@@ -40,6 +44,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 // app holds what every command shares.
 type app struct {
 	configPath string
+	server     string
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
@@ -104,21 +109,39 @@ func (a *app) rootCmd() *cobra.Command {
 		Version:       Version,
 	}
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "", "config file (default $MOAT_HOME/moat.toml)")
-	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
-		a.cpCmd(), a.backendsCmd(), a.versionCmd())
+	root.PersistentFlags().StringVar(&a.server, "server", "", "moatd URL: go through its API instead of running embedded (env MOAT_SERVER)")
+	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.shellCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
+		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.versionCmd())
 	return root
 }
 
-// open loads the config and opens the manager. reconcile says whether to reconcile
-// records with backends first (commands that create or list do; hot paths do not).
-func (a *app) open(ctx context.Context, reconcile bool) (*moat.Manager, error) {
+// open returns the API the command works through: moatd's when --server or MOAT_SERVER
+// is set, else an embedded manager built from the config. reconcile says whether an
+// embedded manager reconciles records with backends first (commands that create or list
+// do; hot paths do not). The returned func releases it.
+func (a *app) open(ctx context.Context, reconcile bool) (client.API, func(), error) {
+	server := a.server
+	if server == "" {
+		server = a.getenv("MOAT_SERVER")
+	}
+	if server != "" {
+		c, err := client.New(server, client.WithToken(a.getenv("MOAT_API_TOKEN")))
+		if err != nil {
+			return nil, nil, err
+		}
+		return client.Remote(c), func() {}, nil
+	}
 	l, err := config.Load(a.configPath, a.getenv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := l.Moat
 	cfg.SkipReconcile = !reconcile
-	return a.openHook(ctx, cfg)
+	m, err := a.openHook(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return client.Local(m), func() { m.Close() }, nil
 }
 
 func (a *app) printJSON(v any) error {

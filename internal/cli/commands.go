@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/config"
 )
@@ -101,11 +102,11 @@ func (a *app) createCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := a.open(cmd.Context(), true)
+			m, done, err := a.open(cmd.Context(), true)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
+			defer done()
 			sb, err := m.Create(cmd.Context(), spec)
 			if err != nil {
 				return err
@@ -121,6 +122,7 @@ func (a *app) createCmd() *cobra.Command {
 // execFlags are exec's own flags.
 type execFlags struct {
 	interactive bool
+	tty         bool
 	env         []string
 	workdir     string
 	shell       bool
@@ -130,6 +132,7 @@ type execFlags struct {
 func (f *execFlags) register(cmd *cobra.Command, withWorkdir bool) {
 	fl := cmd.Flags()
 	fl.BoolVarP(&f.interactive, "interactive", "i", false, "pass stdin to the command")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "run the command on a terminal (with -i: an interactive shell)")
 	fl.BoolVar(&f.shell, "sh", false, "run the arguments as one shell command line (sh -c)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "kill the command after this long")
 	if withWorkdir {
@@ -154,7 +157,7 @@ func (a *app) execRequest(f *execFlags, args []string) (moat.ExecRequest, error)
 }
 
 // runExec runs req and turns the result into exec's exit code.
-func runExec(ctx context.Context, sb *moat.Sandbox, req moat.ExecRequest) error {
+func runExec(ctx context.Context, sb client.Handle, req moat.ExecRequest) error {
 	res, err := sb.Exec(ctx, req)
 	if err != nil {
 		if errors.Is(err, moat.ErrCommandNotFound) {
@@ -179,14 +182,17 @@ func (a *app) execCmd() *cobra.Command {
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			m, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			defer m.Close()
+			defer done()
 			sb, err := m.Get(cmd.Context(), args[0])
 			if err != nil {
 				return codedError{ExitMoatError, err}
+			}
+			if f.tty {
+				return a.runTerminal(cmd.Context(), sb, req)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -215,11 +221,11 @@ func (a *app) runCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			m, err := a.open(ctx, true)
+			m, done, err := a.open(ctx, true)
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			defer m.Close()
+			defer done()
 			sb, err := m.Create(ctx, spec)
 			if err != nil {
 				return codedError{ExitMoatError, err}
@@ -232,6 +238,9 @@ func (a *app) runCmd() *cobra.Command {
 					fmt.Fprintln(a.stderr, formatError(fmt.Errorf("destroy %s: %w", sb.ID(), derr)))
 				}
 			}()
+			if ef.tty {
+				return a.runTerminal(ctx, sb, req)
+			}
 			return runExec(ctx, sb, req)
 		},
 	}
@@ -254,11 +263,11 @@ func (a *app) lsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := a.open(cmd.Context(), true)
+			m, done, err := a.open(cmd.Context(), true)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
+			defer done()
 			f := moat.ListFilter{Backend: backendName, SessionID: session, Labels: lbl, IncludeDestroyed: all}
 			if status != "" {
 				f.Status = []moat.Status{moat.Status(status)}
@@ -309,11 +318,11 @@ func (a *app) inspectCmd() *cobra.Command {
 		Short: "print a sandbox's record as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
+			defer done()
 			sb, err := m.Get(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -334,11 +343,11 @@ func (a *app) rmCmd() *cobra.Command {
 		Short:   "destroy sandboxes",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
+			defer done()
 			var failed []string
 			for _, id := range args {
 				if err := m.Destroy(cmd.Context(), id); err != nil {
@@ -363,12 +372,15 @@ func (a *app) backendsCmd() *cobra.Command {
 		Short: "show every backend, whether it is usable and why, and which one auto picks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
-			rep := m.Backends(cmd.Context())
+			defer done()
+			rep, err := m.Backends(cmd.Context())
+			if err != nil {
+				return err
+			}
 			sort.Slice(rep.Backends, func(i, j int) bool { return rep.Backends[i].Name < rep.Backends[j].Name })
 			switch output {
 			case "json":

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -41,11 +41,11 @@ func (a *app) cpCmd() *cobra.Command {
 			if (srcID == "") == (dstID == "") {
 				return errdefs.InvalidArgumentf("cp: exactly one of SRC and DST must be ID:/path")
 			}
-			m, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
+			defer done()
 			ctx := cmd.Context()
 			if srcID == "" {
 				sb, err := m.Get(ctx, dstID)
@@ -65,7 +65,7 @@ func (a *app) cpCmd() *cobra.Command {
 
 // upload copies a local file or tree to dst in the sandbox. When dst is an existing
 // directory the source goes inside it.
-func upload(ctx context.Context, sb *moat.Sandbox, src, dst string) error {
+func upload(ctx context.Context, sb client.Handle, src, dst string) error {
 	st, err := os.Stat(src)
 	if err != nil {
 		return errdefs.Wrap(errdefs.ErrNotFound, fmt.Errorf("cp: %w", err))
@@ -95,7 +95,7 @@ func upload(ctx context.Context, sb *moat.Sandbox, src, dst string) error {
 	})
 }
 
-func uploadFile(ctx context.Context, sb *moat.Sandbox, src, dst string, mode fs.FileMode) error {
+func uploadFile(ctx context.Context, sb client.Handle, src, dst string, mode fs.FileMode) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func uploadFile(ctx context.Context, sb *moat.Sandbox, src, dst string, mode fs.
 }
 
 // download copies a sandbox file or tree to the local dst.
-func download(ctx context.Context, sb *moat.Sandbox, src, dst string) error {
+func download(ctx context.Context, sb client.Handle, src, dst string) error {
 	if st, err := os.Stat(dst); err == nil && st.IsDir() {
 		dst = filepath.Join(dst, path.Base(src))
 	}
@@ -133,7 +133,7 @@ func download(ctx context.Context, sb *moat.Sandbox, src, dst string) error {
 	return nil
 }
 
-func downloadFile(ctx context.Context, sb *moat.Sandbox, src, dst string, mode fs.FileMode) error {
+func downloadFile(ctx context.Context, sb client.Handle, src, dst string, mode fs.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".moat-cp-*")
 	if err != nil {
 		return err
