@@ -7,6 +7,7 @@ package apitype
 
 import (
 	"encoding/base64"
+	"errors"
 	"unicode/utf8"
 
 	"github.com/moatsh/moat"
@@ -36,7 +37,37 @@ type Error struct {
 type ErrorBody struct {
 	Kind    errdefs.Kind `json:"kind"`
 	Message string       `json:"message"`
+	// Reason refines the kind where callers must tell cases apart: "command_not_found" (a
+	// not_found exec whose program does not exist, not a missing sandbox).
+	Reason string `json:"reason,omitempty"`
 }
+
+// ReasonCommandNotFound is ErrorBody.Reason for moat.ErrCommandNotFound.
+const ReasonCommandNotFound = "command_not_found"
+
+// NewErrorBody describes err for the wire.
+func NewErrorBody(kind errdefs.Kind, err error) ErrorBody {
+	b := ErrorBody{Kind: kind, Message: err.Error()}
+	if errors.Is(err, moat.ErrCommandNotFound) {
+		b.Reason = ReasonCommandNotFound
+	}
+	return b
+}
+
+// Err turns a wire error back into an errdefs error of the same kind; a
+// command_not_found reason also satisfies errors.Is(err, moat.ErrCommandNotFound).
+func (b ErrorBody) Err(status int) error {
+	err := errdefs.FromHTTP(status, b.Kind, b.Message)
+	if b.Reason == ReasonCommandNotFound {
+		return reasonError{err, moat.ErrCommandNotFound}
+	}
+	return err
+}
+
+type reasonError struct{ err, reason error }
+
+func (e reasonError) Error() string   { return e.err.Error() }
+func (e reasonError) Unwrap() []error { return []error{e.err, e.reason} }
 
 // CreateSandboxRequest is the body of POST /v1/sandboxes.
 type CreateSandboxRequest = moat.Spec

@@ -125,7 +125,7 @@ func decodeError(status int, body io.Reader) error {
 		}
 		return errdefs.FromHTTP(status, "", fmt.Sprintf("client: server answered %d: %s", status, msg))
 	}
-	return errdefs.FromHTTP(status, e.Error.Kind, e.Error.Message)
+	return e.Error.Err(status)
 }
 
 // eventError turns an error event into an errdefs error.
@@ -133,7 +133,7 @@ func eventError(b *apitype.ErrorBody) error {
 	if b == nil {
 		return errdefs.Unavailablef("client: error event without an error")
 	}
-	return errdefs.FromHTTP(errdefs.HTTPStatus(b.Kind), b.Kind, b.Message)
+	return b.Err(errdefs.HTTPStatus(b.Kind))
 }
 
 // doJSON sends in (when not nil) as JSON and decodes the answer into out (when not nil).

@@ -26,7 +26,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 && kind != errdefs.KindUnsupported && kind != errdefs.KindUnavailable && kind != errdefs.KindDeadlineExceeded {
 		s.log.Error("request failed", "request_id", RequestID(r.Context()), "kind", kind, "err", err)
 	}
-	writeJSON(w, status, apitype.Error{Error: apitype.ErrorBody{Kind: kind, Message: err.Error()}})
+	writeJSON(w, status, apitype.Error{Error: apitype.NewErrorBody(kind, err)})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -141,7 +141,7 @@ func exitEvent(res moat.ExitResult) *apitype.Event {
 }
 
 func errorEvent(err error) *apitype.Event {
-	return &apitype.Event{Type: apitype.EventError, Error: &apitype.ErrorBody{Kind: errdefs.KindOf(err), Message: err.Error()}}
+	return &apitype.Event{Type: apitype.EventError, Error: ptr(apitype.NewErrorBody(errdefs.KindOf(err), err))}
 }
 
 func (s *Server) execStream(ctx context.Context, w http.ResponseWriter, r *http.Request, sb *moat.Sandbox, req moat.ExecRequest) {
@@ -347,3 +347,5 @@ func (s *Server) execWS(w http.ResponseWriter, r *http.Request) {
 	}
 	wc.finish(exitEvent(res))
 }
+
+func ptr[T any](v T) *T { return &v }
