@@ -11,6 +11,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/store"
 )
 
 // Config configures a Manager opened with Open. internal/config loads it from moat.toml;
@@ -20,6 +21,10 @@ type Config struct {
 	Home string
 	// Store is the record store URL; default "sqlite:<Home>/moat.db".
 	Store string
+	// Storage, when set, is an already open store used instead of opening Store; the
+	// manager does not close it. moatd opens its store before the backends are built, so
+	// that backend settings kept in the store apply from the first start.
+	Storage store.Store
 	// Sandbox holds defaults applied to every Spec.
 	Sandbox SandboxConfig
 	// Network is the network policy.

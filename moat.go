@@ -135,11 +135,15 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		}
 		m.backends[name] = b
 	}
-	s, err := store.Open(ctx, cfg.Store)
-	if err != nil {
-		return nil, err
+	if cfg.Storage != nil {
+		m.store = cfg.Storage
+	} else {
+		s, err := store.Open(ctx, cfg.Store)
+		if err != nil {
+			return nil, err
+		}
+		m.store, m.ownStore = s, true
 	}
-	m.store, m.ownStore = s, true
 	if !cfg.SkipReconcile {
 		rep, err := m.Reconcile(ctx)
 		if err != nil {

@@ -3,7 +3,6 @@ package moat
 import (
 	"context"
 	"io"
-	"path"
 	"time"
 
 	"github.com/moatsh/moat/backend"
@@ -48,11 +47,7 @@ func (s *Sandbox) Terminal(ctx context.Context, req TerminalRequest) (ExitResult
 	}
 	wd := s.spec.Workdir
 	if req.Workdir != "" {
-		p := req.Workdir
-		if !path.IsAbs(p) {
-			p = path.Join(wd, p)
-		}
-		if wd, err = cleanSandboxPath(p); err != nil {
+		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {
 			return ExitResult{}, errdefs.InvalidArgumentf("moat: terminal: invalid workdir: %w", err)
 		}
 	}

@@ -105,25 +105,22 @@ func serve(ctx context.Context, cfgPath, listen string, getenv func(string) stri
 		}
 		return nil
 	}, getenv)
-	if !strings.HasPrefix(cfg.Store, "mem:") {
-		if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
-			return fmt.Errorf("create home %s: %w", cfg.Home, err)
-		}
-		pre, err := store.Open(ctx, cfg.Store)
-		if err != nil {
-			return err
-		}
-		st.Store(&pre)
-		defer pre.Close()
+	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+		return fmt.Errorf("create home %s: %w", cfg.Home, err)
 	}
+	opened, err := store.Open(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer opened.Close()
+	st.Store(&opened)
+	cfg.Storage = opened
 	cfg.Getenv = sets.Getenv(getenv)
 	m, err := moat.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	ms := m.Store()
-	st.Store(&ms)
 
 	h := httpapi.New(m, httpapi.Options{Tokens: tokens, Logger: log, Settings: sets})
 	ln, err := net.Listen("tcp", listen)
