@@ -27,6 +27,9 @@ type Options struct {
 	Workdir string
 	// Env is the request's environment (the manager always passes one).
 	Env map[string]string
+	// NoSizeAtStart, when set, says why the initial size may show only a moment after the
+	// program started (it still must before the first keystroke arrives).
+	NoSizeAtStart string
 	// AfterCancel, when set, runs after the cancellation check with the output of
 	// `sh -c 'sleep 60 & echo pid=$!; wait'` (the sleep's pid as the sandbox sees it), to
 	// check the sleep is gone.
@@ -237,14 +240,27 @@ func Run(t *testing.T, pe backend.PTYExecer, o Options) {
 	t.Run("NilStdin", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		out, done := start(ctx, pe, o, []string{"sh", "-c", "stty size; cat; echo cat-done"}, nil,
-			backend.WinSize{Rows: 12, Cols: 34}, nil)
+		out, done := start(ctx, pe, o, []string{"sh", "-c", "cat; echo cat-done"}, nil,
+			backend.WinSize{Rows: 24, Cols: 80}, nil)
 		r := wait(t, done, out, 30*time.Second)
 		if r.err != nil || r.code != 0 {
 			t.Fatalf("ExecPTY = %d, %v; want 0, nil; output %q", r.code, r.err, out.String())
 		}
-		if s := out.String(); !strings.Contains(s, "12 34") || !strings.Contains(s, "cat-done") {
-			t.Fatalf("output %q lacks 12 34 or cat-done", s)
+		if s := out.String(); !strings.Contains(s, "cat-done") {
+			t.Fatalf("output %q lacks cat-done", s)
+		}
+	})
+	t.Run("SizeAtStart", func(t *testing.T) {
+		// The size holds from the first instruction, before any keystroke.
+		if o.NoSizeAtStart != "" {
+			t.Skip(o.NoSizeAtStart)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, done := start(ctx, pe, o, []string{"stty", "size"}, nil, backend.WinSize{Rows: 12, Cols: 34}, nil)
+		r := wait(t, done, out, 30*time.Second)
+		if r.err != nil || r.code != 0 || !strings.Contains(out.String(), "12 34\r\n") {
+			t.Fatalf("ExecPTY = %d, %v; output %q; want 12 34", r.code, r.err, out.String())
 		}
 	})
 	t.Run("Cancel", func(t *testing.T) {
