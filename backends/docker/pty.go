@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/errdefs"
 )
 
 // Timing of the end-of-file typed when the keystrokes end (see typeEOF).
@@ -143,10 +144,11 @@ func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size b
 			return -1, err
 		}
 		if running {
+			// The stream broke while the process lives on.
 			if copyErr == nil {
 				copyErr = io.ErrUnexpectedEOF
 			}
-			return -1, fmt.Errorf("docker: exec %s: terminal stream ended early: %w", req.Argv[0], copyErr)
+			return -1, errdefs.Unavailablef("docker: exec %s: terminal stream ended early: %v", req.Argv[0], copyErr)
 		}
 		if err := out.w.(*failureSniffer).failure(code); err != nil {
 			return -1, err

@@ -9,10 +9,12 @@ import (
 
 	"github.com/docker/docker/api/types/versions"
 
+	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/internal/ptyrun/ptytest"
 	"github.com/moatsh/moat/internal/testenv"
+	"github.com/moatsh/moat/store/memstore"
 )
 
 func TestPTY(t *testing.T) {
@@ -46,6 +48,32 @@ func TestPTY(t *testing.T) {
 				AfterCancel:   func(t *testing.T, pid string) { waitGoneInContainer(t, inst, pid) },
 			})
 		})
+	}
+}
+
+// TestManagerTerminal runs a terminal through moat.Manager on docker (`moat shell`).
+func TestManagerTerminal(t *testing.T) {
+	b := newTestBackend(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend(Name, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := m.Create(ctx, moat.Spec{Backend: Name, Env: map[string]string{"GREETING": "hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Destroy(context.Background()) })
+	out := ptytest.NewBuffer()
+	res, err := sb.Terminal(ctx, moat.TerminalRequest{Stdout: out, Size: moat.WinSize{Rows: 33, Cols: 101},
+		Stdin: strings.NewReader("echo $GREETING-$((6*7)); stty size; tty; exit 4\n")})
+	if err != nil {
+		t.Fatalf("Terminal: %v; output %q", err, out.String())
+	}
+	s := out.String()
+	if res.ExitCode != 4 || !strings.Contains(s, "hello-42\r\n") || !strings.Contains(s, "33 101\r\n") || !strings.Contains(s, "/dev/pts/") {
+		t.Fatalf("Terminal exit %d, output %q; want exit 4, hello-42, 33 101, /dev/pts/", res.ExitCode, s)
 	}
 }
 
