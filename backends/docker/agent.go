@@ -45,7 +45,12 @@ const maxSockPath = 104
 // agentBinary finds, checks and installs the moat-agent binary once per Backend. It
 // returns the installed (content-addressed, read-only mounted) copy, or "" and why not.
 func (b *Backend) agentBinary() (string, string) {
-	b.agentOnce.Do(func() { b.agentBin, b.agentWhy = b.installAgent() })
+	b.agentOnce.Do(func() {
+		b.agentBin, b.agentWhy = b.installAgent()
+		if b.agentBin == "" && b.cfg.Agent != AgentOff {
+			b.logf("%s; exec goes through the Engine API", b.agentWhy)
+		}
+	})
 	return b.agentBin, b.agentWhy
 }
 
@@ -175,12 +180,13 @@ func (b *Backend) stateDir() (string, error) {
 
 var safeDirName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
 
-// agentDirFor makes the per-sandbox directory and returns its mounts, or ok=false when
-// this sandbox cannot have an agent (the reason is logged by the caller).
+// agentDirFor makes the per-sandbox directory and returns its mounts. It returns dir ""
+// and no error when the backend does not use the agent at all (AgentStatus says why), and
+// an error when this one sandbox cannot have it.
 func (b *Backend) agentDirFor(id string) (dir string, mounts []mount.Mount, err error) {
-	bin, why := b.agentBinary()
+	bin, _ := b.agentBinary()
 	if bin == "" {
-		return "", nil, errors.New(why)
+		return "", nil, nil
 	}
 	state, err := b.stateDir()
 	if err != nil {

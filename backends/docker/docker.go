@@ -254,11 +254,9 @@ func (b *Backend) create(ctx context.Context, req *backend.CreateRequest, img, r
 		var err error
 		agentDir, mounts, err = b.agentDirFor(req.ID)
 		if err != nil {
-			if b.cfg.Agent != AgentOff {
-				b.logf("docker: sandbox %s runs without the agent: %v", req.ID, err)
-			}
+			b.logf("docker: sandbox %s runs without the agent: %v", req.ID, err)
 			agentDir = ""
-		} else {
+		} else if agentDir != "" {
 			entrypoint = []string{agentBinIn, "serve", "-socket", agentSockIn}
 		}
 	}
