@@ -15,15 +15,18 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/internal/ptyrun/ptytest"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store/memstore"
 )
 
 func requirePTY(t *testing.T) {
 	t.Helper()
 	// The host backend needs no runtime, only the kernel's pty multiplexer.
+	reason := ""
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
-		t.Skipf("no /dev/ptmx: %v", err)
+		reason = "no /dev/ptmx: " + err.Error()
 	}
+	testenv.Require(t, "pty", reason)
 }
 
 func TestPTY(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/moatsh/moat/backends/internal/limits"
 	"github.com/moatsh/moat/backends/internal/ptyrun/ptytest"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
 )
 
 // hostPTY runs commands on this machine through Run, as the host backend does, minus its
@@ -33,10 +34,17 @@ func (h hostPTY) ExecPTY(ctx context.Context, req *backend.ExecRequest, size bac
 		Stdin: req.Stdin, Stdout: req.Stdout, Group: h.group, Size: size, Resize: resize})
 }
 
-func TestTerminal(t *testing.T) {
+func requirePTY(t *testing.T) {
+	t.Helper()
+	reason := ""
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
-		t.Skipf("no /dev/ptmx: %v", err)
+		reason = "no /dev/ptmx: " + err.Error()
 	}
+	testenv.Require(t, "pty", reason)
+}
+
+func TestTerminal(t *testing.T) {
+	requirePTY(t)
 	ptytest.Run(t, hostPTY{}, ptytest.Options{AfterCancel: func(t *testing.T, pid string) {
 		n, _ := strconv.Atoi(pid)
 		waitGone(t, n)
@@ -46,8 +54,9 @@ func TestTerminal(t *testing.T) {
 // TestTerminalWithLimits runs under a limits group (rlimits via the prlimit wrapper, and
 // cgroups where writable), so the wrapper's argv and CLONE_INTO_CGROUP paths are covered.
 func TestTerminalWithLimits(t *testing.T) {
+	requirePTY(t)
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("prlimit not installed")
+		testenv.Require(t, "limits", "prlimit (util-linux) not installed")
 	}
 	g, err := limits.New("ptyrun-test-"+strconv.Itoa(os.Getpid()), limits.Options{
 		Limits: backend.Limits{PIDs: 100}, Extra: limits.Extra{NoFile: 77}})
@@ -69,6 +78,7 @@ func TestTerminalWithLimits(t *testing.T) {
 }
 
 func TestSignalExitCode(t *testing.T) {
+	requirePTY(t)
 	out := ptytest.NewBuffer()
 	code, err := hostPTY{}.ExecPTY(context.Background(), &backend.ExecRequest{
 		Argv: []string{"sh", "-c", "kill -9 $$"}, Workdir: "/", Stdout: out, Stderr: out},
@@ -81,6 +91,7 @@ func TestSignalExitCode(t *testing.T) {
 // TestBackgroundHolderDoesNotHang: a process that keeps the terminal open after the
 // command exited must not keep Run waiting for the terminal to close.
 func TestBackgroundHolderDoesNotHang(t *testing.T) {
+	requirePTY(t)
 	out := ptytest.NewBuffer()
 	begin := time.Now()
 	code, err := hostPTY{}.ExecPTY(context.Background(), &backend.ExecRequest{
