@@ -67,9 +67,9 @@ const eof = 0x04
 // signaled process). The child is a session leader with the terminal's slave side as its
 // controlling terminal and as stdin, stdout and stderr. When c.Stdin reaches EOF, Run
 // types the terminal's end-of-file character once the program has read everything before
-// it (see typeInput), so a shell reading the terminal exits. When
-// ctx ends, every process of the session gets SIGKILL and Run returns ctx.Err() wrapped.
-// A missing executable is errdefs NotFound.
+// it (see typeInput), so a shell reading the terminal exits. When ctx ends, every process
+// of the session gets SIGKILL and Run returns ctx.Err() wrapped. A missing executable is
+// errdefs NotFound.
 func Run(ctx context.Context, c Cmd) (int, error) {
 	argv, path := c.Argv, c.Path
 	if c.Group != nil {
