@@ -171,3 +171,64 @@ func TestReconcileLeavesOtherInstallationsAlone(t *testing.T) {
 		t.Fatalf("their sandbox after my reconcile: %v", err)
 	}
 }
+
+func TestPauseSnapshotAndUnsupportedAbilities(t *testing.T) {
+	ctx := context.Background()
+	m, _, _ := fakeManager(t)
+	sb, err := m.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(ctx)
+	if err := sb.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := sb.Info(ctx); info.Status != moat.StatusPaused {
+		t.Fatalf("status after pause: %s", info.Status)
+	}
+	if err := sb.Stop(ctx); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
+		t.Fatalf("stop while paused: %v", err)
+	}
+	if err := sb.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.WriteFile(ctx, "/workspace/snap.txt", strings.NewReader("in the snapshot"), 0); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := sb.Snapshot(ctx, "s1")
+	if err != nil || snap.Image == "" {
+		t.Fatalf("snapshot = %+v %v", snap, err)
+	}
+	from, err := m.Create(ctx, moat.Spec{Image: snap.Image})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer from.Destroy(ctx)
+	var buf bytes.Buffer
+	if err := from.ReadFile(ctx, "/workspace/snap.txt", &buf); err != nil || buf.String() != "in the snapshot" {
+		t.Fatalf("file in a sandbox made from the snapshot: %q %v", buf.String(), err)
+	}
+	if _, err := sb.ExposePort(ctx, 8080); !errdefs.Is(err, errdefs.KindUnsupported) {
+		t.Fatalf("expose port on the fake: %v", err)
+	}
+	if _, err := sb.ExposePort(ctx, 0); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+		t.Fatalf("port 0: %v", err)
+	}
+
+	// The restricted host has none of these abilities: each says so.
+	hm, _, _ := hostOnly(t)
+	hs, err := hm.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Destroy(ctx)
+	if err := hs.Pause(ctx); !errdefs.Is(err, errdefs.KindUnsupported) {
+		t.Fatalf("pause on host: %v", err)
+	}
+	if _, err := hs.Snapshot(ctx, ""); !errdefs.Is(err, errdefs.KindUnsupported) {
+		t.Fatalf("snapshot on host: %v", err)
+	}
+	if info, _ := hs.Info(ctx); info.Status != moat.StatusActive {
+		t.Fatalf("an unsupported pause must not change the status: %s", info.Status)
+	}
+}

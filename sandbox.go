@@ -342,39 +342,20 @@ func (s *Sandbox) Start(ctx context.Context) error {
 }
 
 func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
-	rec, err := s.m.store.Get(ctx, s.rec.ID)
-	if err != nil {
-		return err
-	}
-	s.rec = rec
-	want, from := store.StatusStopped, store.StatusActive
+	from, to := store.StatusActive, store.StatusStopped
 	if run {
-		want, from = store.StatusActive, store.StatusStopped
+		from, to = store.StatusStopped, store.StatusActive
 	}
-	if rec.Status == want {
-		return nil
-	}
-	if rec.Status != from {
-		return errdefs.FailedPreconditionf("moat: sandbox %s is %s", rec.ID, rec.Status)
-	}
-	inst, err := s.m.instance(ctx, rec)
-	if err != nil {
-		return s.markGone(ctx, err)
-	}
-	st, ok := inst.(backend.Stopper)
-	if !ok {
-		return errdefs.Unsupportedf("moat: backend %s cannot stop and restart sandboxes", rec.Backend)
-	}
-	if run {
-		err = st.Start(ctx)
-	} else {
-		err = st.Stop(ctx)
-	}
-	if err != nil {
-		return s.checkGone(ctx, inst, err)
-	}
-	rec.Status = want
-	return s.m.update(ctx, rec)
+	return s.transition(ctx, from, to, func(inst backend.Instance) error {
+		st, ok := inst.(backend.Stopper)
+		if !ok {
+			return errdefs.Unsupportedf("moat: backend %s cannot stop and restart sandboxes", s.rec.Backend)
+		}
+		if run {
+			return st.Start(ctx)
+		}
+		return st.Stop(ctx)
+	})
 }
 
 // Destroy removes the sandbox from its backend and marks its record destroyed, also when
