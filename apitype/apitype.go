@@ -218,3 +218,17 @@ func DecodeBytes(data, encoding string) ([]byte, error) {
 	}
 	return nil, errdefs.InvalidArgumentf("apitype: unknown encoding %q (want \"\" or \"base64\")", encoding)
 }
+
+// SnapshotRequest is the body of POST /v1/sandboxes/{id}/snapshots.
+type SnapshotRequest struct {
+	Name string `json:"name,omitempty"`
+}
+
+// Snapshot is a saved sandbox filesystem: put Image in a spec to start from it.
+type Snapshot = moat.Snapshot
+
+// PortResponse answers POST /v1/sandboxes/{id}/ports/{port}.
+type PortResponse struct {
+	Port int    `json:"port"`
+	URL  string `json:"url"`
+}

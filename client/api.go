@@ -33,6 +33,10 @@ type Handle interface {
 	ListDir(ctx context.Context, path string) ([]moat.FileInfo, error)
 	Stop(ctx context.Context) error
 	Start(ctx context.Context) error
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	Snapshot(ctx context.Context, name string) (moat.Snapshot, error)
+	ExposePort(ctx context.Context, port int) (string, error)
 	Destroy(ctx context.Context) error
 }
 

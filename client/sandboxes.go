@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -163,6 +164,30 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 // Start restarts a stopped sandbox.
 func (s *Sandbox) Start(ctx context.Context) error {
 	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/start", nil, struct{}{}, nil)
+}
+
+// Pause freezes the sandbox's processes (Unsupported when the backend cannot).
+func (s *Sandbox) Pause(ctx context.Context) error {
+	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/pause", nil, struct{}{}, nil)
+}
+
+// Resume thaws a paused sandbox.
+func (s *Sandbox) Resume(ctx context.Context) error {
+	return s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/resume", nil, struct{}{}, nil)
+}
+
+// Snapshot saves the sandbox's filesystem under name.
+func (s *Sandbox) Snapshot(ctx context.Context, name string) (moat.Snapshot, error) {
+	var snap moat.Snapshot
+	err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/snapshots", nil, apitype.SnapshotRequest{Name: name}, &snap)
+	return snap, err
+}
+
+// ExposePort returns the URL that reaches port inside the sandbox.
+func (s *Sandbox) ExposePort(ctx context.Context, port int) (string, error) {
+	var pr apitype.PortResponse
+	err := s.c.doJSON(ctx, http.MethodPost, fmt.Sprintf("%s/ports/%d", sandboxPath(s.info.ID), port), nil, struct{}{}, &pr)
+	return pr.URL, err
 }
 
 // Destroy destroys the sandbox.

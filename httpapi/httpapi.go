@@ -139,6 +139,10 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/sandboxes/{id}", s.destroySandbox)
 	s.handle("POST /v1/sandboxes/{id}/stop", s.stopSandbox)
 	s.handle("POST /v1/sandboxes/{id}/start", s.startSandbox)
+	s.handle("POST /v1/sandboxes/{id}/pause", s.pauseSandbox)
+	s.handle("POST /v1/sandboxes/{id}/resume", s.resumeSandbox)
+	s.handle("POST /v1/sandboxes/{id}/snapshots", s.snapshotSandbox)
+	s.handle("POST /v1/sandboxes/{id}/ports/{port}", s.exposePort)
 
 	s.handle("POST /v1/sandboxes/{id}/exec", s.exec)
 	s.handle("GET /v1/sandboxes/{id}/exec/ws", s.execWS)

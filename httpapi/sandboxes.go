@@ -109,6 +109,56 @@ func (s *Server) startSandbox(w http.ResponseWriter, r *http.Request) {
 	s.setRunning(w, r, (*moat.Sandbox).Start)
 }
 
+func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
+	s.setRunning(w, r, (*moat.Sandbox).Pause)
+}
+
+func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
+	s.setRunning(w, r, (*moat.Sandbox).Resume)
+}
+
+func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request) {
+	var req apitype.SnapshotRequest
+	if err := decodeJSON(r, w, s.opts.MaxJSONBytes, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx, cancel := s.opContext(r.Context())
+	defer cancel()
+	sb, err := s.m.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	snap, err := sb.Snapshot(ctx, req.Name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, snap)
+}
+
+func (s *Server) exposePort(w http.ResponseWriter, r *http.Request) {
+	port, err := strconv.Atoi(r.PathValue("port"))
+	if err != nil {
+		s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: port %q is not a number", r.PathValue("port")))
+		return
+	}
+	ctx, cancel := s.opContext(r.Context())
+	defer cancel()
+	sb, err := s.m.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	u, err := sb.ExposePort(ctx, port)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apitype.PortResponse{Port: port, URL: u})
+}
+
 func (s *Server) setRunning(w http.ResponseWriter, r *http.Request, op func(*moat.Sandbox, context.Context) error) {
 	ctx, cancel := s.opContext(r.Context())
 	defer cancel()

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) Target) {
 		{"LargeFile", testLargeFile},
 		{"PathTraversal", testPathTraversal},
 		{"StopStart", testStopStart},
+		{"PauseSnapshotPorts", testPauseSnapshotPorts},
 		{"SessionOverride", testSession},
 		{"Concurrent", testConcurrent},
 		{"Terminal", testTerminal},
@@ -498,6 +499,46 @@ func testStopStart(t *testing.T, tg Target) {
 	res, err := h.Exec(ctx, moat.ExecRequest{Cmd: []string{"cat", "/workspace/keep"}})
 	if err != nil || string(res.Stdout) != "kept" {
 		t.Errorf("after start: %q, %v", res.Stdout, err)
+	}
+}
+
+func testPauseSnapshotPorts(t *testing.T, tg Target) {
+	ctx := ctxT(t)
+	sb := create(t, tg, moat.Spec{})
+	if err := sb.WriteFile(ctx, "/workspace/snap", strings.NewReader("snapped"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := sb.Info(ctx); err != nil || info.Status != moat.StatusPaused {
+		t.Errorf("after pause: %s, %v", info.Status, err)
+	}
+	h, err := tg.API.Get(ctx, sb.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}})
+	wantKind(t, "exec in paused sandbox", err, errdefs.KindFailedPrecondition)
+	wantKind(t, "stop while paused", sb.Stop(ctx), errdefs.KindFailedPrecondition)
+	if err := sb.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sb.ExposePort(ctx, 8080)
+	wantKind(t, "expose port without a PortExposer", err, errdefs.KindUnsupported)
+	_, err = sb.ExposePort(ctx, 70000)
+	wantKind(t, "expose port 70000", err, errdefs.KindInvalidArgument)
+	if tg.Backend != "fake" {
+		return // snapshots of real backends outlive the test (images); the fake's do not
+	}
+	snap, err := sb.Snapshot(ctx, "suite")
+	if err != nil || snap.Image == "" {
+		t.Fatalf("snapshot: %+v %v", snap, err)
+	}
+	from := create(t, tg, moat.Spec{Image: snap.Image})
+	res, err := from.Exec(ctx, moat.ExecRequest{Cmd: []string{"cat", "/workspace/snap"}})
+	if err != nil || string(res.Stdout) != "snapped" {
+		t.Errorf("sandbox from snapshot: %q %v", res.Stdout, err)
 	}
 }
 

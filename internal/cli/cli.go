@@ -112,6 +112,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.server, "server", "", "moatd URL: go through its API instead of running embedded (env MOAT_SERVER)")
 	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.shellCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
 		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.versionCmd())
+	root.AddCommand(a.abilityCmds()...)
 	return root
 }
 

@@ -109,6 +109,12 @@ func TestCLIEndToEnd(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Labels["k"] != "v" || info.Status != moat.StatusActive {
 		t.Fatalf("inspect: %s", out)
 	}
+	if code, _, errOut := e.run("", "pause", "box"); code != 1 || !strings.Contains(errOut, "unsupported") {
+		t.Fatalf("pause on host: %d %q", code, errOut)
+	}
+	if code, _, errOut := e.run("", "port", "box", "80"); code != 1 || !strings.Contains(errOut, "unsupported") {
+		t.Fatalf("port on host: %d %q", code, errOut)
+	}
 	if code, _, errOut := e.run("", "rm", id); code != 0 {
 		t.Fatalf("rm: %s", errOut)
 	}
