@@ -39,8 +39,9 @@ func dockerTarget(t *testing.T) moattest.Target {
 	}
 	return moattest.Target{
 		API: client.Local(m), Manager: m, Backend: "docker",
-		Spec:  moat.Spec{Image: testenv.DockerImage()},
-		Block: []string{"sh", "-c", "echo started; exec sleep 600"},
+		Spec:     moat.Spec{Image: testenv.DockerImage()},
+		Block:    []string{"sh", "-c", "echo started; exec sleep 600"},
+		Terminal: true, // docker implements backend.PTYExecer
 	}
 }
 
