@@ -71,13 +71,24 @@ func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int
 	code, err := i.agent.Exec(ctx, &agent.ExecRequest{Argv: req.Argv, Env: env,
 		Workdir: req.Workdir, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr})
 	if err != nil && errors.Is(err, errdefs.ErrUnavailable) && ctx.Err() == nil {
-		// The agent vanished mid-command: say what became of the container.
-		if st, serr := i.Status(context.WithoutCancel(ctx)); serr == nil {
+		// The agent vanished mid-command: say what became of the container. The daemon
+		// may still report it running for a moment after its processes were killed.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		for sctx.Err() == nil {
+			st, serr := i.Status(sctx)
+			if serr != nil {
+				break
+			}
 			switch st {
 			case backend.StatusGone:
 				return -1, errdefs.NotFoundf("docker: container %s not found", i.name)
 			case backend.StatusStopped, backend.StatusPaused:
 				return -1, errdefs.FailedPreconditionf("docker: exec in container %s: it is %s: %v", i.name, st, err)
+			}
+			select {
+			case <-sctx.Done():
+			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}
