@@ -287,26 +287,36 @@ func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
 // defaultPath is PATH when the request sets none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// Exec implements backend.Instance.
-func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
+// prepared is a command ready to start: the sandbox is there and tracked, the workdir
+// exists, the environment is clean and the program is resolved.
+type prepared struct {
+	ctx  context.Context // ends when the command must die (ctx, or Destroy)
+	done func()
+	path string
+	dir  string
+	env  []string
+}
+
+// prepare does what Exec and ExecPTY share. Call p.done when the command has ended.
+func (i *Instance) prepare(ctx context.Context, req *backend.ExecRequest) (*prepared, error) {
 	ctx, done, err := i.b.execs.Start(ctx, i.m.ID)
 	if err != nil {
-		return -1, errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+		return nil, errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
 	}
-	defer done()
+	fail := func(err error) (*prepared, error) { done(); return nil, err }
 	if !i.exists() {
-		return -1, errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+		return fail(errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID))
 	}
 	wd := req.Workdir
 	if wd == "" {
 		wd = "/"
 	}
 	if err := i.fs.MkdirAll(wd, 0o755); err != nil {
-		return -1, err
+		return fail(err)
 	}
 	cwd, err := i.fs.HostPath(wd)
 	if err != nil {
-		return -1, fmt.Errorf("host: workdir %s: %w", wd, err)
+		return fail(fmt.Errorf("host: workdir %s: %w", wd, err))
 	}
 	env := map[string]string{
 		"PATH":   defaultPath,
@@ -323,10 +333,20 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	sort.Strings(envList)
 	resolved, err := lookPath(req.Argv[0], env["PATH"], cwd)
 	if err != nil {
+		return fail(err)
+	}
+	return &prepared{ctx: ctx, done: done, path: resolved, dir: cwd, env: envList}, nil
+}
+
+// Exec implements backend.Instance.
+func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	p, err := i.prepare(ctx, req)
+	if err != nil {
 		return -1, err
 	}
-	return limits.Run(ctx, limits.Cmd{
-		Argv: req.Argv, Path: resolved, Dir: cwd, Env: envList,
+	defer p.done()
+	return limits.Run(p.ctx, limits.Cmd{
+		Argv: req.Argv, Path: p.path, Dir: p.dir, Env: p.env,
 		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Group: i.group,
 	})
 }
