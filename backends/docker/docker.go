@@ -234,9 +234,12 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 		// The agent kept the container from starting or never answered: the sandbox works
 		// without it, only slower.
 		b.logf("docker: sandbox %s runs without the agent: %v", req.ID, retry.err)
-		return b.create(ctx, req, img, runtime, false)
+		inst, err = b.create(ctx, req, img, runtime, false)
 	}
-	return inst, err
+	if err != nil {
+		return nil, err // never a typed nil inside the interface
+	}
+	return inst, nil
 }
 
 // agentStartError says a create failed because of the agent; Create retries without it.
