@@ -527,24 +527,34 @@ func (i *Instance) lookPath(file, pathEnv, wd string) error {
 	return errdefs.NotFoundf("bwrap: executable %s not found in the sandbox PATH", file)
 }
 
-// Exec implements backend.Instance.
-func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
+// prepared is a command ready to start: the sandbox is there and tracked, the workdir
+// exists and the program is found inside the sandbox.
+type prepared struct {
+	ctx  context.Context // ends when the command must die (ctx, or Destroy)
+	done func()
+	bw   string // the bwrap binary
+	wd   string
+	env  map[string]string
+}
+
+// prepare does what Exec and ExecPTY share. Call p.done when the command has ended.
+func (i *Instance) prepare(ctx context.Context, req *backend.ExecRequest) (*prepared, error) {
 	ctx, done, err := i.b.execs.Start(ctx, i.m.ID)
 	if err != nil {
-		return -1, errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
+		return nil, errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
 	}
-	defer done()
+	fail := func(err error) (*prepared, error) { done(); return nil, err }
 	if !i.exists() {
-		return -1, errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
+		return fail(errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID))
 	}
 	bw, err := i.b.bwrapPath()
 	if err != nil {
-		return -1, errdefs.Unavailablef("bwrap: not installed: %v", err)
+		return fail(errdefs.Unavailablef("bwrap: not installed: %v", err))
 	}
 	wd := path.Clean("/" + req.Workdir)
 	if _, _, bound := i.bound(wd); !bound {
 		if err := i.fs.MkdirAll(wd, 0o755); err != nil {
-			return -1, err
+			return fail(err)
 		}
 	}
 	env := map[string]string{"PATH": defaultPath, "HOME": "/root"}
@@ -552,8 +562,19 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 		env[k] = v
 	}
 	if err := i.lookPath(req.Argv[0], env["PATH"], wd); err != nil {
+		return fail(err)
+	}
+	return &prepared{ctx: ctx, done: done, bw: bw, wd: wd, env: env}, nil
+}
+
+// Exec implements backend.Instance.
+func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	p, err := i.prepare(ctx, req)
+	if err != nil {
 		return -1, err
 	}
+	defer p.done()
+	ctx, bw, wd, env := p.ctx, p.bw, p.wd, p.env
 	stderr := &sniffer{w: req.Stderr}
 	argv := i.args(bw, wd, env, req.Argv)
 	code, err := limits.Run(ctx, limits.Cmd{

@@ -3,7 +3,6 @@ package bwrap
 import (
 	"context"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 
@@ -23,32 +22,12 @@ import (
 // bwrap makes the terminal visible as /dev/console inside (the sandbox's
 // /dev/pts is its own devpts instance), so `tty` prints /dev/console.
 func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size backend.WinSize, resize <-chan backend.WinSize) (int, error) {
-	ctx, done, err := i.b.execs.Start(ctx, i.m.ID)
+	p, err := i.prepare(ctx, req)
 	if err != nil {
-		return -1, errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
-	}
-	defer done()
-	if !i.exists() {
-		return -1, errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
-	}
-	bw, err := i.b.bwrapPath()
-	if err != nil {
-		return -1, errdefs.Unavailablef("bwrap: not installed: %v", err)
-	}
-	// What follows mirrors Exec's preparation; keep the two in step.
-	wd := path.Clean("/" + req.Workdir)
-	if _, _, bound := i.bound(wd); !bound {
-		if err := i.fs.MkdirAll(wd, 0o755); err != nil {
-			return -1, err
-		}
-	}
-	env := map[string]string{"PATH": defaultPath, "HOME": "/root"}
-	for k, v := range req.Env {
-		env[k] = v
-	}
-	if err := i.lookPath(req.Argv[0], env["PATH"], wd); err != nil {
 		return -1, err
 	}
+	defer p.done()
+	ctx, bw, wd, env := p.ctx, p.bw, p.wd, p.env
 	// The terminal's session and its foreground process group should live inside the
 	// sandbox's pid namespace: a shell records the foreground group at start and restores
 	// it at exit, and the group of a session started outside reads as 0 inside, so dash
