@@ -214,3 +214,25 @@ func BenchmarkCreateDestroy(b *testing.B) {
 	})
 	b.Run("moat-host", func(b *testing.B) { cd(b, hostBackend(b), "") })
 }
+
+// BenchmarkFiles writes a 64 KiB file into a docker sandbox and reads it back, through the
+// agent and through the Engine API archive endpoints.
+func BenchmarkFiles(b *testing.B) {
+	body := bytes.Repeat([]byte("moat-bench\n"), 64<<10/11)
+	rw := func(b *testing.B, inst backend.Instance) {
+		ft := inst.(backend.FileTransferer)
+		ctx := bctx(b)
+		var got bytes.Buffer
+		for b.Loop() {
+			if err := ft.WriteFile(ctx, "/workspace/bench.txt", bytes.NewReader(body), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			got.Reset()
+			if err := ft.ReadFile(ctx, "/workspace/bench.txt", &got); err != nil || got.Len() != len(body) {
+				b.Fatalf("read: %d bytes, %v", got.Len(), err)
+			}
+		}
+	}
+	b.Run("moat-docker-agent", func(b *testing.B) { rw(b, create(b, dockerBackend(b, true), testenv.DockerImage())) })
+	b.Run("moat-docker-archive", func(b *testing.B) { rw(b, create(b, dockerBackend(b, false), testenv.DockerImage())) })
+}

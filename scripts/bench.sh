@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: runs the exec and create+destroy benchmarks (package ./bench) in one go test
-# process and prints a table: median ms/op over BENCHCOUNT runs, the spread, and for exec
-# how many times faster each path is than the naive `docker exec` CLI.
+# process and prints a table: median ms/op over BENCHCOUNT runs, the spread, and how many
+# times faster each path is than the naive one: the `docker exec` CLI for exec, the Engine
+# API archive endpoints for files.
 #   BENCHTIME  per-benchmark -benchtime (default 2s)
 #   BENCHCOUNT -count (default 3)
 #   BENCHOUT   where the raw `go test` output goes (default build/bench.txt)
@@ -17,7 +18,7 @@ cmd=(go test -run '^$' -bench . -benchtime "$benchtime" -count "$count" -timeout
 echo "bench: ${cmd[*]}" >&2
 "${cmd[@]}" | tee "$out" >&2
 
-awk -v naive="BenchmarkExec/docker-cli-exec" '
+awk -v naive="BenchmarkExec/docker-cli-exec" -v naivefiles="BenchmarkFiles/moat-docker-archive" '
 /^Benchmark/ && $4 == "ns/op" {
   name = $1; sub(/-[0-9]+$/, "", name)
   if (!(name in n)) order[++k] = name
@@ -39,6 +40,8 @@ END {
     ratio = ""
     if (name ~ /^BenchmarkExec\// && (naive in med) && med[name] > 0)
       ratio = sprintf("%.1fx", med[naive] / med[name])
+    if (name ~ /^BenchmarkFiles\// && (naivefiles in med) && med[name] > 0)
+      ratio = sprintf("%.1fx", med[naivefiles] / med[name])
     printf "%-42s %12.3f %10.3f..%-10.3f %10s\n", name, med[name] / 1e6, lo[name] / 1e6, hi[name] / 1e6, ratio
   }
   if (!(naive in med)) print "\n(no docker exec CLI baseline: ratios omitted)"

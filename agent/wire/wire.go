@@ -44,12 +44,25 @@ const (
 	Error      Type = 0x09
 	Kill       Type = 0x0a
 	StdinAck   Type = 0x0b
+	ReadFile   Type = 0x10
+	WriteFile  Type = 0x11
+	Data       Type = 0x12
+	DataEnd    Type = 0x13
+	Done       Type = 0x14
+)
+
+// Operations a server lists in its HELLO; a client sends only those.
+const (
+	OpExec      = "exec"
+	OpReadFile  = "read_file"
+	OpWriteFile = "write_file"
 )
 
 var typeNames = map[Type]string{
 	Hello: "HELLO", Exec: "EXEC", Started: "STARTED", Stdin: "STDIN", StdinClose: "STDIN_CLOSE",
 	Stdout: "STDOUT", Stderr: "STDERR", Exit: "EXIT", Error: "ERROR", Kill: "KILL",
-	StdinAck: "STDIN_ACK",
+	StdinAck: "STDIN_ACK", ReadFile: "READ_FILE", WriteFile: "WRITE_FILE", Data: "DATA",
+	DataEnd: "DATA_END", Done: "DONE",
 }
 
 func (t Type) String() string {
@@ -71,6 +84,29 @@ type ClientHello struct {
 type ServerHello struct {
 	Version int    `json:"version"`
 	Agent   string `json:"agent"`
+	// Ops lists the operations the agent serves (OpExec, ...); an agent that sends none
+	// serves only exec.
+	Ops []string `json:"ops,omitempty"`
+}
+
+// Has reports whether the server offers op.
+func (h ServerHello) Has(op string) bool {
+	if len(h.Ops) == 0 {
+		return op == OpExec
+	}
+	for _, o := range h.Ops {
+		if o == op {
+			return true
+		}
+	}
+	return false
+}
+
+// FileRequest is the READ_FILE and WRITE_FILE payload.
+type FileRequest struct {
+	Path string `json:"path"`
+	// Mode holds the Unix permission and setuid/setgid/sticky bits of a written file.
+	Mode uint32 `json:"mode,omitempty"`
 }
 
 // ExecRequest is the EXEC payload.

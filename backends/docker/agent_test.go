@@ -249,3 +249,38 @@ func testRemovedMidExec(t *testing.T, engine bool) {
 		t.Errorf("exec whose container was removed: %v, want NotFound", err)
 	}
 }
+
+// TestAgentNeedsNoDaemon proves exec and files go through the agent: the same container
+// seen through a backend whose daemon address is dead still runs commands and moves files.
+func TestAgentNeedsNoDaemon(t *testing.T) {
+	b := newTestBackend(t)
+	real := mustCreate(t, b, createReq("nodaemon"))
+	dead, err := New(Config{Host: "unix:///nonexistent/moat-test/docker.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := dead.newInstance(real.id, real.name, real.runtime, real.agentDir)
+	ctx := testCtx(t)
+	if out, code := run(t, inst, "sh", "-c", "echo via agent"); code != 0 || out != "via agent\n" {
+		t.Errorf("exec: %q %d", out, code)
+	}
+	body := bytes.Repeat([]byte("\x00\x01moat"), 100000)
+	if err := inst.WriteFile(ctx, "/data/new/f.bin", bytes.NewReader(body), 0o640); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	var got bytes.Buffer
+	if err := inst.ReadFile(ctx, "/data/new/f.bin", &got); err != nil || !bytes.Equal(got.Bytes(), body) {
+		t.Errorf("read back: %d bytes, %v", got.Len(), err)
+	}
+	if out, _ := run(t, inst, "stat", "-c", "%a %u", "/data/new/f.bin", "/data/new"); out != "640 0\n755 0\n" {
+		t.Errorf("modes and owners: %q", out)
+	}
+	if err := inst.ReadFile(ctx, "/data/none", &got); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("read of a missing file: %v", err)
+	}
+	// With the agent gone from the picture, the dead daemon is what answers.
+	os.Remove(filepath.Join(real.agentDir, agentSock))
+	if _, err := inst.Exec(ctx, &backend.ExecRequest{Argv: []string{"true"}, Stdout: &got, Stderr: &got}); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("exec without agent and daemon: %v, want Unavailable", err)
+	}
+}

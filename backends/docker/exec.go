@@ -70,6 +70,12 @@ func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int
 	}
 	code, err := i.agent.Exec(ctx, &agent.ExecRequest{Argv: req.Argv, Env: env,
 		Workdir: req.Workdir, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr})
+	return code, i.agentErr(ctx, err)
+}
+
+// agentErr explains an agent connection that broke mid-operation by what became of the
+// container: gone is NotFound, stopped or paused FailedPrecondition.
+func (i *Instance) agentErr(ctx context.Context, err error) error {
 	if err != nil && errors.Is(err, errdefs.ErrUnavailable) && ctx.Err() == nil {
 		// The agent vanished mid-command: say what became of the container. The daemon
 		// may still report it running for a moment after its processes were killed.
@@ -82,9 +88,9 @@ func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int
 			}
 			switch st {
 			case backend.StatusGone:
-				return -1, errdefs.NotFoundf("docker: container %s not found", i.name)
+				return errdefs.NotFoundf("docker: container %s not found", i.name)
 			case backend.StatusStopped, backend.StatusPaused:
-				return -1, errdefs.FailedPreconditionf("docker: exec in container %s: it is %s: %v", i.name, st, err)
+				return errdefs.FailedPreconditionf("docker: container %s is %s: %v", i.name, st, err)
 			}
 			select {
 			case <-sctx.Done():
@@ -92,7 +98,7 @@ func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int
 			}
 		}
 	}
-	return code, err
+	return err
 }
 
 // execEngine runs req as an Engine API exec.

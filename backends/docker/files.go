@@ -19,11 +19,15 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/moatsh/moat/agent"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 )
 
-// The files side uses the Engine API's archive endpoints for content, which resolve
+// With the agent, ReadFile and WriteFile go through it (one unix-socket round trip, file
+// operations done inside the container's mount namespace, so symlinks resolve inside the
+// container); otherwise, and whenever the agent is unreachable, they fall back to what
+// follows. The files side uses the Engine API's archive endpoints for content, which resolve
 // symlinks inside the container's root (a link to "/" points at the container's "/", never
 // the host's). ListDir instead runs a fixed script: the archive of a directory would carry
 // the content of everything below it.
@@ -40,6 +44,13 @@ const maxLinkHops = 40
 // InvalidArgument. An existing symlink at p is replaced by the file, not written through.
 // Files are owned by root.
 func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
+	if i.agent != nil && !i.b.noAgentExec {
+		err := i.agent.WriteFile(ctx, p, r, unixPerm(mode))
+		if err == nil || !errors.Is(err, agent.ErrUnreachable) {
+			return i.agentErr(ctx, err)
+		}
+		// r was not read: write the slow way.
+	}
 	body, size, cleanup, err := spool(r)
 	if err != nil {
 		return fmt.Errorf("docker: write %s: reading input: %w", p, err)
@@ -164,6 +175,12 @@ func spool(r io.Reader) (io.Reader, int64, func(), error) {
 
 // ReadFile implements backend.FileTransferer. Symlinks are followed inside the container.
 func (i *Instance) ReadFile(ctx context.Context, p string, w io.Writer) error {
+	if i.agent != nil && !i.b.noAgentExec {
+		err := i.agent.ReadFile(ctx, p, w)
+		if err == nil || !errors.Is(err, agent.ErrUnreachable) {
+			return i.agentErr(ctx, err)
+		}
+	}
 	for range maxLinkHops {
 		rc, st, err := i.b.cli.CopyFromContainer(ctx, i.id, p)
 		if err != nil {

@@ -140,14 +140,40 @@ func (s *Server) ServeConn(c net.Conn) {
 			Message: fmt.Sprintf("agent speaks protocol versions %v, client %v", wire.Versions, hello.Versions)})
 		return
 	}
-	if err := w.WriteJSON(wire.Hello, wire.ServerHello{Version: v, Agent: Version}); err != nil {
+	if err := w.WriteJSON(wire.Hello, wire.ServerHello{Version: v, Agent: Version,
+		Ops: []string{wire.OpExec, wire.OpReadFile, wire.OpWriteFile}}); err != nil {
 		return
 	}
 	t, p, err = r.Next()
 	if err != nil {
 		return // the client gave up after HELLO (a probe, or it timed out): nothing to do
 	}
-	if t != wire.Exec {
+	switch t {
+	case wire.Exec:
+	case wire.ReadFile, wire.WriteFile:
+		var req wire.FileRequest
+		if err := wire.Decode(t, p, &req); err != nil {
+			_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: wire.KindInvalidArgument, Message: err.Error()})
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		var err error
+		if t == wire.ReadFile {
+			err = readFile(w, req.Path)
+		} else {
+			err = writeFile(r, req.Path, req.Mode)
+		}
+		if err != nil {
+			var se *startError
+			if !errors.As(err, &se) {
+				se = &startError{wire.KindUnavailable, err.Error()}
+			}
+			_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: se.kind, Message: se.msg})
+			return
+		}
+		_ = w.WriteJSON(wire.Done, struct{}{})
+		return
+	default:
 		s.logf("agentd: unexpected %v frame", t)
 		return
 	}
