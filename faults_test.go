@@ -232,3 +232,31 @@ func TestPauseSnapshotAndUnsupportedAbilities(t *testing.T) {
 		t.Fatalf("an unsupported pause must not change the status: %s", info.Status)
 	}
 }
+
+func TestMaintainExpiresWhileRunning(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m, st, fb := fakeManager(t)
+	sb, err := m.Create(ctx, moat.Spec{TTL: moat.Duration(50 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { m.Maintain(ctx, 20*time.Millisecond); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, _ := st.Get(context.Background(), sb.ID())
+		if rec.Status == store.StatusDestroyed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox not expired by Maintain: %s", rec.Status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(fb.IDs()) != 0 {
+		t.Fatalf("backend still has %v", fb.IDs())
+	}
+	cancel()
+	<-done // Maintain returns when its context ends
+}

@@ -235,3 +235,24 @@ func startTimeOf(pid int) string {
 	}
 	return f[19]
 }
+
+// Maintain runs Reconcile every interval until ctx ends, logging what it did, so that a
+// long-running server destroys expired sandboxes and notices lost ones without a restart.
+func (m *Manager) Maintain(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := m.Reconcile(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			m.log.Warn("reconcile failed", "err", err)
+		case err == nil && !rep.Empty():
+			m.log.Info("reconciled", "report", rep.String())
+		}
+	}
+}

@@ -122,6 +122,11 @@ func serve(ctx context.Context, cfgPath, listen string, getenv func(string) stri
 	}
 	defer m.Close()
 
+	// Expired sandboxes are destroyed and lost ones noticed while moatd runs, not only at
+	// start.
+	mctx, stopMaintain := context.WithCancel(ctx)
+	defer stopMaintain()
+	go m.Maintain(mctx, time.Minute)
 	h := httpapi.New(m, httpapi.Options{Tokens: tokens, Logger: log, Settings: sets})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
