@@ -193,7 +193,7 @@ type wsConn struct {
 
 // acceptWS upgrades r and reads the first message, a JSON request, into first.
 func (s *Server) acceptWS(w http.ResponseWriter, r *http.Request, first any) (*wsConn, error) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins, Subprotocols: []string{WebSocketProtocol}})
 	if err != nil {
 		return nil, err // Accept answered the client
 	}

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
+	"encoding/base64"
 	"encoding/hex"
 	"log/slog"
 	"net"
@@ -59,6 +60,10 @@ type Options struct {
 	// AllowedOrigins are extra WebSocket origin patterns (the request's host is always
 	// allowed); see github.com/coder/websocket AcceptOptions.OriginPatterns.
 	AllowedOrigins []string
+	// UI, when set, is served at GET / and GET /ui/... without a token (the page asks for
+	// one and sends it to the API), behind the same Host check and access log as the API.
+	// moatd sets it to the embedded web UI.
+	UI http.Handler
 }
 
 func (o *Options) setDefaults(m *moat.Manager) {
@@ -163,6 +168,11 @@ func (s *Server) register() {
 	s.handle("PUT /v1/sessions/{session}/backend", s.putSessionBackend)
 	s.handle("DELETE /v1/sessions/{session}/backend", s.deleteSessionBackend)
 
+	if s.opts.UI != nil {
+		s.handle("GET /{$}", s.opts.UI.ServeHTTP)
+		s.handle("GET /ui/", s.opts.UI.ServeHTTP)
+	}
+
 	// Anything else under /v1/ is a JSON 404 rather than the mux's text answer.
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errdefs.NotFoundf("httpapi: no route %s %s", r.Method, r.URL.Path))
@@ -217,7 +227,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Kind: errdefs.KindInvalidArgument, Message: "httpapi: POST needs Content-Type: application/json"}})
 		return
 	}
-	if !public(r.URL.Path) && !s.authorized(r) {
+	if !public(r.URL.Path) && !s.uiPath(r.URL.Path) && !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="moat"`)
 		s.writeError(sw, r, errdefs.New(errdefs.ErrUnauthenticated, "httpapi: missing or wrong bearer token"))
 		return
@@ -225,17 +235,55 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 }
 
+// uiPath reports whether path is the web UI's (static files, no secrets: served without a
+// token so that the page can ask for one).
+func (s *Server) uiPath(path string) bool {
+	return s.opts.UI != nil && (path == "/" || strings.HasPrefix(path, "/ui/"))
+}
+
+// WebSocket subprotocols. Browsers cannot set an Authorization header on a WebSocket, so a
+// WebSocket upgrade may carry the bearer token as a subprotocol instead:
+// Sec-WebSocket-Protocol: moat.v1, moat.bearer.<base64url(token), unpadded>. The server
+// answers with WebSocketProtocol, never echoing the token.
+const (
+	WebSocketProtocol    = "moat.v1"
+	WebSocketTokenPrefix = "moat.bearer."
+)
+
+// bearerToken returns the request's bearer token: the Authorization header, else (on a
+// WebSocket upgrade only) the moat.bearer.* subprotocol.
+func bearerToken(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", false
+		}
+		return strings.TrimSpace(tok), true
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if enc, ok := strings.CutPrefix(strings.TrimSpace(p), WebSocketTokenPrefix); ok {
+				tok, err := base64.RawURLEncoding.DecodeString(enc)
+				return string(tok), err == nil
+			}
+		}
+	}
+	return "", false
+}
+
 // authorized checks the bearer token against every configured hash in constant time.
 func (s *Server) authorized(r *http.Request) bool {
 	if len(s.tokens) == 0 {
 		return true
 	}
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	tok, ok := bearerToken(r)
+	if !ok {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	sum := sha256.Sum256([]byte(tok))
 	match := 0
 	for _, t := range s.tokens {
 		match |= subtle.ConstantTimeCompare(sum[:], t[:])
