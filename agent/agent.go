@@ -23,6 +23,10 @@ import (
 // did not run, so the caller may run it another way.
 var ErrUnreachable = errors.New("agent unreachable")
 
+// ErrConnectionLost is wrapped (with errdefs.ErrUnavailable) by errors of an operation
+// whose connection broke after the request was sent: the agent, or its sandbox, went away.
+var ErrConnectionLost = errors.New("agent connection lost")
+
 // DefaultHelloTimeout is how long Exec waits for the agent's HELLO. A healthy agent
 // answers in microseconds; one in a frozen (paused) sandbox accepts the connection and
 // never answers.
@@ -207,7 +211,7 @@ func (c *Client) readLoop(r *wire.Reader, req *ExecRequest, win *window, argv0 s
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return -1, errdefs.Unavailablef("%s: exec %s: agent connection ended: %v", c.prefix(), argv0, err)
+			return -1, errdefs.Unavailablef("%s: exec %s: %w: %v", c.prefix(), argv0, ErrConnectionLost, err)
 		}
 		switch t {
 		case wire.Started:

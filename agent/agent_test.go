@@ -460,3 +460,47 @@ func TestVersionNegotiation(t *testing.T) {
 		t.Errorf("connection not closed after a version mismatch: %v", err)
 	}
 }
+
+// TestConnectionLost: an agent that vanishes after the command was sent is
+// ErrConnectionLost (Unavailable, never a fallback); an agent-reported failure is not.
+func TestConnectionLost(t *testing.T) {
+	dir, err := os.MkdirTemp("", "moat-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "dying.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		r, w := wire.NewReader(conn), wire.NewWriter(conn)
+		r.Next()
+		w.WriteJSON(wire.Hello, wire.ServerHello{Version: 1, Agent: "dying"})
+		r.Next()
+		w.WriteJSON(wire.Started, wire.StartedMsg{PID: 1})
+		w.Write(wire.Stdout, []byte("partial"))
+		conn.Close()
+	}()
+	r := run(tctx(t), &agent.Client{Socket: sock}, agent.ExecRequest{Argv: []string{"x"}})
+	if !errors.Is(r.err, agent.ErrConnectionLost) || !errors.Is(r.err, errdefs.ErrUnavailable) ||
+		errors.Is(r.err, agent.ErrUnreachable) || r.stdout != "partial" {
+		t.Errorf("agent died mid-exec: %v", r)
+	}
+
+	// A file that is executable but not a program: the agent reports it, the connection
+	// is fine.
+	c := serve(t)
+	noexec := filepath.Join(dir, "garbage")
+	os.WriteFile(noexec, []byte("\x01\x02\x03 not a program"), 0o755)
+	r = run(tctx(t), c, agent.ExecRequest{Argv: []string{noexec}})
+	if r.err == nil || errors.Is(r.err, agent.ErrConnectionLost) || errors.Is(r.err, agent.ErrUnreachable) {
+		t.Errorf("exec format error: %v", r)
+	}
+}

@@ -46,7 +46,7 @@ func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) error {
 	for {
 		t, p, err := cn.r.Next()
 		if err != nil {
-			return c.ctxOr(ctx, "read "+path, errdefs.Unavailablef("%s: read %s: agent connection ended: %v", c.prefix(), path, err))
+			return c.ctxOr(ctx, "read "+path, errdefs.Unavailablef("%s: read %s: %w: %v", c.prefix(), path, ErrConnectionLost, err))
 		}
 		switch t {
 		case wire.Data:
@@ -109,7 +109,7 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, perm u
 	default:
 	}
 	if rerr != nil {
-		return c.ctxOr(ctx, "write "+path, errdefs.Unavailablef("%s: write %s: agent connection ended: %v", c.prefix(), path, rerr))
+		return c.ctxOr(ctx, "write "+path, errdefs.Unavailablef("%s: write %s: %w: %v", c.prefix(), path, ErrConnectionLost, rerr))
 	}
 	switch t {
 	case wire.Done:

@@ -76,7 +76,7 @@ func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int
 // agentErr explains an agent connection that broke mid-operation by what became of the
 // container: gone is NotFound, stopped or paused FailedPrecondition.
 func (i *Instance) agentErr(ctx context.Context, err error) error {
-	if err != nil && errors.Is(err, errdefs.ErrUnavailable) && ctx.Err() == nil {
+	if err != nil && errors.Is(err, agent.ErrConnectionLost) && ctx.Err() == nil {
 		// The agent vanished mid-command: say what became of the container. The daemon
 		// may still report it running for a moment after its processes were killed.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
