@@ -7,15 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -122,7 +121,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		resp, err := c.once(ctx, r, u)
-		var wait time.Duration
+		var retryAfter time.Duration
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
@@ -130,7 +129,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 			}
 			// The transport's error text holds the URL (no secrets: the token travels in a
 			// header) and the cause.
-			lastErr = errdefs.Unavailablef("vercel: %s: %v", what, redactURL(err))
+			lastErr = errdefs.Unavailablef("vercel: %s: %v", what, restapi.StripQuery(err))
 			if !r.idempotent {
 				return nil, lastErr
 			}
@@ -139,30 +138,22 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		default:
 			apiErr := readError(resp, what)
 			lastErr = apiErr
-			retryable := resp.StatusCode == http.StatusTooManyRequests ||
-				(r.idempotent && resp.StatusCode >= 500)
-			if !retryable {
+			if !restapi.RetryableStatus(resp.StatusCode, r.idempotent) {
 				return nil, apiErr
 			}
-			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+			if ra, ok := restapi.RetryAfter(resp.Header); ok {
 				if ra > c.MaxRetryAfter {
 					return nil, apiErr
 				}
-				wait = ra
+				retryAfter = ra
 			}
 		}
 		if attempt >= attempts {
 			return nil, lastErr
 		}
-		if wait == 0 {
-			wait = c.backoff(attempt)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("vercel: %s: %w (last error: %v)", what, ctx.Err(), lastErr)
-		case <-t.C:
+		backoff := restapi.Backoff{Base: c.BaseDelay}
+		if err := restapi.Sleep(ctx, backoff.Delay(attempt, retryAfter)); err != nil {
+			return nil, fmt.Errorf("vercel: %s: %w (last error: %v)", what, err, lastErr)
 		}
 	}
 }
@@ -189,38 +180,11 @@ func (c *Client) once(ctx context.Context, r request, u string) (*http.Response,
 	return c.http.Do(req)
 }
 
-// backoff is exponential with full jitter around the nominal delay: [d/2, d*3/2).
-func (c *Client) backoff(attempt int) time.Duration {
-	d := c.BaseDelay << (attempt - 1)
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
-
-// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
-func retryAfter(v string) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-		return time.Duration(s * float64(time.Second)), true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0), true
-	}
-	return 0, false
-}
-
-// maxErrorBody bounds how much of an error answer is read.
-const maxErrorBody = 64 << 10
-
 // readError turns a non-2xx answer into an error with an errdefs kind, keeping the
 // provider's message, and closes the body.
 func readError(resp *http.Response, what string) error {
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	raw := restapi.ReadErrorBody(resp.Body)
 	ae := &APIError{Status: resp.StatusCode}
 	var eb ErrorBody
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
@@ -234,7 +198,7 @@ func readError(resp *http.Response, what string) error {
 			mt = "no content-type"
 		}
 		return errdefs.Newf(kindFor(resp.StatusCode, ""), "vercel: %s: unexpected %d answer (%s): %q",
-			what, resp.StatusCode, mt, prefix(raw, 80))
+			what, resp.StatusCode, mt, restapi.Prefix(raw, 80))
 	}
 	kind := kindFor(resp.StatusCode, ae.Code)
 	if resp.StatusCode == http.StatusForbidden && eb.Error.InvalidToken {
@@ -245,7 +209,8 @@ func readError(resp *http.Response, what string) error {
 	return errdefs.Newf(kind, "vercel: %s: %w", what, ae)
 }
 
-// kindFor maps a status (and the provider's error code where it is more precise) to a kind.
+// kindFor maps a status (and the provider's error code where it is more precise) to a kind:
+// restapi.KindForStatus, except where Vercel differs.
 func kindFor(status int, code string) error {
 	switch code {
 	case "sandbox_stopped", "sandbox_stopping", "sandbox_snapshotting":
@@ -253,51 +218,18 @@ func kindFor(status int, code string) error {
 	case "snapshot_not_found":
 		return errdefs.ErrNotFound
 	}
-	switch {
-	case status == http.StatusUnauthorized:
-		return errdefs.ErrUnauthenticated
-	case status == http.StatusForbidden:
-		return errdefs.ErrPermissionDenied
-	case status == http.StatusNotFound:
-		return errdefs.ErrNotFound
-	case status == http.StatusConflict:
-		return errdefs.ErrConflict
-	case status == http.StatusGone:
+	switch status {
+	case http.StatusGone:
+		// Vercel's 410 is a stopped session: the sandbox is there but not running.
 		return errdefs.ErrFailedPrecondition
-	case status == http.StatusTooManyRequests, status == http.StatusRequestEntityTooLarge:
-		return errdefs.ErrResourceExhausted
-	case status == http.StatusBadRequest, status == http.StatusUnprocessableEntity:
-		return errdefs.ErrInvalidArgument
-	case status >= 500:
+	case http.StatusGatewayTimeout:
+		// Every 5xx is Unavailable here (see the package doc), a gateway timeout too.
 		return errdefs.ErrUnavailable
 	}
+	if k := restapi.KindForStatus(status); k != nil {
+		return k
+	}
 	return errdefs.ErrInvalidArgument
-}
-
-// prefix returns at most n bytes of b as valid UTF-8, for quoting in messages.
-func prefix(b []byte, n int) string {
-	b = bytes.TrimSpace(b)
-	if len(b) > n {
-		b = b[:n]
-		for len(b) > 0 && !utf8.Valid(b) {
-			b = b[:len(b)-1]
-		}
-		return string(b) + "…"
-	}
-	return string(b)
-}
-
-// redactURL drops the query string from a *url.Error, which carries teamId (not a secret,
-// but noise) and keeps messages short.
-func redactURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil {
-			u.RawQuery = ""
-			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
-		}
-	}
-	return err
 }
 
 // doJSON sends r and decodes a JSON answer into out (nil: discard).
@@ -316,7 +248,7 @@ func (c *Client) doJSON(ctx context.Context, r request, out any) error {
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
 		return errdefs.Unavailablef("vercel: %s %s: answer is not the expected JSON (%v): %q",
-			r.method, r.path, err, prefix(raw, 80))
+			r.method, r.path, err, restapi.Prefix(raw, 80))
 	}
 	return nil
 }
@@ -433,7 +365,7 @@ func (c *Client) RunCommandStream(ctx context.Context, sessionID string, body *R
 	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 		resp.Body.Close()
-		return nil, errdefs.Unavailablef("vercel: POST %s: expected a command stream, got %q: %q", r.path, ct, prefix(raw, 80))
+		return nil, errdefs.Unavailablef("vercel: POST %s: expected a command stream, got %q: %q", r.path, ct, restapi.Prefix(raw, 80))
 	}
 	return resp.Body, nil
 }
@@ -464,7 +396,7 @@ func (c *Client) ReadFile(ctx context.Context, sessionID, path string) (io.ReadC
 	if ct := resp.Header.Get("Content-Type"); !strings.Contains(ct, "application/octet-stream") {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 		resp.Body.Close()
-		return nil, errdefs.Unavailablef("vercel: read %s: expected file bytes, got %q: %q", path, ct, prefix(raw, 80))
+		return nil, errdefs.Unavailablef("vercel: read %s: expected file bytes, got %q: %q", path, ct, restapi.Prefix(raw, 80))
 	}
 	return resp.Body, nil
 }

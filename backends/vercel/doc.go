@@ -50,8 +50,9 @@
 //     resume). Lister finds sandboxes tagged moat-id. Prober lists one sandbox.
 //   - Errors keep Vercel's message: 401 and 403 with invalidToken → Unauthenticated, 403 →
 //     PermissionDenied, 404 → NotFound, 409 → Conflict, 410/sandbox_stopped →
-//     FailedPrecondition, 429 → ResourceExhausted, 5xx → Unavailable, 400/422 →
-//     InvalidArgument. 429 is retried for every call and 5xx/connection errors for
+//     FailedPrecondition, 429 → ResourceExhausted, 408 → DeadlineExceeded, 5xx →
+//     Unavailable, 400/422 → InvalidArgument (the shared mapping of backends/internal/restapi
+//     with Vercel's 410 and 504 on top). 429 is retried for every call and 5xx/connection errors for
 //     idempotent ones, with exponential backoff, jitter and Retry-After, bounded by ctx and
 //     Client.MaxAttempts.
 //

@@ -20,6 +20,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -214,7 +215,7 @@ func readCommandStream(r io.Reader, idCh chan<- string, stdout, stderr io.Writer
 		if len(bytes.TrimSpace(line)) > 0 {
 			var ll LogLine
 			if err := json.Unmarshal(line, &ll); err != nil {
-				return 0, errdefs.Unavailablef("vercel: exec: malformed stream line: %q", prefix(line, 80))
+				return 0, errdefs.Unavailablef("vercel: exec: malformed stream line: %q", restapi.Prefix(line, 80))
 			}
 			switch {
 			case ll.Command != nil && !started:
@@ -231,7 +232,7 @@ func readCommandStream(r io.Reader, idCh chan<- string, stdout, stderr io.Writer
 			case ll.Stream == "stdout" || ll.Stream == "stderr":
 				var s string
 				if err := json.Unmarshal(ll.Data, &s); err != nil {
-					return 0, errdefs.Unavailablef("vercel: exec: malformed log data: %q", prefix(ll.Data, 80))
+					return 0, errdefs.Unavailablef("vercel: exec: malformed log data: %q", restapi.Prefix(ll.Data, 80))
 				}
 				w := stdout
 				if ll.Stream == "stderr" {
@@ -377,7 +378,7 @@ func (i *Instance) mkdirAll(ctx context.Context, dir string) error {
 		return err
 	}
 	if code != 0 {
-		return errdefs.InvalidArgumentf("vercel: create workdir %s: mkdir exited %d: %s", dir, code, prefix(stderr.Bytes(), 200))
+		return errdefs.InvalidArgumentf("vercel: create workdir %s: mkdir exited %d: %s", dir, code, restapi.Prefix(stderr.Bytes(), 200))
 	}
 	return nil
 }
