@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -276,7 +277,7 @@ func (b *Backend) waitState(ctx context.Context, sb *sandbox, want string) (*san
 		case "destroyed", "destroying":
 			return nil, errdefs.NotFoundf("daytona: sandbox %s was destroyed", sb.ID)
 		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := restapi.Sleep(ctx, delay); err != nil {
 			return nil, fmt.Errorf("daytona: sandbox %s did not reach %s (state %s): %w", sb.ID, want, sb.State, err)
 		}
 		delay = min(time.Duration(float64(delay)*1.1), time.Second)
@@ -469,7 +470,7 @@ func (i *Instance) Snapshot(ctx context.Context, name string) (backend.Snapshot,
 	defer cancel()
 	delay := i.b.pollMin * 10
 	for sb.State == "snapshotting" {
-		if err := sleepCtx(ctx2, delay); err != nil {
+		if err := restapi.Sleep(ctx2, delay); err != nil {
 			return backend.Snapshot{}, fmt.Errorf("daytona: snapshot %s of %s: %w", name, i.id, err)
 		}
 		delay = min(time.Duration(float64(delay)*1.1), time.Second)

@@ -7,14 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -87,7 +86,7 @@ func (c *client) doJSON(ctx context.Context, method, u string, in, out any, idem
 		return nil
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return errdefs.Unavailablef("daytona: %s %s: undecodable %d response %s: %v", method, redactURL(u), resp.StatusCode, quotePrefix(body), err)
+		return errdefs.Unavailablef("daytona: %s %s: undecodable %d response %q: %v", method, redactURL(u), resp.StatusCode, restapi.Prefix(body, quoteLen), err)
 	}
 	return nil
 }
@@ -98,7 +97,7 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 	var lastErr error
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
-			if err := sleepCtx(ctx, c.backoff(attempt, lastErr)); err != nil {
+			if err := restapi.Sleep(ctx, c.backoff(attempt, lastErr)); err != nil {
 				return nil, fmt.Errorf("daytona: %s %s: %w (last error: %v)", r.method, redactURL(r.url), err, lastErr)
 			}
 		}
@@ -123,30 +122,23 @@ type retryAfterError struct {
 func (c *client) retryable(r request, err error) bool {
 	var ae *apiError
 	if errors.As(err, &ae) {
-		switch {
-		case ae.Status == http.StatusTooManyRequests:
-			return true
-		case ae.Status >= 500:
-			return r.idempotent
-		}
-		return false
+		return restapi.RetryableStatus(ae.Status, r.idempotent)
 	}
 	// Transport errors: the request may or may not have reached the provider.
 	return r.idempotent
 }
 
+// backoff is the wait before retry number attempt: restapi's jittered exponential backoff,
+// at least the Retry-After hint of lastErr (capped at two minutes; a longer wait is ctx's
+// to allow, not the server's).
 func (c *client) backoff(attempt int, lastErr error) time.Duration {
+	var hint time.Duration
 	var ra *retryAfterError
-	if errors.As(lastErr, &ra) && ra.after > 0 {
-		return min(ra.after, 2*time.Minute)
+	if errors.As(lastErr, &ra) {
+		hint = min(ra.after, 2*time.Minute)
 	}
-	base := max(c.baseBackoff, time.Millisecond)
-	d := base << min(attempt-1, 16)
-	if c.maxBackoff > 0 && d > c.maxBackoff {
-		d = c.maxBackoff
-	}
-	// Full jitter over the upper half keeps retries from synchronizing.
-	return d/2 + rand.N(d/2+1)
+	b := restapi.Backoff{Base: max(c.baseBackoff, time.Millisecond), Max: c.maxBackoff}
+	return b.Delay(attempt, hint)
 }
 
 func (c *client) once(ctx context.Context, r request) (*http.Response, error) {
@@ -174,16 +166,16 @@ func (c *client) once(ctx context.Context, r request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("daytona: %s %s: %w", r.method, redactURL(r.url), ctx.Err())
 		}
-		// url.Error quotes the URL, which never holds the token; scrub anyway.
-		return nil, errdefs.Unavailablef("daytona: %s %s: %s", r.method, redactURL(r.url), c.scrub(err.Error()))
+		// url.Error quotes the URL (query dropped), which never holds the token; redact anyway.
+		return nil, errdefs.Unavailablef("daytona: %s %s: %s", r.method, redactURL(r.url), restapi.Redact(restapi.StripQuery(err).Error(), c.token))
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp, nil
 	}
 	defer drainClose(resp.Body)
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b := restapi.ReadErrorBody(resp.Body)
 	ae := c.errorFrom(r, resp.StatusCode, resp.Header.Get("Content-Type"), b)
-	if d := parseRetryAfter(resp.Header.Get("Retry-After")); d > 0 {
+	if d, _ := restapi.RetryAfter(resp.Header); d > 0 {
 		return nil, &retryAfterError{apiError: ae, after: d}
 	}
 	return nil, ae
@@ -220,45 +212,21 @@ func (c *client) errorFrom(r request, status int, ctype string, body []byte) *ap
 		case strings.HasPrefix(ctype, "text/plain") && utf8.Valid(trimmed) && len(trimmed) <= 200:
 			msg = string(trimmed)
 		default:
-			msg = "unexpected response body " + quotePrefix(trimmed)
+			msg = fmt.Sprintf("unexpected response body %q", restapi.Prefix(trimmed, quoteLen))
 		}
 	}
-	msg = c.scrub(msg)
+	msg = restapi.Redact(msg, c.token)
 	text := fmt.Sprintf("daytona: %s %s: %s (HTTP %d)", r.method, redactURL(r.url), msg, status)
 	return &apiError{Status: status, Code: eb.Code, err: errdefs.New(kindFor(status), text)}
 }
 
+// kindFor maps an error answer's status to a kind: restapi.KindForStatus, and Unavailable
+// for a status it leaves open (an answer the client does not understand).
 func kindFor(status int) error {
-	switch status {
-	case http.StatusUnauthorized:
-		return errdefs.ErrUnauthenticated
-	case http.StatusForbidden:
-		return errdefs.ErrPermissionDenied
-	case http.StatusNotFound, http.StatusGone:
-		return errdefs.ErrNotFound
-	case http.StatusConflict:
-		return errdefs.ErrConflict
-	case http.StatusTooManyRequests:
-		return errdefs.ErrResourceExhausted
-	case http.StatusBadRequest, http.StatusUnprocessableEntity:
-		return errdefs.ErrInvalidArgument
-	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
-		return errdefs.ErrDeadlineExceeded
-	case http.StatusRequestEntityTooLarge:
-		return errdefs.ErrResourceExhausted
-	}
-	if status >= 500 {
-		return errdefs.ErrUnavailable
+	if k := restapi.KindForStatus(status); k != nil {
+		return k
 	}
 	return errdefs.ErrUnavailable
-}
-
-// scrub removes the token from text that came from elsewhere (a server echoing headers).
-func (c *client) scrub(s string) string {
-	if c.token == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, c.token, "[redacted]")
 }
 
 // redactURL drops the query string: it may hold file paths but never needs to be in errors
@@ -271,39 +239,8 @@ func redactURL(u string) string {
 	return p.Path
 }
 
-// quotePrefix quotes at most 64 bytes of b for an error message.
-func quotePrefix(b []byte) string {
-	const n = 64
-	if len(b) > n {
-		return strconv.Quote(string(b[:n])) + "..."
-	}
-	return strconv.Quote(string(b))
-}
-
-func parseRetryAfter(v string) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-		return time.Duration(s * float64(time.Second))
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
-	}
-	return 0
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// quoteLen is how much of an unexpected body an error message quotes.
+const quoteLen = 64
 
 func drainClose(rc io.ReadCloser) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(rc, 256<<10))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -248,7 +249,7 @@ func (i *Instance) follow(ctx context.Context, t *toolbox, sid string, res *sess
 		if exit != nil {
 			return *exit, nil
 		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := restapi.Sleep(ctx, delay); err != nil {
 			return -1, fmt.Errorf("daytona: exec: %w", err)
 		}
 		delay = min(delay*3/2+time.Millisecond, i.b.pollMax)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -329,7 +330,7 @@ func (t *toolbox) download(ctx context.Context, path string, w io.Writer) error 
 					status = http.StatusNotFound
 				}
 			}
-			return &apiError{Status: status, Code: e.Code, err: errdefs.New(kindFor(status), fmt.Sprintf("daytona: download %s: %s", path, t.c.scrub(msg)))}
+			return &apiError{Status: status, Code: e.Code, err: errdefs.New(kindFor(status), fmt.Sprintf("daytona: download %s: %s", path, restapi.Redact(msg, t.c.token)))}
 		}
 	}
 }
@@ -338,7 +339,7 @@ func multipartReader(resp *http.Response) (*multipart.Reader, error) {
 	mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil || !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
-		return nil, errdefs.Unavailablef("daytona: download: expected a multipart answer, got %q: %s", resp.Header.Get("Content-Type"), quotePrefix(b))
+		return nil, errdefs.Unavailablef("daytona: download: expected a multipart answer, got %q: %q", resp.Header.Get("Content-Type"), restapi.Prefix(b, quoteLen))
 	}
 	return multipart.NewReader(resp.Body, params["boundary"]), nil
 }
