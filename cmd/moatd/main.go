@@ -27,6 +27,7 @@ import (
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/httpapi/settings"
 	"github.com/moatsh/moat/internal/config"
+	"github.com/moatsh/moat/internal/webui"
 	"github.com/moatsh/moat/store"
 	_ "github.com/moatsh/moat/store/all"
 )
@@ -127,7 +128,7 @@ func serve(ctx context.Context, cfgPath, listen string, getenv func(string) stri
 	mctx, stopMaintain := context.WithCancel(ctx)
 	defer stopMaintain()
 	go m.Maintain(mctx, time.Minute)
-	h := httpapi.New(m, httpapi.Options{Tokens: tokens, Logger: log, Settings: sets})
+	h := httpapi.New(m, httpapi.Options{Tokens: tokens, Logger: log, Settings: sets, UI: webui.Handler()})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -139,7 +140,7 @@ func serve(ctx context.Context, cfgPath, listen string, getenv func(string) stri
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	url := "http://" + ln.Addr().String()
-	fmt.Fprintf(stdout, "moatd: serving the moat API on %s (store %s, home %s)\n", url, storeKind(cfg.Store), cfg.Home)
+	fmt.Fprintf(stdout, "moatd: serving the moat API and web UI on %s (store %s, home %s)\n", url, storeKind(cfg.Store), cfg.Home)
 	log.Info("listening", "url", url, "auth", len(tokens) > 0)
 	if ready != nil {
 		ready <- url

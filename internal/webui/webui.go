@@ -1,0 +1,161 @@
+// Package webui answers "what does moatd show in a browser?": a static HTML/CSS/JavaScript
+// page (no build step, nothing fetched from elsewhere) embedded in the binary, served at /
+// and /ui/..., that drives the v1 API of the same origin: sandboxes (create, exec, files,
+// lifecycle, terminal), backends, remote backend settings and per-session overrides.
+//
+// Mount it with httpapi.Options{UI: webui.Handler()}.
+package webui
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moatsh/moat/httpapi/settings"
+)
+
+//go:embed static
+var static embed.FS
+
+// SchemaPath is the generated description of the remote backends' settings (keys, which are
+// secret, their environment aliases), from settings.Schemas: the settings API returns only
+// the keys that have a value, and the page must show the others too.
+const SchemaPath = "/ui/settings-schema.json"
+
+// contentTypes are the types of the files the UI may embed; any other extension is an
+// error at start-up (and in the tests), not a guess.
+var contentTypes = map[string]string{
+	".html": "text/html; charset=utf-8",
+	".css":  "text/css; charset=utf-8",
+	".js":   "text/javascript; charset=utf-8",
+	".json": "application/json",
+}
+
+// CSP allows nothing but this origin: scripts and styles from the embedded files only (no
+// inline code), API calls and WebSockets to the same origin, no framing.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+type asset struct {
+	name  string
+	body  []byte
+	ctype string
+	etag  string
+}
+
+var (
+	loadOnce sync.Once
+	loaded   map[string]*asset
+	loadErr  error
+)
+
+func load() (map[string]*asset, error) {
+	loadOnce.Do(func() { loaded, loadErr = build() })
+	return loaded, loadErr
+}
+
+func build() (map[string]*asset, error) {
+	out := map[string]*asset{}
+	add := func(urlPath, name string, body []byte) error {
+		ct, ok := contentTypes[path.Ext(name)]
+		if !ok {
+			return fmt.Errorf("webui: %s: no content type for %q files", name, path.Ext(name))
+		}
+		sum := sha256.Sum256(body)
+		out[urlPath] = &asset{name: name, body: body, ctype: ct, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}
+		return nil
+	}
+	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := static.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(p, "static/")
+		if rel == "index.html" {
+			return add("/", rel, b)
+		}
+		return add("/ui/"+rel, rel, b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out["/"] == nil {
+		return nil, fmt.Errorf("webui: static/index.html is missing")
+	}
+	schema, err := schemaJSON()
+	if err != nil {
+		return nil, err
+	}
+	if err := add(SchemaPath, "settings-schema.json", schema); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// schemaField is one setting as the page sees it.
+type schemaField struct {
+	Key    string   `json:"key"`
+	Env    []string `json:"env,omitempty"`
+	Secret bool     `json:"secret"`
+}
+
+func schemaJSON() ([]byte, error) {
+	type backendSchema struct {
+		Backend string        `json:"backend"`
+		Fields  []schemaField `json:"fields"`
+	}
+	var out []backendSchema
+	for _, s := range settings.Schemas {
+		b := backendSchema{Backend: s.Backend}
+		for _, f := range s.Fields {
+			b.Fields = append(b.Fields, schemaField{Key: f.Key, Env: f.Env, Secret: f.Secret})
+		}
+		out = append(out, b)
+	}
+	return json.Marshal(out)
+}
+
+// Handler serves the UI: GET / is the page, GET /ui/<file> its files. Every answer says
+// "no-cache" with an ETag, so a browser revalidates (a cheap 304) and never runs a stale
+// script against a newer moatd; there is no build step to give files hashed names.
+func Handler() http.Handler {
+	as, err := load()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", CSP)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		a := as[r.URL.Path]
+		if a == nil {
+			http.NotFound(w, r)
+			return
+		}
+		h.Set("Content-Type", a.ctype)
+		h.Set("Cache-Control", "no-cache")
+		h.Set("ETag", a.etag)
+		// ServeContent answers If-None-Match with 304, HEAD and ranges.
+		http.ServeContent(w, r, a.name, time.Time{}, bytes.NewReader(a.body))
+	})
+}

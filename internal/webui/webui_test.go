@@ -1,0 +1,350 @@
+package webui
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/httpapi/settings"
+	"github.com/moatsh/moat/internal/testenv"
+	"github.com/moatsh/moat/moattest"
+)
+
+// serve runs the UI the way moatd does: httpapi with the UI mounted, over the fake backend.
+func serve(t *testing.T, opts httpapi.Options) moattest.Target {
+	t.Helper()
+	opts.UI = Handler()
+	return moattest.Serve(t, moattest.Local(t), opts)
+}
+
+func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func TestServesAssetsWithTypesAndCacheHeaders(t *testing.T) {
+	tg := serve(t, httpapi.Options{Tokens: []string{"ui-test-token"}}) // the page loads without it
+	as, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"/":           "text/html; charset=utf-8",
+		"/ui/app.js":  "text/javascript; charset=utf-8",
+		"/ui/app.css": "text/css; charset=utf-8",
+		SchemaPath:    "application/json",
+	}
+	for p := range as {
+		if _, ok := want[p]; !ok {
+			t.Errorf("asset %s is not checked by this test", p)
+		}
+	}
+	for p, ct := range want {
+		resp, body := get(t, tg.Server.URL+p)
+		if resp.StatusCode != 200 {
+			t.Errorf("GET %s: %d", p, resp.StatusCode)
+			continue
+		}
+		if got := resp.Header.Get("Content-Type"); got != ct {
+			t.Errorf("GET %s: Content-Type %q, want %q", p, got, ct)
+		}
+		if got := resp.Header.Get("Cache-Control"); got != "no-cache" {
+			t.Errorf("GET %s: Cache-Control %q, want no-cache", p, got)
+		}
+		for k, v := range map[string]string{"X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP, "X-Frame-Options": "DENY"} {
+			if resp.Header.Get(k) != v {
+				t.Errorf("GET %s: %s %q, want %q", p, k, resp.Header.Get(k), v)
+			}
+		}
+		if len(body) == 0 || string(body) != string(as[p].body) {
+			t.Errorf("GET %s: body is not the embedded file", p)
+		}
+		etag := resp.Header.Get("ETag")
+		if !strings.HasPrefix(etag, `"`) || len(etag) < 10 {
+			t.Errorf("GET %s: ETag %q", p, etag)
+			continue
+		}
+		// A revalidation is a 304 without a body; a stale tag gets the file.
+		resp, body = get(t, tg.Server.URL+p, "If-None-Match", etag)
+		if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+			t.Errorf("GET %s with its ETag: %d (%d bytes), want 304", p, resp.StatusCode, len(body))
+		}
+		if resp, _ = get(t, tg.Server.URL+p, "If-None-Match", `"stale"`); resp.StatusCode != 200 {
+			t.Errorf("GET %s with a stale ETag: %d", p, resp.StatusCode)
+		}
+	}
+	if resp, _ := get(t, tg.Server.URL+"/ui/nope.js"); resp.StatusCode != 404 {
+		t.Errorf("unknown asset: %d, want 404", resp.StatusCode)
+	}
+	// The API behind the same server still wants its token.
+	if resp, _ := get(t, tg.Server.URL+"/v1/sandboxes"); resp.StatusCode != 401 {
+		t.Errorf("API without a token: %d, want 401", resp.StatusCode)
+	}
+}
+
+var (
+	externalURL = regexp.MustCompile(`(?i)(https?:|wss?:|ftp:)?//[a-z0-9.-]+\.[a-z]{2,}`)
+	htmlRef     = regexp.MustCompile(`(?i)\b(src|href|action|srcset|poster|data)\s*=\s*"([^"]*)"`)
+	cssURL      = regexp.MustCompile(`(?i)(url\(|@import)`)
+)
+
+// TestNothingExternal keeps every asset self-contained: no http(s) URLs anywhere, index
+// references only embedded files (or data:), and the CSS loads nothing.
+func TestNothingExternal(t *testing.T) {
+	as, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, a := range as {
+		low := strings.ToLower(string(a.body))
+		for _, bad := range []string{"http://", "https://", "ws://", "wss://"} {
+			if strings.Contains(low, bad) {
+				t.Errorf("%s contains %q", p, bad)
+			}
+		}
+		if m := externalURL.FindString(string(a.body)); m != "" {
+			t.Errorf("%s contains what looks like an external URL: %q", p, m)
+		}
+	}
+	index := string(as["/"].body)
+	refs := htmlRef.FindAllStringSubmatch(index, -1)
+	if len(refs) < 2 {
+		t.Fatalf("index.html references %d files; expected at least the script and the style", len(refs))
+	}
+	for _, m := range refs {
+		ref := m[2]
+		switch {
+		case strings.HasPrefix(ref, "data:"):
+		case as[ref] != nil && ref != "/":
+		default:
+			t.Errorf("index.html %s=%q is not an embedded asset", m[1], ref)
+		}
+	}
+	if cssURL.MatchString(string(as["/ui/app.css"].body)) {
+		t.Errorf("app.css loads something (url( or @import)")
+	}
+	if strings.Contains(index, "<script>") || strings.Contains(index, "<style") || regexp.MustCompile(`\son[a-z]+=`).MatchString(index) {
+		t.Errorf("index.html has inline script, style or event handlers (the CSP forbids them)")
+	}
+}
+
+// TestNoHTMLFromData guards the escaping rule: the script never turns strings into markup.
+func TestNoHTMLFromData(t *testing.T) {
+	as, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(as["/ui/app.js"].body)
+	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "DOMParser", "createContextualFragment"} {
+		if strings.Contains(js, bad) {
+			t.Errorf("app.js uses %s", bad)
+		}
+	}
+}
+
+func TestSettingsSchemaMatchesServer(t *testing.T) {
+	tg := serve(t, httpapi.Options{})
+	_, body := get(t, tg.Server.URL+SchemaPath)
+	var got []struct {
+		Backend string `json:"backend"`
+		Fields  []struct {
+			Key    string   `json:"key"`
+			Env    []string `json:"env"`
+			Secret bool     `json:"secret"`
+		} `json:"fields"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(settings.Schemas) {
+		t.Fatalf("%d backends, want %d", len(got), len(settings.Schemas))
+	}
+	for i, s := range settings.Schemas {
+		if got[i].Backend != s.Backend || len(got[i].Fields) != len(s.Fields) {
+			t.Errorf("backend %d: %+v, want %s with %d fields", i, got[i], s.Backend, len(s.Fields))
+			continue
+		}
+		for j, f := range s.Fields {
+			g := got[i].Fields[j]
+			if g.Key != f.Key || g.Secret != f.Secret || strings.Join(g.Env, ",") != strings.Join(f.Env, ",") {
+				t.Errorf("%s field %d: %+v, want %+v", s.Backend, j, g, f)
+			}
+		}
+	}
+}
+
+// TestScriptLogic runs the page's parsers and terminal screen under node, without a DOM.
+func TestScriptLogic(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		testenv.Require(t, "node", "node is not installed: "+err.Error())
+	}
+	as, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := filepath.Join(t.TempDir(), "app.js")
+	if err := os.WriteFile(app, as["/ui/app.js"].body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, node, filepath.Join("testdata", "logic.js"), app).CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var r struct {
+		Argv    []json.RawMessage `json:"argv"`
+		Bytes   []int64           `json:"bytes"`
+		Pairs   map[string]string `json:"pairs"`
+		Lines   []string          `json:"lines"`
+		Col     int               `json:"col"`
+		Cleared []string          `json:"cleared"`
+		Keys    []*string         `json:"keys"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	wantArgv := []string{
+		`["ls","-l","/workspace"]`,
+		`["echo","a  b","c \"d\" \\ e","f g"]`,
+		`["sh","-c","echo $HOME | wc -c"]`,
+		`[""]`,
+		`"ERR invalid_argument: unterminated ' quote"`,
+	}
+	for i, w := range wantArgv {
+		if i >= len(r.Argv) || string(r.Argv[i]) != w {
+			t.Errorf("splitArgv case %d: %s, want %s", i, r.Argv[i], w)
+		}
+	}
+	if want := []int64{512 << 20, 1 << 30, 1024, 1536}; !equal(r.Bytes, want) {
+		t.Errorf("parseBytes: %v, want %v", r.Bytes, want)
+	}
+	if r.Pairs["A"] != "1" || r.Pairs["B"] != "x=y" || len(r.Pairs) != 2 {
+		t.Errorf("parsePairs: %v", r.Pairs)
+	}
+	// Colours and titles stripped, \r\n new lines, backspace-space-backspace and erase-line
+	// edit the line as a terminal would.
+	wantLines := []string{"$ ls", "file1  file2", "$ echo hi", "hi", "$ a!"}
+	if strings.Join(r.Lines, "|") != strings.Join(wantLines, "|") || r.Col != 4 {
+		t.Errorf("screen %q col %d, want %q col 4", r.Lines, r.Col, wantLines)
+	}
+	if len(r.Cleared) != 1 || r.Cleared[0] != "" {
+		t.Errorf("after ESC[2J: %q", r.Cleared)
+	}
+	wantKeys := []string{"\r", "\x03", "\x04", "\x1b[A", "x"}
+	for i, w := range wantKeys {
+		if r.Keys[i] == nil || *r.Keys[i] != w {
+			t.Errorf("key %d: %v, want %q", i, r.Keys[i], w)
+		}
+	}
+	if r.Keys[5] != nil {
+		t.Errorf("Shift alone sends %q", *r.Keys[5])
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// chromium runs headless Chromium on url and returns what it printed. Everything but
+// loopback is unresolvable, so a page that reached out would fail rather than leak.
+func chromium(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := ""
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		testenv.Require(t, "chromium", "no chromium binary (apt-get install chromium)")
+	}
+	base := []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+		"--disable-default-apps", "--no-default-browser-check", "--disable-dev-shm-usage",
+		"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+		"--user-data-dir=" + t.TempDir(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\nstderr:\n%s", err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// TestBrowserRendersSandboxList loads the page in headless Chromium and checks that the
+// sandbox list shows a sandbox created through the API, and the backends view's data.
+func TestBrowserRendersSandboxList(t *testing.T) {
+	tg := serve(t, httpapi.Options{})
+	info, err := tg.API.Create(context.Background(), moat.Spec{Name: "ui-check", SessionID: "sess-<b>&"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := info.ID()
+	dom := chromium(t, "--dump-dom", "--virtual-time-budget=10000", tg.Server.URL+"/")
+	for _, want := range []string{
+		`data-id="` + id + `"`,              // the row
+		`>ui-check</td>`,                    // its name
+		`sess-&lt;b&gt;&amp;`,               // API text is escaped, not markup
+		`<option value="fake">fake — ready`, // backends were loaded into the create form
+		`1 sandbox</span>`,
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("rendered page lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "sess-<b>") {
+		t.Errorf("a session id was rendered as markup")
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
+	}
+	// MOAT_WEBUI_SCREENSHOT=DIR saves what the page looks like, to look at by eye.
+	if dir := os.Getenv("MOAT_WEBUI_SCREENSHOT"); dir != "" {
+		shot := filepath.Join(dir, "webui.png")
+		chromium(t, "--screenshot="+shot, "--window-size=1280,900", "--hide-scrollbars", "--virtual-time-budget=10000", tg.Server.URL+"/")
+		t.Logf("screenshot: %s", shot)
+	}
+}
