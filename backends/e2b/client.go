@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -27,8 +25,7 @@ type client struct {
 	apiURL      string // control plane base, no trailing slash
 	apiKey      string
 	maxAttempts int
-	baseBackoff time.Duration
-	maxBackoff  time.Duration
+	backoff     restapi.Backoff
 	userAgent   string
 }
 
@@ -85,7 +82,7 @@ func (c *client) do(ctx context.Context, r request, out any) (http.Header, error
 			lastErr = errdefs.Unavailablef("e2b: %s %s: %v", r.method, r.path, scrubURLError(err))
 			// A connection error on a non-idempotent call may have reached the server: only
 			// retry when nothing could have been sent (dial failure).
-			if !r.idempotent && !isDialError(err) {
+			if !r.idempotent && !restapi.NothingSent(err) {
 				return nil, lastErr
 			}
 		} else {
@@ -103,12 +100,12 @@ func (c *client) do(ctx context.Context, r request, out any) (http.Header, error
 			if !retryable(resp.StatusCode, r.idempotent) {
 				return nil, lastErr
 			}
-			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+			retryAfter, _ = restapi.RetryAfter(resp.Header)
 		}
 		if attempt >= c.maxAttempts || r.noRetry {
 			return nil, lastErr
 		}
-		if err := sleepCtx(ctx, c.backoff(attempt, retryAfter)); err != nil {
+		if err := restapi.Sleep(ctx, c.backoff.Delay(attempt, retryAfter)); err != nil {
 			return nil, errdefs.Wrap(kindOfCtx(err), fmt.Errorf("e2b: %s %s: %w (last error: %v)", r.method, r.path, err, lastErr))
 		}
 	}
@@ -121,53 +118,10 @@ func bodyReader(b []byte) io.Reader {
 	return bytes.NewReader(b)
 }
 
-// retryable says whether an HTTP status is worth another attempt. A 429 means the request was
-// rejected before it did anything, so even non-idempotent calls may retry it.
+// retryable is restapi.RetryableStatus but for 501, which E2B answers for what it does not
+// implement (mapped to Unsupported): no retry changes that.
 func retryable(status int, idempotent bool) bool {
-	if status == http.StatusTooManyRequests {
-		return true
-	}
-	return idempotent && status >= 500 && status != http.StatusNotImplemented
-}
-
-// backoff is exponential with full jitter, at least Retry-After when the server sent one.
-func (c *client) backoff(attempt int, retryAfter time.Duration) time.Duration {
-	d := c.baseBackoff << (attempt - 1)
-	if d > c.maxBackoff || d <= 0 {
-		d = c.maxBackoff
-	}
-	d = d/2 + rand.N(d/2+1)
-	if retryAfter > d {
-		d = retryAfter
-	}
-	return d
-}
-
-func parseRetryAfter(v string) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return status != http.StatusNotImplemented && restapi.RetryableStatus(status, idempotent)
 }
 
 func kindOfCtx(err error) error {
@@ -175,11 +129,6 @@ func kindOfCtx(err error) error {
 		return errdefs.ErrDeadlineExceeded
 	}
 	return errdefs.ErrCanceled
-}
-
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // scrubURLError drops the URL from a *url.Error: the URL holds nothing secret today, but
@@ -200,26 +149,18 @@ func decodeJSON(r io.Reader, out any) error {
 		return fmt.Errorf("read response: %v", err)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("unexpected non-JSON response %q: %v", prefix(b), err)
+		return fmt.Errorf("unexpected non-JSON response %q: %v", restapi.Prefix(b, quoteLen), err)
 	}
 	return nil
 }
 
-// prefix returns a short printable prefix of a body for error messages.
-func prefix(b []byte) string {
-	const n = 120
-	s := strings.TrimSpace(string(b))
-	if len(s) > n {
-		s = s[:n] + "..."
-	}
-	return s
-}
+// quoteLen is how much of an unexpected body an error message quotes.
+const quoteLen = 120
 
 // readAPIError turns a non-2xx control-plane answer into an errdefs error that keeps the
 // provider's message.
 func readAPIError(resp *http.Response, what string) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	msg := providerMessage(b)
+	msg := providerMessage(restapi.ReadErrorBody(resp.Body))
 	return statusError(resp.StatusCode, fmt.Sprintf("e2b: %s: %d %s", what, resp.StatusCode, msg))
 }
 
@@ -244,32 +185,24 @@ func providerMessage(b []byte) string {
 	if err := json.Unmarshal(b, &ce); err == nil && (ce.Message != "" || ce.Code != "") {
 		return strings.TrimSpace(ce.Code + ": " + ce.Message)
 	}
-	return fmt.Sprintf("unexpected non-JSON response %q", prefix(b))
+	return fmt.Sprintf("unexpected non-JSON response %q", restapi.Prefix(b, quoteLen))
 }
 
-// statusError maps an HTTP status to an errdefs kind.
+// statusError maps an HTTP status to an errdefs kind: restapi.KindForStatus with E2B's
+// differences on top. A status with no kind gives a plain error.
 func statusError(status int, msg string) error {
-	var kind error
-	switch {
-	case status == http.StatusBadRequest, status == http.StatusUnprocessableEntity:
-		kind = errdefs.ErrInvalidArgument
-	case status == http.StatusUnauthorized:
-		kind = errdefs.ErrUnauthenticated
-	case status == http.StatusForbidden:
-		kind = errdefs.ErrPermissionDenied
-	case status == http.StatusNotFound, status == http.StatusGone:
-		kind = errdefs.ErrNotFound
-	case status == http.StatusConflict:
-		kind = errdefs.ErrConflict
-	case status == http.StatusTooManyRequests, status == http.StatusInsufficientStorage:
-		kind = errdefs.ErrResourceExhausted
-	case status == http.StatusNotImplemented:
+	kind := restapi.KindForStatus(status)
+	switch status {
+	case http.StatusNotImplemented:
 		kind = errdefs.ErrUnsupported
-	case status == http.StatusGatewayTimeout:
+	case http.StatusGatewayTimeout:
+		// A gateway timeout is Unavailable like the other 5xx (see the package doc).
 		kind = errdefs.ErrUnavailable
-	case status >= 500:
-		kind = errdefs.ErrUnavailable
-	default:
+	case http.StatusInsufficientStorage:
+		// envd answers 507 when the sandbox's disk is full.
+		kind = errdefs.ErrResourceExhausted
+	}
+	if kind == nil {
 		return errors.New(msg)
 	}
 	return errdefs.New(kind, msg)

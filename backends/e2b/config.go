@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -167,8 +168,7 @@ func New(c Config, o Options) (*Backend, error) {
 			apiURL:      c.APIURL,
 			apiKey:      c.Token,
 			maxAttempts: c.MaxRetries,
-			baseBackoff: o.BaseBackoff,
-			maxBackoff:  o.MaxBackoff,
+			backoff:     restapi.Backoff{Base: o.BaseBackoff, Max: o.MaxBackoff},
 			userAgent:   "moat-e2b/1",
 		},
 	}, nil

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -131,7 +132,7 @@ func (s *streamReader) next(v any) error {
 			Error *connectError `json:"error"`
 		}
 		if err := json.Unmarshal(s.buf, &end); err != nil {
-			return errdefs.Unavailablef("e2b: %s: bad end-of-stream message %q", s.what, prefix(s.buf))
+			return errdefs.Unavailablef("e2b: %s: bad end-of-stream message %q", s.what, restapi.Prefix(s.buf, quoteLen))
 		}
 		if end.Error != nil {
 			return end.Error.toError(s.what)
@@ -139,7 +140,7 @@ func (s *streamReader) next(v any) error {
 		return io.EOF
 	}
 	if err := json.Unmarshal(s.buf, v); err != nil {
-		return errdefs.Unavailablef("e2b: %s: bad stream message %q: %v", s.what, prefix(s.buf), err)
+		return errdefs.Unavailablef("e2b: %s: bad stream message %q: %v", s.what, restapi.Prefix(s.buf, quoteLen), err)
 	}
 	return nil
 }
@@ -151,7 +152,7 @@ func (s *streamReader) Close() error { return s.body.Close() }
 // answers 502 when the sandbox does not exist (any more): that is errSandboxGone so callers
 // can confirm with the control plane.
 func readEnvdError(resp *http.Response, what string) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b := restapi.ReadErrorBody(resp.Body)
 	if resp.StatusCode == http.StatusBadGateway {
 		return &goneError{msg: fmt.Sprintf("e2b: %s: 502 %s", what, providerMessage(b))}
 	}
@@ -163,7 +164,7 @@ func readEnvdError(resp *http.Response, what string) error {
 		}
 	}
 	if len(bytes.TrimSpace(b)) > 0 && !json.Valid(b) && resp.StatusCode < 500 {
-		return statusError(resp.StatusCode, fmt.Sprintf("e2b: %s: %d unexpected non-JSON response %q", what, resp.StatusCode, prefix(b)))
+		return statusError(resp.StatusCode, fmt.Sprintf("e2b: %s: %d unexpected non-JSON response %q", what, resp.StatusCode, restapi.Prefix(b, quoteLen)))
 	}
 	return statusError(resp.StatusCode, fmt.Sprintf("e2b: %s: %d %s", what, resp.StatusCode, providerMessage(b)))
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -79,7 +80,7 @@ func (e *envd) unary(ctx context.Context, procedure string, in, out any, idempot
 				return errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: %s: %w", procedure, ctx.Err()))
 			}
 			lastErr = errdefs.Unavailablef("e2b: %s: %v", procedure, scrubURLError(err))
-			if !idempotent && !isDialError(err) {
+			if !idempotent && !restapi.NothingSent(err) {
 				return lastErr
 			}
 		} else if resp.StatusCode == http.StatusOK {
@@ -99,12 +100,12 @@ func (e *envd) unary(ctx context.Context, procedure string, in, out any, idempot
 				(idempotent && errdefs.Is(lastErr, errdefs.KindUnavailable))) {
 				return lastErr
 			}
-			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+			retryAfter, _ = restapi.RetryAfter(resp.Header)
 		}
 		if attempt >= e.c.maxAttempts {
 			return lastErr
 		}
-		if err := sleepCtx(ctx, e.c.backoff(attempt, retryAfter)); err != nil {
+		if err := restapi.Sleep(ctx, e.c.backoff.Delay(attempt, retryAfter)); err != nil {
 			return errdefs.Wrap(kindOfCtx(err), fmt.Errorf("e2b: %s: %w (last error: %v)", procedure, err, lastErr))
 		}
 	}
@@ -154,7 +155,7 @@ func (e *envd) stream(ctx context.Context, procedure string, in any, extra http.
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/connect+json") {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, errdefs.Unavailablef("e2b: %s: unexpected content type %q: %q", procedure, ct, prefix(b))
+		return nil, errdefs.Unavailablef("e2b: %s: unexpected content type %q: %q", procedure, ct, restapi.Prefix(b, quoteLen))
 	}
 	return newStreamReader(resp.Body, procedure), nil
 }

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moatsh/moat/errdefs"
 )
@@ -117,24 +116,35 @@ func TestVersionAtLeast(t *testing.T) {
 	}
 }
 
-func TestRetryAfterParsing(t *testing.T) {
-	if d := parseRetryAfter("3"); d != 3*time.Second {
-		t.Errorf("seconds: %v", d)
-	}
-	if d := parseRetryAfter(time.Now().Add(5 * time.Second).UTC().Format(http.TimeFormat)); d < 3*time.Second || d > 6*time.Second {
-		t.Errorf("date: %v", d)
-	}
-	if d := parseRetryAfter("soon"); d != 0 {
-		t.Errorf("garbage: %v", d)
-	}
-	c := &client{baseBackoff: 100 * time.Millisecond, maxBackoff: time.Second}
-	for attempt := 1; attempt < 10; attempt++ {
-		if d := c.backoff(attempt, 0); d <= 0 || d > time.Second {
-			t.Errorf("backoff(%d) = %v out of (0, max]", attempt, d)
+// TestStatusOverrides checks E2B's differences from restapi's shared status mapping and
+// retry rule (Retry-After, backoff and the shared mapping are tested in restapi).
+func TestStatusOverrides(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		kind   errdefs.Kind
+	}{
+		{400, errdefs.KindInvalidArgument},
+		{401, errdefs.KindUnauthenticated},
+		{404, errdefs.KindNotFound},
+		{410, errdefs.KindNotFound},
+		{429, errdefs.KindResourceExhausted},
+		{500, errdefs.KindUnavailable},
+		{501, errdefs.KindUnsupported},
+		{504, errdefs.KindUnavailable},
+		{507, errdefs.KindResourceExhausted},
+		{418, errdefs.KindUnknown},
+	} {
+		err := statusError(tc.status, "e2b: x")
+		if got := errdefs.KindOf(err); got != tc.kind || err.Error() != "e2b: x" {
+			t.Errorf("statusError(%d) = %q of kind %q; want kind %q", tc.status, err, got, tc.kind)
 		}
 	}
-	if d := c.backoff(1, 3*time.Second); d != 3*time.Second {
-		t.Errorf("Retry-After above the backoff must win: %v", d)
+	if retryable(http.StatusNotImplemented, true) {
+		t.Error("501 must not be retried")
+	}
+	if !retryable(http.StatusServiceUnavailable, true) || retryable(http.StatusServiceUnavailable, false) ||
+		!retryable(http.StatusTooManyRequests, false) {
+		t.Error("retryable lost restapi's rule: 5xx when idempotent, 429 always")
 	}
 }
 
