@@ -504,3 +504,48 @@ func TestConnectionLost(t *testing.T) {
 		t.Errorf("exec format error: %v", r)
 	}
 }
+
+// TestRunningCommandsDoNotCostThreads: each running command must not pin an agent thread,
+// since threads count against a sandbox's pids limit.
+func TestRunningCommandsDoNotCostThreads(t *testing.T) {
+	c := serve(t)
+	threads := func() int {
+		ents, _ := os.ReadDir("/proc/self/task")
+		return len(ents)
+	}
+	const n = 60
+	before := threads()
+	ctx, cancel := context.WithCancel(tctx(t))
+	defer cancel()
+	started := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &lineWriter{n: 1, ch: make(chan struct{})}
+			go func() {
+				select {
+				case <-w.ch:
+					started <- struct{}{}
+				case <-ctx.Done():
+				}
+			}()
+			c.Exec(ctx, &agent.ExecRequest{Argv: []string{"sh", "-c", "echo up; exec sleep 30"}, Stdout: w, Stderr: io.Discard})
+		}()
+	}
+	for range n {
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			t.Fatal("commands did not start")
+		}
+	}
+	during := threads()
+	cancel()
+	wg.Wait()
+	t.Logf("threads: %d before, %d with %d commands running", before, during, n)
+	if during-before >= n/2 {
+		t.Errorf("%d running commands added %d threads", n, during-before)
+	}
+}

@@ -438,6 +438,7 @@ func (s *Server) exec(c net.Conn, r *wire.Reader, w *wire.Writer, req *wire.Exec
 		}
 	}()
 
+	awaitExit(p.proc.Pid)
 	st, werr := p.proc.Wait()
 	p.mu.Lock()
 	p.reaped = true

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/moatsh/moat/agent/wire"
@@ -37,6 +38,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	sock := fs.String("socket", DefaultSocket, "unix socket to listen on")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
+	}
+	// Few threads: the agent's threads count against the sandbox's pids limit, and its
+	// work (copying pipes to a socket) needs little parallelism.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(min(2, runtime.NumCPU()))
 	}
 	// SIGPIPE is not ignored: ignored signals are inherited by the commands. Go already turns
 	// a write to a vanished client into EPIPE.
