@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -235,6 +236,24 @@ func Redact(s string, secrets ...string) string {
 		}
 	}
 	return s
+}
+
+// TransportError describes a failed http.Client.Do of the call named by what ("e2b: GET
+// /sandboxes/x"). When ctx has ended, that is the error: kind Canceled or DeadlineExceeded,
+// with errors.Is(err, context.Canceled / DeadlineExceeded) holding, since the caller chose
+// to stop. Otherwise the call is Unavailable with the transport's cause. The *url.Error's
+// URL is left out: what names the call already, the cause names the address ("dial tcp
+// 127.0.0.1:9: connect: connection refused"), and a query string only adds noise. Secrets
+// are redacted from the cause's text in case a proxy or transport echoed them.
+func TransportError(ctx context.Context, what string, err error, secrets ...string) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return errdefs.Wrap(errdefs.Sentinel(errdefs.KindOf(cerr)), fmt.Errorf("%s: %w", what, cerr))
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return errdefs.Unavailablef("%s: %s", what, Redact(err.Error(), secrets...))
 }
 
 // StripQuery drops the query string from the URL a *url.Error quotes (query strings hold

@@ -335,6 +335,41 @@ func TestRedact(t *testing.T) {
 	}
 }
 
+func TestTransportError(t *testing.T) {
+	cause := errors.New("connection reset by peer tok_SECRET")
+	uerr := &url.Error{Op: "Get", URL: "http://127.0.0.1:9/v2/sandboxes?teamId=team_1", Err: cause}
+
+	err := TransportError(context.Background(), "prov: GET /v2/sandboxes", uerr, "tok_SECRET")
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("kind %q; want unavailable", errdefs.KindOf(err))
+	}
+	if got, want := err.Error(), "prov: GET /v2/sandboxes: connection reset by peer [redacted]"; got != want {
+		t.Errorf("message %q; want %q", got, want)
+	}
+
+	plain := TransportError(context.Background(), "prov: x", errors.New("boom"))
+	if plain.Error() != "prov: x: boom" || !errors.Is(plain, errdefs.ErrUnavailable) {
+		t.Errorf("plain error: %v", plain)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = TransportError(ctx, "prov: GET /x", uerr)
+	if !errors.Is(err, context.Canceled) || errdefs.KindOf(err) != errdefs.KindCanceled {
+		t.Errorf("cancelled ctx: %v (kind %q)", err, errdefs.KindOf(err))
+	}
+	if strings.Contains(err.Error(), "127.0.0.1") || !strings.HasPrefix(err.Error(), "prov: GET /x: ") {
+		t.Errorf("cancelled ctx message: %q", err)
+	}
+
+	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer dcancel()
+	err = TransportError(dctx, "prov: GET /x", uerr)
+	if !errors.Is(err, context.DeadlineExceeded) || errdefs.KindOf(err) != errdefs.KindDeadlineExceeded {
+		t.Errorf("expired ctx: %v (kind %q)", err, errdefs.KindOf(err))
+	}
+}
+
 func TestStripQuery(t *testing.T) {
 	cause := errors.New("connection refused")
 	err := &url.Error{Op: "Get", URL: "http://127.0.0.1:9/v2/sandboxes?teamId=team_1&path=/home/u", Err: cause}
