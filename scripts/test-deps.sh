@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what moat needs on a fresh Debian machine (as root), and is quick
 # when everything is already there: docker.io, bubblewrap, busybox-static, util-linux
-# (prlimit); with --test also postgresql and node/npm for the tests. Starts dockerd in the
+# (prlimit); with --test also postgresql, node/npm and chromium for the tests. Starts dockerd in the
 # background when it is not up.
 # Usage: scripts/test-deps.sh [--test]
 set -euo pipefail
@@ -18,6 +18,7 @@ if $tests; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  command -v chromium >/dev/null || need+=(chromium)   # internal/webui's headless browser tests
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -281,9 +283,9 @@ func equal(a, b []int64) bool {
 	return true
 }
 
-// chromium runs headless Chromium on url and returns what it printed. Everything but
-// loopback is unresolvable, so a page that reached out would fail rather than leak.
-func chromium(t *testing.T, args ...string) string {
+// chromiumCmd is headless Chromium with args. Everything but loopback is unresolvable, so a
+// page that reached out would fail rather than leak.
+func chromiumCmd(ctx context.Context, t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	bin := ""
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -300,18 +302,69 @@ func chromium(t *testing.T, args ...string) string {
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
 		"--disable-default-apps", "--no-default-browser-check", "--disable-dev-shm-usage",
 		"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-		"--user-data-dir=" + t.TempDir(),
 	}
+	// Chromium's helper processes may still write to the profile briefly after the browser
+	// ends, so the profile is removed best-effort rather than by t.TempDir.
+	profile, err := os.MkdirTemp("", "moat-webui-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 20 && os.RemoveAll(profile) != nil; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	base = append(base, "--user-data-dir="+profile)
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+profile)
+	// Its own process group, so that ending it ends its helper processes too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	return cmd
+}
+
+// chromium runs headless Chromium to the end and returns what it printed.
+func chromium(t *testing.T, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd := chromiumCmd(ctx, t, args...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("chromium: %v\nstderr:\n%s", err, stderr.String())
 	}
 	return stdout.String()
+}
+
+// startChromium starts headless Chromium with DevTools on a loopback port and returns the
+// browser's DevTools WebSocket URL; the browser is killed when t ends.
+func startChromium(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	cmd := chromiumCmd(ctx, t, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stderr)
+	var seen []string
+	for sc.Scan() {
+		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "DevTools listening on "); ok {
+			go func() { // keep draining so Chromium never blocks on a full pipe
+				for sc.Scan() {
+				}
+			}()
+			return strings.TrimSpace(u)
+		}
+		seen = append(seen, line)
+	}
+	t.Fatalf("chromium did not announce DevTools:\n%s", strings.Join(seen, "\n"))
+	return ""
 }
 
 // TestBrowserRendersSandboxList loads the page in headless Chromium and checks that the
@@ -343,8 +396,61 @@ func TestBrowserRendersSandboxList(t *testing.T) {
 	}
 	// MOAT_WEBUI_SCREENSHOT=DIR saves what the page looks like, to look at by eye.
 	if dir := os.Getenv("MOAT_WEBUI_SCREENSHOT"); dir != "" {
-		shot := filepath.Join(dir, "webui.png")
-		chromium(t, "--screenshot="+shot, "--window-size=1280,900", "--hide-scrollbars", "--virtual-time-budget=10000", tg.Server.URL+"/")
-		t.Logf("screenshot: %s", shot)
+		if err := info.WriteFile(context.Background(), "/workspace/hello.txt", strings.NewReader("hello\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for name, hash := range map[string]string{
+			"sandboxes": "", "backends": "#backends", "settings": "#settings", "sessions": "#sessions",
+			"details": "#sandbox/" + id + "/details", "files": "#sandbox/" + id + "/files",
+			"terminal": "#sandbox/" + id + "/terminal",
+		} {
+			shot := filepath.Join(dir, "webui-"+name+".png")
+			chromium(t, "--screenshot="+shot, "--window-size=1280,900", "--hide-scrollbars", "--virtual-time-budget=10000", tg.Server.URL+"/"+hash)
+			t.Logf("screenshot: %s", shot)
+		}
+	}
+}
+
+// TestBrowserSettingsShowStateNotSecrets renders Settings with one token stored through the
+// API and one from the environment: the page says where each comes from and holds neither.
+func TestBrowserSettingsShowStateNotSecrets(t *testing.T) {
+	const stored, fromEnv = "stored-vercel-secret-1", "env-e2b-secret-2"
+	t.Setenv("E2B_API_KEY", fromEnv)
+	tg := serve(t, httpapi.Options{})
+	req, err := http.NewRequest("PUT", tg.Server.URL+"/v1/settings/backends/vercel",
+		strings.NewReader(`{"token":"`+stored+`","team_id":"team_<i>42"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT settings: %d", resp.StatusCode)
+	}
+	dom := chromium(t, "--dump-dom", "--virtual-time-budget=10000", tg.Server.URL+"/#settings")
+	for _, want := range []string{
+		`data-backend="vercel"`,
+		`configured — from env E2B_API_KEY`, // e2b's token state
+		`value="team_&lt;i&gt;42"`,          // a plain value, as an attribute, escaped
+		`apply when moatd restarts`,
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("settings page lacks %q", want)
+		}
+	}
+	if n := strings.Count(dom, `>configured</span>`); n < 2 { // vercel's badge and its token row
+		t.Errorf("vercel shown as configured %d times, want 2", n)
+	}
+	for _, secret := range []string{stored, fromEnv} {
+		if strings.Contains(dom, secret) {
+			t.Errorf("the page holds the secret %q", secret)
+		}
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
 	}
 }

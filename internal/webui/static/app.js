@@ -228,7 +228,26 @@ function parentPath(p) {
 
 // ---------------------------------------------------------------- views
 
-function showView(name) {
+// The address bar names the view (#backends, #settings, #sessions) or a sandbox and its tab
+// (#sandbox/ID/exec), so a view can be reloaded and linked to.
+function setHash(h) {
+  if (location.hash !== "#" + h) history.replaceState(null, "", "#" + h);
+}
+
+function route() {
+  const parts = location.hash.replace(/^#/, "").split("/").map(decodeURIComponent);
+  if (parts[0] === "sandbox" && parts[1]) {
+    showView("sandboxes", true);
+    const tab = ["details", "exec", "files", "terminal"].includes(parts[2]) ? parts[2] : "details";
+    showTab(tab, true);
+    select(parts[1]).catch(fail);
+    return;
+  }
+  showView(["backends", "settings", "sessions"].includes(parts[0]) ? parts[0] : "sandboxes");
+}
+
+function showView(name, keepHash) {
+  if (!keepHash) setHash(name);
   for (const b of document.querySelectorAll("#nav button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + name;
   const load = { sandboxes: loadSandboxes, backends: loadBackends, settings: loadSettings, sessions: loadBackendNames }[name];
@@ -300,6 +319,7 @@ async function select(id) {
     $("files-path").dataset.for = id;
   }
   const tab = document.querySelector("#subtabs button.active").dataset.tab;
+  setHash(`sandbox/${enc(id)}/${tab}`);
   if (tab === "files") listFiles().catch(fail);
   $("detail").scrollIntoView({ block: "nearest" });
 }
@@ -312,7 +332,8 @@ async function loadDetail() {
   $("d-json").textContent = JSON.stringify(info, null, 2);
 }
 
-function showTab(name) {
+function showTab(name, keepHash) {
+  if (!keepHash && selected) setHash(`sandbox/${enc(selected)}/${name}`);
   for (const b of document.querySelectorAll("#subtabs button")) b.classList.toggle("active", b.dataset.tab === name);
   for (const t of document.querySelectorAll("#detail .tab")) t.hidden = t.id !== "tab-" + name;
   if (name === "files" && selected) listFiles().catch(fail);
@@ -330,6 +351,7 @@ async function lifecycle(op) {
     $("detail").hidden = true;
     selected = null;
     selectedInfo = null;
+    setHash("sandboxes");
     await loadSandboxes();
     return;
   }
@@ -716,7 +738,7 @@ function settingsCard(view) {
           clear ? el("label", { class: "inline" }, " · ", clear, " remove stored value") : null));
     }
     const val = (view.values || {})[f.key] || "";
-    const input = el("input", { type: "text", name: f.key, value: val, placeholder: envHint || "" });
+    const input = el("input", { type: "text", name: f.key, value: val, placeholder: "not set" });
     inputs.push({ key: f.key, secret: false, input, orig: val });
     return el("div", { class: "field" }, el("label", { class: "mono" }, f.key), input,
       envHint ? el("div", { class: "sub" }, envHint) : null);
@@ -821,8 +843,9 @@ function init() {
   $("sess-get").addEventListener("click", guard(sessGet));
   $("sess-form").addEventListener("submit", guard(sessSet));
   $("sess-clear").addEventListener("click", guard(sessClear));
+  window.addEventListener("hashchange", route);
   loadBackendNames().catch(fail);
-  loadSandboxes().catch(fail);
+  route();
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,318 @@
+package webui
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/fake"
+	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/store/memstore"
+)
+
+// ptyBackend is the fake backend with a terminal double: it prints its argv and size,
+// echoes each input line as "> line", reports resizes as "size RxC" and exits on "exit N".
+type ptyBackend struct{ *fake.Backend }
+
+type ptyInstance struct{ backend.Instance }
+
+var _ backend.PTYExecer = ptyInstance{}
+
+func (b ptyBackend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	i, err := b.Backend.Create(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return ptyInstance{i}, nil
+}
+
+func (b ptyBackend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	i, err := b.Backend.Attach(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return ptyInstance{i}, nil
+}
+
+func (p ptyInstance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size backend.WinSize, resize <-chan backend.WinSize) (int, error) {
+	var mu sync.Mutex
+	out := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(req.Stdout, format, args...)
+	}
+	out("argv %s size %dx%d\r\n$ ", strings.Join(req.Argv, " "), size.Rows, size.Cols)
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(req.Stdin)
+		sc.Split(scanCR)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return 137, ctx.Err()
+		case sz, ok := <-resize:
+			if !ok {
+				resize = nil
+				continue
+			}
+			out("\r\nsize %dx%d\r\n$ ", sz.Rows, sz.Cols)
+		case l, ok := <-lines:
+			if !ok {
+				return 0, nil
+			}
+			var code int
+			if _, err := fmt.Sscanf(l, "exit %d", &code); err == nil {
+				return code, nil
+			}
+			out("\r\n> %s\r\n$ ", l)
+		}
+	}
+}
+
+// scanCR splits input at the carriage return a terminal's Enter sends.
+func scanCR(data []byte, atEOF bool) (int, []byte, error) {
+	if i := strings.IndexAny(string(data), "\r\n"); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+// cdp is a minimal Chrome DevTools Protocol client: calls by id, events ignored.
+type cdp struct {
+	c    *websocket.Conn
+	mu   sync.Mutex
+	next int
+	wait map[int]chan cdpReply
+}
+
+type cdpReply struct {
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func dialCDP(ctx context.Context, t *testing.T, url string) *cdp {
+	c, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("devtools: %v", err)
+	}
+	c.SetReadLimit(64 << 20)
+	d := &cdp{c: c, wait: map[int]chan cdpReply{}}
+	go func() {
+		for {
+			_, msg, err := c.Read(context.Background())
+			if err != nil {
+				return
+			}
+			var m struct {
+				ID int `json:"id"`
+				cdpReply
+			}
+			if json.Unmarshal(msg, &m) != nil || m.ID == 0 {
+				continue
+			}
+			d.mu.Lock()
+			ch := d.wait[m.ID]
+			delete(d.wait, m.ID)
+			d.mu.Unlock()
+			if ch != nil {
+				ch <- m.cdpReply
+			}
+		}
+	}()
+	t.Cleanup(func() { c.CloseNow() })
+	return d
+}
+
+func (d *cdp) call(ctx context.Context, session, method string, params any) (json.RawMessage, error) {
+	d.mu.Lock()
+	d.next++
+	id := d.next
+	ch := make(chan cdpReply, 1)
+	d.wait[id] = ch
+	d.mu.Unlock()
+	msg := map[string]any{"id": id, "method": method, "params": params}
+	if session != "" {
+		msg["sessionId"] = session
+	}
+	b, _ := json.Marshal(msg)
+	if err := d.c.Write(ctx, websocket.MessageText, b); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		if r.Error != nil {
+			return nil, fmt.Errorf("%s: %s", method, r.Error.Message)
+		}
+		return r.Result, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: %w", method, ctx.Err())
+	}
+}
+
+// page is one tab driven through the protocol.
+type page struct {
+	t       *testing.T
+	ctx     context.Context
+	d       *cdp
+	session string
+}
+
+// eval runs a JavaScript expression in the page and returns its value as JSON.
+func (p *page) eval(expr string) json.RawMessage {
+	p.t.Helper()
+	res, err := p.d.call(p.ctx, p.session, "Runtime.evaluate", map[string]any{
+		"expression": expr, "returnByValue": true, "awaitPromise": true,
+	})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var r struct {
+		Result struct {
+			Value json.RawMessage `json:"value"`
+		} `json:"result"`
+		Exception *struct {
+			Text string `json:"text"`
+		} `json:"exceptionDetails"`
+	}
+	if err := json.Unmarshal(res, &r); err != nil {
+		p.t.Fatal(err)
+	}
+	if r.Exception != nil {
+		p.t.Fatalf("%s: %s", expr, r.Exception.Text)
+	}
+	return r.Result.Value
+}
+
+// waitText polls a string expression until ok accepts it.
+func (p *page) waitText(what, expr string, ok func(string) bool) string {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var s string
+	for {
+		// The page may not be there yet: an exception is a value to wait past.
+		_ = json.Unmarshal(p.eval(`(() => { try { return String(`+expr+`); } catch (e) { return "exception: " + e; } })()`), &s)
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("waiting for %s: last value %q", what, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBrowserTerminalWithToken drives the page in headless Chromium against a moatd that
+// wants a token: the page asks for it, keeps it, opens the terminal WebSocket with the
+// token subprotocol (the CSP allows it), sends typed keys, follows a window resize and
+// shows the exit code.
+func TestBrowserTerminalWithToken(t *testing.T) {
+	const tok = "browser/test+token"
+	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("pty", ptyBackend{fake.New()}),
+		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "pty"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	h := httpapi.New(m, httpapi.Options{Tokens: []string{tok}, UI: Handler()})
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
+	c, err := client.New(srv.URL, client.WithToken(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.Create(context.Background(), moat.Spec{Name: "term"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	devtools := startChromium(ctx, t)
+	d := dialCDP(ctx, t, devtools)
+	res, err := d.call(ctx, "", "Target.createTarget", map[string]any{"url": srv.URL + "/#sandbox/" + sb.ID() + "/terminal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var target struct {
+		TargetID string `json:"targetId"`
+	}
+	_ = json.Unmarshal(res, &target)
+	res, err = d.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var att struct {
+		SessionID string `json:"sessionId"`
+	}
+	_ = json.Unmarshal(res, &att)
+	p := &page{t: t, ctx: ctx, d: d, session: att.SessionID}
+
+	// The API answered 401: the page asks for the token.
+	p.waitText("the token dialog", `String(document.getElementById("login").open)`, func(s string) bool { return s == "true" })
+	p.eval(`document.getElementById("login-token").value = ` + jsString(tok) + `; document.getElementById("login-form").requestSubmit(); ""`)
+	p.waitText("the sandbox row", `document.getElementById("sb-rows").textContent`, func(s string) bool { return strings.Contains(s, sb.ID()) })
+	if got := p.waitText("the stored token", `sessionStorage.getItem("moat.token")`, func(string) bool { return true }); got != tok {
+		t.Errorf("sessionStorage token %q", got)
+	}
+
+	p.eval(`document.getElementById("term-form").requestSubmit(); ""`)
+	term := `document.getElementById("term").textContent`
+	first := p.waitText("the terminal's first line", term, func(s string) bool { return strings.Contains(s, "argv sh size ") })
+	sz := regexp.MustCompile(`size (\d+)x(\d+)`).FindStringSubmatch(first)
+	if sz == nil || sz[1] == "0" || sz[2] == "0" {
+		t.Errorf("initial size in %q", first)
+	}
+	// Keys as typed, on the terminal element.
+	p.eval(`(() => { const t = document.getElementById("term");
+		for (const key of [..."echo hi", "Enter"]) t.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true, cancelable: true}));
+		return ""; })()`)
+	p.waitText("the echoed line", term, func(s string) bool { return strings.Contains(s, "> echo hi") })
+
+	// A smaller window: the page sends a resize.
+	if _, err := d.call(ctx, att.SessionID, "Emulation.setDeviceMetricsOverride", map[string]any{
+		"width": 700, "height": 600, "deviceScaleFactor": 1, "mobile": false,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	after := p.waitText("a resize", term, func(s string) bool { return regexp.MustCompile(`\nsize \d+x\d+`).MatchString(s) })
+	nsz := regexp.MustCompile(`\nsize (\d+)x(\d+)`).FindStringSubmatch(after)
+	if nsz != nil && sz != nil && nsz[2] == sz[2] {
+		t.Errorf("columns did not change on resize: %v then %v", sz, nsz)
+	}
+
+	p.eval(`(() => { const t = document.getElementById("term");
+		for (const key of [..."exit 3", "Enter"]) t.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true, cancelable: true}));
+		return ""; })()`)
+	p.waitText("the exit code", `document.getElementById("term-status").textContent`, func(s string) bool { return s == "exited with code 3" })
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
