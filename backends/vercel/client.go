@@ -124,13 +124,8 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		var retryAfter time.Duration
 		switch {
 		case err != nil:
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("vercel: %s: %w", what, ctx.Err())
-			}
-			// The transport's error text holds the URL (no secrets: the token travels in a
-			// header) and the cause.
-			lastErr = errdefs.Unavailablef("vercel: %s: %v", what, restapi.StripQuery(err))
-			if !r.idempotent {
+			lastErr = restapi.TransportError(ctx, "vercel: "+what, err, c.token)
+			if ctx.Err() != nil || !r.idempotent {
 				return nil, lastErr
 			}
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
