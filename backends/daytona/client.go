@@ -163,11 +163,7 @@ func (c *client) once(ctx context.Context, r request) (*http.Response, error) {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("daytona: %s %s: %w", r.method, redactURL(r.url), ctx.Err())
-		}
-		// url.Error quotes the URL (query dropped), which never holds the token; redact anyway.
-		return nil, errdefs.Unavailablef("daytona: %s %s: %s", r.method, redactURL(r.url), restapi.Redact(restapi.StripQuery(err).Error(), c.token))
+		return nil, restapi.TransportError(ctx, fmt.Sprintf("daytona: %s %s", r.method, redactURL(r.url)), err, c.token)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp, nil
