@@ -76,13 +76,10 @@ func (c *client) do(ctx context.Context, r request, out any) (http.Header, error
 		resp, err := c.http.Do(req)
 		var retryAfter time.Duration
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: %s %s: %w", r.method, r.path, ctx.Err()))
-			}
-			lastErr = errdefs.Unavailablef("e2b: %s %s: %v", r.method, r.path, scrubURLError(err))
+			lastErr = restapi.TransportError(ctx, "e2b: "+r.method+" "+r.path, err, c.apiKey)
 			// A connection error on a non-idempotent call may have reached the server: only
 			// retry when nothing could have been sent (dial failure).
-			if !r.idempotent && !restapi.NothingSent(err) {
+			if ctx.Err() != nil || !(r.idempotent || restapi.NothingSent(err)) {
 				return nil, lastErr
 			}
 		} else {
@@ -129,16 +126,6 @@ func kindOfCtx(err error) error {
 		return errdefs.ErrDeadlineExceeded
 	}
 	return errdefs.ErrCanceled
-}
-
-// scrubURLError drops the URL from a *url.Error: the URL holds nothing secret today, but
-// query strings are user paths and the message is clearer without the repetition.
-func scrubURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // decodeJSON decodes a JSON body, quoting a short prefix of anything that is not JSON (an

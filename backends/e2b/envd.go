@@ -76,11 +76,8 @@ func (e *envd) unary(ctx context.Context, procedure string, in, out any, idempot
 		var lastErr error
 		var retryAfter time.Duration
 		if err != nil {
-			if ctx.Err() != nil {
-				return errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: %s: %w", procedure, ctx.Err()))
-			}
-			lastErr = errdefs.Unavailablef("e2b: %s: %v", procedure, scrubURLError(err))
-			if !idempotent && !restapi.NothingSent(err) {
+			lastErr = restapi.TransportError(ctx, "e2b: "+procedure, err, e.accessToken, e.c.apiKey)
+			if ctx.Err() != nil || !(idempotent || restapi.NothingSent(err)) {
 				return lastErr
 			}
 		} else if resp.StatusCode == http.StatusOK {
@@ -143,10 +140,7 @@ func (e *envd) stream(ctx context.Context, procedure string, in any, extra http.
 	}
 	resp, err := e.c.http.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: %s: %w", procedure, ctx.Err()))
-		}
-		return nil, errdefs.Unavailablef("e2b: %s: %v", procedure, scrubURLError(err))
+		return nil, restapi.TransportError(ctx, "e2b: "+procedure, err, e.accessToken, e.c.apiKey)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -310,10 +304,7 @@ func (e *envd) upload(ctx context.Context, path string, r io.Reader) error {
 	req.Header.Set("Accept", "application/json")
 	resp, err := e.c.http.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: upload %s: %w", path, ctx.Err()))
-		}
-		return errdefs.Unavailablef("e2b: upload %s: %v", path, scrubURLError(err))
+		return restapi.TransportError(ctx, "e2b: upload "+path, err, e.accessToken, e.c.apiKey)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -332,10 +323,7 @@ func (e *envd) download(ctx context.Context, path string, w io.Writer) error {
 	e.setHeaders(req.Header)
 	resp, err := e.c.http.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return errdefs.Wrap(kindOfCtx(ctx.Err()), fmt.Errorf("e2b: download %s: %w", path, ctx.Err()))
-		}
-		return errdefs.Unavailablef("e2b: download %s: %v", path, scrubURLError(err))
+		return restapi.TransportError(ctx, "e2b: download "+path, err, e.accessToken, e.c.apiKey)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
