@@ -255,19 +255,3 @@ func TransportError(ctx context.Context, what string, err error, secrets ...stri
 	}
 	return errdefs.Unavailablef("%s: %s", what, Redact(err.Error(), secrets...))
 }
-
-// StripQuery drops the query string from the URL a *url.Error quotes (query strings hold
-// ids and user paths: noise in messages, and no place for anything secret). Other errors
-// are returned as they are.
-func StripQuery(err error) error {
-	var ue *url.Error
-	if !errors.As(err, &ue) {
-		return err
-	}
-	u, perr := url.Parse(ue.URL)
-	if perr != nil {
-		return &url.Error{Op: ue.Op, URL: "<invalid url>", Err: ue.Err}
-	}
-	u.RawQuery, u.ForceQuery = "", false
-	return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
-}

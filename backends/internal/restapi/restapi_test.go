@@ -3,7 +3,6 @@ package restapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -367,25 +366,5 @@ func TestTransportError(t *testing.T) {
 	err = TransportError(dctx, "prov: GET /x", uerr)
 	if !errors.Is(err, context.DeadlineExceeded) || errdefs.KindOf(err) != errdefs.KindDeadlineExceeded {
 		t.Errorf("expired ctx: %v (kind %q)", err, errdefs.KindOf(err))
-	}
-}
-
-func TestStripQuery(t *testing.T) {
-	cause := errors.New("connection refused")
-	err := &url.Error{Op: "Get", URL: "http://127.0.0.1:9/v2/sandboxes?teamId=team_1&path=/home/u", Err: cause}
-	got := StripQuery(fmt.Errorf("wrapped: %w", err))
-	if strings.Contains(got.Error(), "teamId") || strings.Contains(got.Error(), "?") {
-		t.Errorf("query kept: %v", got)
-	}
-	if !strings.Contains(got.Error(), "http://127.0.0.1:9/v2/sandboxes") || !errors.Is(got, cause) {
-		t.Errorf("lost the path or the cause: %v", got)
-	}
-	plain := errors.New("plain")
-	if StripQuery(plain) != plain {
-		t.Errorf("a non-URL error must come back unchanged")
-	}
-	bad := &url.Error{Op: "Get", URL: "http://[::1", Err: cause}
-	if s := StripQuery(bad).Error(); strings.Contains(s, "[::1") {
-		t.Errorf("unparsable URL kept: %s", s)
 	}
 }
