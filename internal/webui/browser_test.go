@@ -227,11 +227,11 @@ func (p *page) waitText(what, expr string, ok func(string) bool) string {
 	}
 }
 
-// TestBrowserTerminalWithToken drives the page in headless Chromium against a moatd that
-// wants a token: the page asks for it, keeps it, opens the terminal WebSocket with the
-// token subprotocol (the CSP allows it), sends typed keys, follows a window resize and
-// shows the exit code.
-func TestBrowserTerminalWithToken(t *testing.T) {
+// TestBrowserWithToken drives the page in headless Chromium against a moatd that wants a
+// token: the page asks for it and keeps it; the terminal WebSocket carries it as the
+// subprotocol (and the CSP allows the socket), takes typed keys, follows a window resize and
+// shows the exit code; exec, upload and destroy go through with it.
+func TestBrowserWithToken(t *testing.T) {
 	const tok = "browser/test+token"
 	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("pty", ptyBackend{fake.New()}),
 		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "pty"}}))
@@ -310,6 +310,38 @@ func TestBrowserTerminalWithToken(t *testing.T) {
 		for (const key of [..."exit 3", "Enter"]) t.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true, cancelable: true}));
 		return ""; })()`)
 	p.waitText("the exit code", `document.getElementById("term-status").textContent`, func(s string) bool { return s == "exited with code 3" })
+
+	// Exec: argv split by the page's rule, output and exit code shown.
+	p.eval(`document.querySelector('#subtabs [data-tab="exec"]').click();
+		document.getElementById("exec-cmd").value = "echo 'a  b' c";
+		document.getElementById("exec-form").requestSubmit(); ""`)
+	p.waitText("the exec output", `document.getElementById("exec-stdout").textContent`, func(s string) bool { return s == "a  b c\n" })
+	if code := p.waitText("the exit code", `document.getElementById("exec-code").textContent`, func(s string) bool { return s != "" }); code != "0" {
+		t.Errorf("exec exit code %q", code)
+	}
+
+	// Files: upload into the listed directory, then it is listed and in the sandbox.
+	p.eval(`document.querySelector('#subtabs [data-tab="files"]').click();
+		document.getElementById("files-path").value = "/workspace";
+		const dt = new DataTransfer();
+		dt.items.add(new File(["uploaded <b>bytes</b>"], "up <1>.txt"));
+		document.getElementById("upload-file").files = dt.files;
+		document.getElementById("upload-form").requestSubmit(); ""`)
+	p.waitText("the uploaded file in the list", `document.getElementById("files-rows").textContent`, func(s string) bool { return strings.Contains(s, "up <1>.txt") })
+	var got strings.Builder
+	if err := sb.ReadFile(ctx, "/workspace/up <1>.txt", &got); err != nil || got.String() != "uploaded <b>bytes</b>" {
+		t.Errorf("uploaded file: %q, %v", got.String(), err)
+	}
+
+	// Lifecycle: an ability the backend lacks is reported, not hidden (the terminal double
+	// does not stop); destroy asks first and then removes the sandbox.
+	p.eval(`document.querySelector('#d-actions [data-op="stop"]').click(); ""`)
+	p.waitText("the unsupported stop", `document.getElementById("flash").textContent`, func(s string) bool { return strings.HasPrefix(s, "unsupported: ") })
+	p.eval(`window.confirm = () => true; document.querySelector('#d-actions [data-op="destroy"]').click(); ""`)
+	p.waitText("the destroyed sandbox gone from the list", `document.getElementById("sb-rows").textContent`, func(s string) bool { return !strings.Contains(s, sb.ID()) })
+	if _, err := c.Get(ctx, sb.ID()); err == nil {
+		t.Errorf("the sandbox is still there after Destroy in the page")
+	}
 }
 
 func jsString(s string) string {
