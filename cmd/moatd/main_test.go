@@ -72,6 +72,13 @@ func TestServeAndShutdown(t *testing.T) {
 	if c := get("/v1/sandboxes", "tok-123"); c != 200 {
 		t.Errorf("with token: %d", c)
 	}
+	// The web UI loads without the token (it asks for one).
+	if c := get("/", ""); c != 200 {
+		t.Errorf("web UI: %d", c)
+	}
+	if c := get("/ui/app.js", ""); c != 200 {
+		t.Errorf("web UI script: %d", c)
+	}
 	cancel()
 	select {
 	case code := <-exit:
