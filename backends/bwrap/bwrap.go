@@ -11,7 +11,10 @@
 // read-write as /, a fresh /proc and /dev, a clean environment, and --die-with-parent, so
 // killing bwrap tears the whole pid namespace down. Files written by one exec are there
 // for the next. The same flags work as root and unprivileged (where user namespaces are
-// allowed). Seccomp filtering is not implemented.
+// allowed). Uid 0 inside holds no capabilities (--cap-drop ALL): it owns the root's files
+// but cannot mount, remount the read-only binds or load anything into the kernel. Seccomp
+// filtering is not implemented: every syscall the kernel allows an unprivileged process in
+// a user namespace is reachable, so the kernel is the attack surface.
 package bwrap
 
 import (
@@ -389,7 +392,7 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, p, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid",
+	cmd := exec.CommandContext(ctx, p, "--unshare-user", "--uid", "0", "--gid", "0", "--cap-drop", "ALL", "--unshare-pid",
 		"--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
 		"--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true")
 	cmd.Env = []string{}
@@ -463,7 +466,10 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // args builds bwrap's argv for one exec; user values only ever become separate arguments.
 func (i *Instance) args(bwrap, wd string, env map[string]string, argv []string) []string {
 	a := []string{bwrap,
-		"--unshare-user", "--uid", "0", "--gid", "0",
+		// --cap-drop ALL: for --uid 0 bwrap otherwise keeps every capability in the new
+		// user namespace, and as moat runs as root (uid 0 mapped to the host's root) that
+		// is enough to remount the read-only host binds read-write and change the host.
+		"--unshare-user", "--uid", "0", "--gid", "0", "--cap-drop", "ALL",
 		"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
 		"--die-with-parent", "--new-session", "--hostname", "moat",
 	}

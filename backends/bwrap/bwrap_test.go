@@ -287,3 +287,26 @@ func TestCancelKillsNamespace(t *testing.T) {
 		t.Fatalf("bwrap processes left: %s", out)
 	}
 }
+
+// TestNoCapabilities: uid 0 inside must not hold capabilities in the sandbox's user
+// namespace. With them (bwrap keeps them by default for --uid 0 when moat runs as root),
+// the sandbox could remount the read-only host binds read-write and, uid 0 being mapped
+// to the host's root, change the host's /usr.
+func TestNoCapabilities(t *testing.T) {
+	requireBwrap(t)
+	inst := newSandbox(t, newFactory(t, Config{})(t), backendtest.CreateRequest(t, ""))
+	code, out, _ := run(t, inst, "grep", "^CapEff:", "/proc/self/status")
+	if code != 0 {
+		t.Fatalf("grep CapEff: %d", code)
+	}
+	if f := strings.Fields(out); len(f) != 2 || strings.Trim(f[1], "0") != "" {
+		t.Fatalf("effective capabilities inside: %q, want none", out)
+	}
+	if _, err := os.Stat("/usr/bin/mount"); err != nil {
+		return
+	}
+	// Remounting only changes the sandbox's own mount namespace; nothing is written.
+	if code, out, errOut := run(t, inst, "mount", "-o", "remount,rw,bind", "/usr"); code == 0 {
+		t.Fatalf("the sandbox remounted the host's /usr read-write: %q %q", out, errOut)
+	}
+}
