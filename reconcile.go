@@ -120,7 +120,16 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			// A live record owns the sandbox listed under its id. Handles are not compared:
 			// a backend may render a listed handle differently from the one it returned at
 			// create time, and removing a live sandbox is the worse mistake.
-			if rec, ok := owned[sb.ID]; ok && rec.Backend == name && (rec.Status == store.StatusCreating || liveStatus(rec.Status)) {
+			if rec, ok := owned[sb.ID]; ok && ownsLive(rec, name) {
+				continue
+			}
+			// The records were read before the backend was listed: a create that started
+			// since then wrote its record before calling the backend, so read it again
+			// rather than remove a sandbox that was just made.
+			if rec, err := m.store.Get(ctx, sb.ID); err == nil && ownsLive(rec, name) {
+				continue
+			} else if err != nil && !errdefs.Is(err, errdefs.KindNotFound) {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s/%s: check owner: %v", name, sb.ID, err))
 				continue
 			}
 			inst, err := m.backends[name].Attach(ctx, sb.Handle)
@@ -137,8 +146,13 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	return rep, nil
 }
 
-func liveStatus(s store.Status) bool {
-	return s == store.StatusActive || s == store.StatusStopped || s == store.StatusPaused
+// ownsLive reports whether rec claims a sandbox on backend name that must be kept.
+func ownsLive(rec *store.Record, name string) bool {
+	switch rec.Status {
+	case store.StatusCreating, store.StatusActive, store.StatusStopped, store.StatusPaused:
+		return rec.Backend == name
+	}
+	return false
 }
 
 // reattach checks an active record's sandbox, recreating it from the spec when it is gone
