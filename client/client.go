@@ -46,7 +46,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return nil, errdefs.InvalidArgumentf("client: server url %q: want http://host:port or https://host", baseURL)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
 	c := &Client{base: u, hc: &http.Client{}}
 	for _, o := range opts {
 		o(c)
@@ -56,10 +56,20 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 
 // url returns the full URL of an API path ("/v1/sandboxes") with query q.
 func (c *Client) url(p string, q url.Values) string {
-	u := *c.base
-	u.Path += p
+	u := c.join(p)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// join appends the API path p to the base URL. p is already escaped (callers escape each
+// variable segment with url.PathEscape), so it goes into RawPath: adding it to Path would
+// escape it a second time ("a b" would reach the server as "a%20b").
+func (c *Client) join(p string) url.URL {
+	u := *c.base
+	u.RawPath = u.EscapedPath() + p
+	u.Path, _ = url.PathUnescape(u.RawPath) // escaped by construction: cannot fail
+	u.RawQuery = ""
+	return u
 }
 
 func (c *Client) header(h http.Header) {

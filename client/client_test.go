@@ -96,3 +96,53 @@ func TestCapBufferKeepsCharacters(t *testing.T) {
 		}
 	}
 }
+
+// TestPathSegmentsEscapedOnce: ids and session names travel as one path segment, escaped
+// exactly once, so the server reads back the same string ("a b" must not arrive as
+// "a%20b", "a/b" must not split the route).
+func TestPathSegmentsEscapedOnce(t *testing.T) {
+	const session = "agent 7/x?%#é"
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/v1/sessions/{session}/backend", func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.PathValue("session"))
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"backend":"fake"}`))
+		})
+		mux.HandleFunc("/v1/sandboxes/{id}", func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.PathValue("id"))
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":"x"}`))
+		})
+		mux.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	for _, base := range []string{srv.URL, srv.URL + "/prefix%20dir/"} {
+		got = nil
+		c, err := New(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if base != srv.URL {
+			// A base path is kept as given (escaped once) in front of the API path.
+			if u := c.url("/v1/x", nil); u != srv.URL+"/prefix%20dir/v1/x" {
+				t.Errorf("url with base path = %q", u)
+			}
+			continue
+		}
+		ctx := context.Background()
+		if _, err := c.SessionBackend(ctx, session); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, "my box"); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0] != session || got[1] != "my box" {
+			t.Errorf("server saw %q, want [%q %q]", got, session, "my box")
+		}
+		if u := c.wsURL(sandboxPath("a b") + "/terminal"); !strings.HasSuffix(u, "/v1/sandboxes/a%20b/terminal") {
+			t.Errorf("wsURL = %q", u)
+		}
+	}
+}

@@ -195,9 +195,7 @@ func (s *Sandbox) execStream(ctx context.Context, wreq apitype.ExecRequest, req 
 
 // wsURL turns an API path into a ws:// or wss:// URL.
 func (c *Client) wsURL(p string) string {
-	u := *c.base
-	u.Path += p
-	u.RawQuery = ""
+	u := c.join(p)
 	if u.Scheme == "https" {
 		u.Scheme = "wss"
 	} else {
