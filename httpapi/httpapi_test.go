@@ -702,3 +702,29 @@ func TestNoGoroutineLeak(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestMetricsMethodLabelBounded: the method label comes from the client, also from clients
+// without a token; made-up methods must not each grow a new time series.
+func TestMetricsMethodLabelBounded(t *testing.T) {
+	f := newFixture(t, httpapi.Options{Tokens: []string{token}})
+	for i := range 5 {
+		f.call(t, "X-MADE-UP-"+strings.Repeat("A", i), "/v1/sandboxes", "")
+	}
+	_, body, _ := f.call(t, "GET", "/metrics", "", "Authorization", "Bearer "+token)
+	if strings.Contains(body, "MADE-UP") {
+		t.Errorf("made-up methods became metric labels")
+	}
+	if !strings.Contains(body, `moat_http_requests_total{code="401",method="other",route="unmatched"} 5`) {
+		t.Errorf("made-up methods not counted as \"other\":\n%s", grepLines(body, "moat_http_requests_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

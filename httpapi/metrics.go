@@ -52,8 +52,21 @@ func (x *metrics) handler() http.Handler {
 }
 
 func (x *metrics) observeRequest(method, route string, code int, d time.Duration) {
+	method = methodLabel(method)
 	x.requests.WithLabelValues(method, route, strconv.Itoa(code)).Inc()
 	x.latency.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+// methodLabel keeps the standard methods and calls anything else "other": the method is
+// the client's choice (also before auth), and every distinct label value is a series kept
+// for the life of the process.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 func (x *metrics) observeExec(backendName, mode string, d time.Duration, err error) {
