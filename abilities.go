@@ -17,7 +17,7 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 	return s.transition(ctx, store.StatusActive, store.StatusPaused, func(inst backend.Instance) error {
 		p, ok := inst.(backend.Pauser)
 		if !ok {
-			return errdefs.Unsupportedf("moat: backend %s cannot pause sandboxes", s.rec.Backend)
+			return errdefs.Unsupportedf("moat: backend %s cannot pause sandboxes", s.backend)
 		}
 		return p.Pause(ctx)
 	})
@@ -28,7 +28,7 @@ func (s *Sandbox) Resume(ctx context.Context) error {
 	return s.transition(ctx, store.StatusPaused, store.StatusActive, func(inst backend.Instance) error {
 		p, ok := inst.(backend.Pauser)
 		if !ok {
-			return errdefs.Unsupportedf("moat: backend %s cannot pause sandboxes", s.rec.Backend)
+			return errdefs.Unsupportedf("moat: backend %s cannot pause sandboxes", s.backend)
 		}
 		return p.Resume(ctx)
 	})
@@ -37,11 +37,11 @@ func (s *Sandbox) Resume(ctx context.Context) error {
 // transition moves the record from one status to another around op, which runs on the
 // attached instance. Being in the target status already is success.
 func (s *Sandbox) transition(ctx context.Context, from, to store.Status, op func(backend.Instance) error) error {
-	rec, err := s.m.store.Get(ctx, s.rec.ID)
+	rec, err := s.m.store.Get(ctx, s.id)
 	if err != nil {
 		return err
 	}
-	s.rec = rec
+	s.setRecord(rec)
 	if rec.Status == to {
 		return nil
 	}
@@ -56,7 +56,11 @@ func (s *Sandbox) transition(ctx context.Context, from, to store.Status, op func
 		return s.checkGone(ctx, inst, err)
 	}
 	rec.Status = to
-	return s.m.update(ctx, rec)
+	if err := s.m.update(ctx, rec); err != nil {
+		return err
+	}
+	s.setRecord(rec)
+	return nil
 }
 
 // Snapshot saves the sandbox's filesystem under name (Unsupported when its backend cannot).
@@ -70,7 +74,7 @@ func (s *Sandbox) Snapshot(ctx context.Context, name string) (Snapshot, error) {
 	}
 	sn, ok := inst.(backend.Snapshotter)
 	if !ok {
-		return Snapshot{}, errdefs.Unsupportedf("moat: backend %s cannot snapshot sandboxes", s.rec.Backend)
+		return Snapshot{}, errdefs.Unsupportedf("moat: backend %s cannot snapshot sandboxes", s.backend)
 	}
 	snap, err := sn.Snapshot(ctx, name)
 	return snap, s.checkGone(ctx, inst, err)
@@ -88,7 +92,7 @@ func (s *Sandbox) ExposePort(ctx context.Context, port int) (string, error) {
 	}
 	pe, ok := inst.(backend.PortExposer)
 	if !ok {
-		return "", errdefs.Unsupportedf("moat: backend %s cannot expose ports", s.rec.Backend)
+		return "", errdefs.Unsupportedf("moat: backend %s cannot expose ports", s.backend)
 	}
 	u, err := pe.ExposePort(ctx, port)
 	return u, s.checkGone(ctx, inst, err)

@@ -432,7 +432,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 				return nil, err
 			}
 			m.cacheInstance(rec.ID, inst)
-			return &Sandbox{m: m, rec: rec, spec: spec}, nil
+			return newSandbox(m, rec, spec), nil
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", name, err))
 		failover := i+1 < len(tries) && errdefs.Is(err, errdefs.KindUnavailable) && ctx.Err() == nil
@@ -546,7 +546,7 @@ func (m *Manager) Get(ctx context.Context, idOrName string) (*Sandbox, error) {
 	if err := json.Unmarshal(rec.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("moat: sandbox %s: stored spec: %w", rec.ID, err)
 	}
-	return &Sandbox{m: m, rec: rec, spec: spec}, nil
+	return newSandbox(m, rec, spec), nil
 }
 
 func (m *Manager) lookup(ctx context.Context, idOrName string) (*store.Record, error) {

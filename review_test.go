@@ -41,3 +41,30 @@ func TestReconcileSparesSandboxCreatedDuringSweep(t *testing.T) {
 		t.Fatalf("exec after reconcile: %v", err)
 	}
 }
+
+// One Sandbox handle is used from several goroutines: state changes through it and
+// commands on it must not race (go test -race).
+func TestSandboxHandleIsSafeForConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	m, _, _ := fakeManager(t)
+	sb, err := m.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 20 {
+			_ = sb.Pause(ctx)
+			_ = sb.Resume(ctx)
+		}
+	}()
+	for range 20 {
+		_, _ = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}})
+		_ = sb.ID() + sb.Backend()
+	}
+	<-done
+	if err := sb.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"sync"
 	"time"
 
 	"github.com/moatsh/moat/backend"
@@ -70,20 +71,45 @@ func infoOf(r *store.Record) (Info, error) {
 // Sandbox is a handle to one sandbox. It is cheap; get one from Manager.Create or Get. Its
 // methods are safe for concurrent use.
 type Sandbox struct {
-	m    *Manager
-	rec  *store.Record // as of Get/Create; Info re-reads
-	spec Spec
+	m       *Manager
+	id      string
+	backend string
+	spec    Spec
+
+	mu  sync.Mutex
+	rec *store.Record // as of Get/Create or this handle's last state change; Info re-reads
+}
+
+func newSandbox(m *Manager, rec *store.Record, spec Spec) *Sandbox {
+	s := &Sandbox{m: m, id: rec.ID, backend: rec.Backend, spec: spec}
+	s.setRecord(rec)
+	return s
+}
+
+// record returns the handle's view of the record. Callers must not modify it.
+func (s *Sandbox) record() *store.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec
+}
+
+// setRecord publishes a copy of rec, so the caller may keep changing its own.
+func (s *Sandbox) setRecord(rec *store.Record) {
+	c := *rec
+	s.mu.Lock()
+	s.rec = &c
+	s.mu.Unlock()
 }
 
 // ID returns moat's id of the sandbox.
-func (s *Sandbox) ID() string { return s.rec.ID }
+func (s *Sandbox) ID() string { return s.id }
 
 // Backend returns the name of the backend the sandbox runs on.
-func (s *Sandbox) Backend() string { return s.rec.Backend }
+func (s *Sandbox) Backend() string { return s.backend }
 
 // Info re-reads the sandbox's record.
 func (s *Sandbox) Info(ctx context.Context) (Info, error) {
-	rec, err := s.m.store.Get(ctx, s.rec.ID)
+	rec, err := s.m.store.Get(ctx, s.id)
 	if err != nil {
 		return Info{}, err
 	}
@@ -93,18 +119,19 @@ func (s *Sandbox) Info(ctx context.Context) (Info, error) {
 // usable returns the attached instance, or an error saying why the sandbox cannot run
 // anything.
 func (s *Sandbox) usable(ctx context.Context) (backend.Instance, error) {
-	switch s.rec.Status {
+	rec := s.record()
+	switch rec.Status {
 	case store.StatusActive:
 	case store.StatusStopped, store.StatusPaused:
-		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is %s", s.rec.ID, s.rec.Status)
+		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is %s", s.id, rec.Status)
 	case store.StatusCreating:
-		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is still being created", s.rec.ID)
+		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is still being created", s.id)
 	case store.StatusError:
-		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is in error: %s", s.rec.ID, s.rec.LastError)
+		return nil, errdefs.FailedPreconditionf("moat: sandbox %s is in error: %s", s.id, rec.LastError)
 	default:
-		return nil, errdefs.NotFoundf("moat: sandbox %s was destroyed", s.rec.ID)
+		return nil, errdefs.NotFoundf("moat: sandbox %s was destroyed", s.id)
 	}
-	inst, err := s.m.instance(ctx, s.rec)
+	inst, err := s.m.instance(ctx, rec)
 	if err != nil {
 		return nil, s.markGone(ctx, err)
 	}
@@ -134,16 +161,16 @@ func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	if !errGone(err) {
 		return err
 	}
-	s.m.forgetInstance(s.rec.ID)
-	rec, gerr := s.m.store.Get(context.WithoutCancel(ctx), s.rec.ID)
+	s.m.forgetInstance(s.id)
+	rec, gerr := s.m.store.Get(context.WithoutCancel(ctx), s.id)
 	if gerr == nil && rec.Status == store.StatusActive {
 		rec.Status = store.StatusError
 		rec.LastError = "backend lost the sandbox: " + err.Error()
 		if uerr := s.m.update(context.WithoutCancel(ctx), rec); uerr == nil {
-			s.rec = rec
+			s.setRecord(rec)
 		}
 	}
-	return errdefs.NotFoundf("moat: sandbox %s is gone from backend %s: %w", s.rec.ID, s.rec.Backend, err)
+	return errdefs.NotFoundf("moat: sandbox %s is gone from backend %s: %w", s.id, s.backend, err)
 }
 
 // Exec runs a command and waits for it. A non-zero exit is not an error: read ExitCode.
@@ -193,7 +220,7 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 	if req.Stderr == nil {
 		res.Stderr = errBuf.Bytes()
 	}
-	s.m.touch(s.rec.ID)
+	s.m.touch(s.id)
 	if err != nil {
 		if ctx.Err() != nil && errdefs.KindOf(err) == errdefs.KindUnknown {
 			err = errdefs.Wrap(ctx.Err(), err)
@@ -298,7 +325,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.
 	if err != nil {
 		return err
 	}
-	s.m.touch(s.rec.ID)
+	s.m.touch(s.id)
 	return s.checkGone(ctx, inst, files(inst).WriteFile(ctx, p, r, mode))
 }
 
@@ -312,7 +339,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, p string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s.m.touch(s.rec.ID)
+	s.m.touch(s.id)
 	return s.checkGone(ctx, inst, files(inst).ReadFile(ctx, p, w))
 }
 
@@ -349,7 +376,7 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 	return s.transition(ctx, from, to, func(inst backend.Instance) error {
 		st, ok := inst.(backend.Stopper)
 		if !ok {
-			return errdefs.Unsupportedf("moat: backend %s cannot stop and restart sandboxes", s.rec.Backend)
+			return errdefs.Unsupportedf("moat: backend %s cannot stop and restart sandboxes", s.backend)
 		}
 		if run {
 			return st.Start(ctx)
@@ -361,7 +388,7 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 // Destroy removes the sandbox from its backend and marks its record destroyed, also when
 // the backend had already lost it. Destroying a destroyed sandbox succeeds.
 func (s *Sandbox) Destroy(ctx context.Context) error {
-	return s.m.destroy(ctx, s.rec.ID)
+	return s.m.destroy(ctx, s.id)
 }
 
 // Destroy destroys the sandbox with this id or name.

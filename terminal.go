@@ -61,14 +61,14 @@ func (s *Sandbox) Terminal(ctx context.Context, req TerminalRequest) (ExitResult
 	}
 	pe, ok := inst.(backend.PTYExecer)
 	if !ok {
-		return ExitResult{}, errdefs.Unsupportedf("moat: backend %s has no terminals", s.rec.Backend)
+		return ExitResult{}, errdefs.Unsupportedf("moat: backend %s has no terminals", s.backend)
 	}
 	start := time.Now()
 	code, err := pe.ExecPTY(ctx, &backend.ExecRequest{
 		Argv: argv, Env: env, Workdir: wd, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stdout,
 	}, size, req.Resize)
 	res := ExitResult{ExitCode: code, Duration: time.Since(start)}
-	s.m.touch(s.rec.ID)
+	s.m.touch(s.id)
 	if err != nil {
 		if ctx.Err() != nil && errdefs.KindOf(err) == errdefs.KindUnknown {
 			err = errdefs.Wrap(ctx.Err(), err)
