@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,10 +236,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 }
 
-// uiPath reports whether path is the web UI's (static files, no secrets: served without a
-// token so that the page can ask for one).
-func (s *Server) uiPath(path string) bool {
-	return s.opts.UI != nil && (path == "/" || strings.HasPrefix(path, "/ui/"))
+// uiPath reports whether p is the web UI's (static files, no secrets: served without a
+// token so that the page can ask for one). p must be clean: the mux hands an escaped dot
+// segment ("/ui/..%2fv1/sandboxes") to the UI as "/ui/../v1/sandboxes", and no UI handler
+// should have to know that it runs without a token.
+func (s *Server) uiPath(p string) bool {
+	return s.opts.UI != nil && (p == "/" || strings.HasPrefix(p, "/ui/") && path.Clean(p) == strings.TrimSuffix(p, "/"))
 }
 
 // WebSocket subprotocols. Browsers cannot set an Authorization header on a WebSocket, so a

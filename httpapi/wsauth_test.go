@@ -135,3 +135,25 @@ func TestUIMount(t *testing.T) {
 		t.Errorf("GET / without a UI: %d, want 404", code)
 	}
 }
+
+// TestUIPathDotSegments: the token-free UI prefix must not cover a path that names
+// something outside /ui/ once its escaped dot segments are read ("/ui/..%2fv1/...").
+func TestUIPathDotSegments(t *testing.T) {
+	var seen []string
+	ui := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.URL.Path)
+		_, _ = w.Write([]byte("ui"))
+	})
+	f := newFixture(t, httpapi.Options{Tokens: []string{token}, UI: ui})
+	for _, p := range []string{"/ui/..%2fv1%2fsandboxes", "/ui/%2e%2e/v1/sandboxes", "/ui/.%2fapp.js", "/ui//app.js"} {
+		if code, _, _ := f.call(t, "GET", p, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d, want 401", p, code)
+		}
+	}
+	if len(seen) != 0 {
+		t.Errorf("the UI handler got %q without a token", seen)
+	}
+	if code, _, _ := f.call(t, "GET", "/ui/", ""); code != 200 {
+		t.Errorf("GET /ui/: %d", code)
+	}
+}
