@@ -139,9 +139,10 @@ func (f *FS) writeFile(ctx context.Context, p string, r io.Reader, mode fs.FileM
 	defer dir.Close()
 	base := path.Base(rp)
 	// O_NOFOLLOW: the last component is opened in the resolved directory, never through
-	// a symlink (which would be resolved against the host).
+	// a symlink (which would be resolved against the host). O_NONBLOCK: opening a fifo the
+	// sandbox left there must not wait for a reader; only regular files are written.
 	fd, err := unix.Openat(int(dir.Fd()), base,
-		unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
+		unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, uint32(mode.Perm()))
 	if errors.Is(err, unix.ELOOP) && depth < 8 {
 		// The file is a symlink: follow it inside the root, as the sandbox would.
 		full, jerr := securejoinRel(f.Root, p)
@@ -153,11 +154,23 @@ func (f *FS) writeFile(ctx context.Context, p string, r io.Reader, mode fs.FileM
 		}
 		return f.writeFile(ctx, full, r, mode, depth+1)
 	}
+	if errors.Is(err, unix.ENXIO) { // a fifo without a reader
+		return f.errf(errdefs.ErrInvalidArgument, "write %s: not a regular file", p)
+	}
 	if err != nil {
 		return f.wrapErr("write", p, err)
 	}
 	file := os.NewFile(uintptr(fd), base)
 	defer file.Close()
+	if fi, err := file.Stat(); err != nil {
+		return f.wrapErr("write", p, err)
+	} else if !fi.Mode().IsRegular() {
+		return f.errf(errdefs.ErrInvalidArgument, "write %s: not a regular file", p)
+	}
+	// Truncated only now that it is known to be a regular file.
+	if err := file.Truncate(0); err != nil {
+		return f.wrapErr("write", p, err)
+	}
 	// O_CREAT's mode is filtered by the umask and ignored for existing files.
 	if err := file.Chmod(mode.Perm()); err != nil {
 		return f.wrapErr("write", p, err)
@@ -206,6 +219,11 @@ func (f *FS) open(op, p string, flags int) (*os.File, os.FileInfo, error) {
 	}
 	if op == "read" && fi.IsDir() {
 		return nil, nil, f.errf(errdefs.ErrInvalidArgument, "read %s: is a directory", p)
+	}
+	// Opening a fifo (or a device) would wait for a writer or act on the host: only
+	// regular files are read.
+	if op == "read" && !fi.Mode().IsRegular() {
+		return nil, nil, f.errf(errdefs.ErrInvalidArgument, "read %s: not a regular file", p)
 	}
 	if op == "list" && !fi.IsDir() {
 		return nil, nil, f.errf(errdefs.ErrInvalidArgument, "list %s: not a directory", p)

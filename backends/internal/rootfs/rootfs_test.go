@@ -11,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/testenv"
@@ -230,5 +232,45 @@ func TestFSBindsReadOnly(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(host, "f")); string(b) != "host file" {
 		t.Fatalf("bind modified: %q", b)
+	}
+}
+
+// TestFSSpecialFiles: a sandbox can leave a fifo where the manager reads or writes. Opening
+// one blocks until the other end opens, which would hang the file API regardless of ctx;
+// only regular files are read or written.
+func TestFSSpecialFiles(t *testing.T) {
+	root := t.TempDir()
+	f := &FS{Name: "test", Root: root}
+	if err := syscall.Mkfifo(filepath.Join(root, "fifo"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("fifo", filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		op   func(ctx context.Context) error
+	}{
+		{"read", func(ctx context.Context) error { return f.ReadFile(ctx, "/fifo", io.Discard) }},
+		{"write", func(ctx context.Context) error { return f.WriteFile(ctx, "/fifo", strings.NewReader("x"), 0o644) }},
+		{"write through symlink", func(ctx context.Context) error {
+			return f.WriteFile(ctx, "/link", strings.NewReader("x"), 0o644)
+		}},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- tc.op(ctx) }()
+		select {
+		case err := <-done:
+			if !errdefs.Is(err, errdefs.KindInvalidArgument) {
+				t.Errorf("%s: want InvalidArgument, got %v", tc.name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s of a fifo hangs", tc.name)
+		}
+		cancel()
+	}
+	if fi, err := os.Lstat(filepath.Join(root, "fifo")); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
+		t.Fatalf("fifo replaced: %v %v", fi, err)
 	}
 }
