@@ -33,31 +33,32 @@ const (
 	KindCanceled           Kind = "canceled"
 )
 
-type kindError struct{ kind Kind }
+// kindError is a sentinel. Every kind, Unsupported included, is this one type, so that
+// KindOf's errors.As finds the outermost kind of a chain rather than a cause's.
+type kindError struct {
+	kind Kind
+	std  error // the standard library's equivalent, if any
+}
 
 func (k *kindError) Error() string { return string(k.kind) }
+func (k *kindError) Unwrap() error { return k.std }
 
 // Sentinel errors, one per kind. Test with errors.Is.
 var (
-	ErrNotFound           error = &kindError{KindNotFound}
-	ErrAlreadyExists      error = &kindError{KindAlreadyExists}
-	ErrInvalidArgument    error = &kindError{KindInvalidArgument}
-	ErrFailedPrecondition error = &kindError{KindFailedPrecondition}
-	ErrConflict           error = &kindError{KindConflict}
-	ErrUnavailable        error = &kindError{KindUnavailable}
+	ErrNotFound           error = &kindError{kind: KindNotFound}
+	ErrAlreadyExists      error = &kindError{kind: KindAlreadyExists}
+	ErrInvalidArgument    error = &kindError{kind: KindInvalidArgument}
+	ErrFailedPrecondition error = &kindError{kind: KindFailedPrecondition}
+	ErrConflict           error = &kindError{kind: KindConflict}
+	ErrUnavailable        error = &kindError{kind: KindUnavailable}
 	// ErrUnsupported wraps errors.ErrUnsupported so both checks hold.
-	ErrUnsupported       error = &unsupportedError{}
-	ErrUnauthenticated   error = &kindError{KindUnauthenticated}
-	ErrPermissionDenied  error = &kindError{KindPermissionDenied}
-	ErrResourceExhausted error = &kindError{KindResourceExhausted}
-	ErrDeadlineExceeded  error = &kindError{KindDeadlineExceeded}
-	ErrCanceled          error = &kindError{KindCanceled}
+	ErrUnsupported       error = &kindError{KindUnsupported, errors.ErrUnsupported}
+	ErrUnauthenticated   error = &kindError{kind: KindUnauthenticated}
+	ErrPermissionDenied  error = &kindError{kind: KindPermissionDenied}
+	ErrResourceExhausted error = &kindError{kind: KindResourceExhausted}
+	ErrDeadlineExceeded  error = &kindError{kind: KindDeadlineExceeded}
+	ErrCanceled          error = &kindError{kind: KindCanceled}
 )
-
-type unsupportedError struct{}
-
-func (*unsupportedError) Error() string { return string(KindUnsupported) }
-func (*unsupportedError) Unwrap() error { return errors.ErrUnsupported }
 
 var sentinels = map[Kind]error{
 	KindNotFound:           ErrNotFound,
@@ -152,7 +153,7 @@ func KindOf(err error) Kind {
 		return ke.kind
 	}
 	switch {
-	case errors.Is(err, ErrUnsupported), errors.Is(err, errors.ErrUnsupported):
+	case errors.Is(err, errors.ErrUnsupported):
 		return KindUnsupported
 	case errors.Is(err, context.DeadlineExceeded):
 		return KindDeadlineExceeded

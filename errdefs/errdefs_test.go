@@ -60,3 +60,19 @@ func TestWrapKeepsCauseAndMessage(t *testing.T) {
 		t.Fatal("plain errors are unknown; nil is no kind")
 	}
 }
+
+// The outermost kind wins, for every kind: an Unsupported error that wraps a NotFound
+// cause is Unsupported, as a NotFound wrapping an Unsupported cause is NotFound.
+func TestOuterKindWins(t *testing.T) {
+	for _, outer := range Kinds() {
+		for _, inner := range Kinds() {
+			err := Newf(Sentinel(outer), "pkg: outer: %w", Newf(Sentinel(inner), "pkg: inner"))
+			if got := KindOf(err); got != outer {
+				t.Errorf("%s wrapping %s: KindOf = %s", outer, inner, got)
+			}
+			if err := Wrap(Sentinel(outer), Newf(Sentinel(inner), "pkg: inner")); KindOf(err) != outer {
+				t.Errorf("Wrap(%s, %s): KindOf = %s", outer, inner, KindOf(err))
+			}
+		}
+	}
+}
