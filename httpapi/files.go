@@ -381,6 +381,12 @@ func (a *archiver) walk(ctx context.Context, abs, rel string, entries []moat.Fil
 		if a.entries++; a.entries > a.s.opts.MaxArchiveEntries {
 			return fmt.Errorf("httpapi: more than %d entries: %w", a.s.opts.MaxArchiveEntries, errTooLarge)
 		}
+		// A listing comes from the sandbox (an agent inside it, or a provider): a name that
+		// is not one plain element would read outside abs and name a tar entry that unpacks
+		// outside the client's directory.
+		if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
+			return errdefs.Unavailablef("httpapi: %s: the sandbox listed an invalid entry name %q", abs, e.Name)
+		}
 		p, name := path.Join(abs, e.Name), path.Join(rel, e.Name)
 		switch {
 		case e.IsDir:
