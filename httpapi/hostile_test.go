@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -91,5 +92,45 @@ func TestArchiveRefusesListedNamesThatEscape(t *testing.T) {
 	}
 	if derr == nil {
 		t.Errorf("download with a listing entry %q succeeded", "../../outside.txt")
+	}
+}
+
+// brokenStore fails reads with an error whose text must stay inside the server.
+type brokenStore struct{ *memstore.Store }
+
+func (brokenStore) GetSetting(context.Context, string) ([]byte, error) {
+	return nil, errors.New("store: dial postgres://moat:hunter2@db.internal:5432/moat: connection refused")
+}
+
+// TestReadyzKeepsStoreErrorsInside: /readyz needs no token, so a store failure is 503 with
+// a plain status; the detail (hosts, paths, credentials in a driver's message) goes to
+// the log only.
+func TestReadyzKeepsStoreErrorsInside(t *testing.T) {
+	m, err := moat.New(moat.WithStore(brokenStore{memstore.New()}), moat.WithBackend("fake", fake.New()),
+		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	logs := &lockedBuf{}
+	h := httpapi.New(m, httpapi.Options{Tokens: []string{token}, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
+	resp, err := srv.Client().Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("readyz with a failing store: %d", resp.StatusCode)
+	}
+	for _, leak := range []string{"hunter2", "db.internal", "postgres://"} {
+		if strings.Contains(string(body), leak) {
+			t.Errorf("readyz answer %s shows %q", body, leak)
+		}
+	}
+	if !strings.Contains(logs.String(), "connection refused") {
+		t.Errorf("the store error is not logged: %s", logs.String())
 	}
 }
