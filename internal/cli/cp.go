@@ -118,8 +118,15 @@ func download(ctx context.Context, sb client.Handle, src, dst string) error {
 		return err
 	}
 	for _, e := range entries {
+		// Names come from the sandbox, which may lie: only a plain name stays inside dst.
+		if !plainName(e.Name) {
+			return errdefs.InvalidArgumentf("cp: %s lists an entry %q that is not a file name", src, e.Name)
+		}
 		s, d := path.Join(src, e.Name), filepath.Join(dst, e.Name)
 		switch {
+		case e.Mode&fs.ModeSymlink != 0:
+			// Skipped like other links (upload does the same); following one to "." or a
+			// parent would never end.
 		case e.IsDir:
 			if err := download(ctx, sb, s, d); err != nil {
 				return err
@@ -131,6 +138,13 @@ func download(ctx context.Context, sb client.Handle, src, dst string) error {
 		}
 	}
 	return nil
+}
+
+// plainName reports whether name is one path element both in the sandbox and on this
+// host: not empty, ".", "..", and without a separator or NUL.
+func plainName(name string) bool {
+	return name != "." && filepath.IsLocal(name) && filepath.Base(name) == name &&
+		!strings.ContainsAny(name, "/\x00")
 }
 
 func downloadFile(ctx context.Context, sb client.Handle, src, dst string, mode fs.FileMode) error {
