@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/moatsh/moat/agent/wire"
 	"github.com/moatsh/moat/errdefs"
@@ -34,7 +36,7 @@ const DefaultHelloTimeout = time.Second
 
 // killWait bounds how long Exec waits, after sending KILL, for the agent to report the
 // process dead.
-const killWait = 5 * time.Second
+var killWait = 5 * time.Second
 
 // Client runs commands through the agent listening on Socket.
 type Client struct {
@@ -72,16 +74,9 @@ func (c *Client) unreachable(err error) error {
 }
 
 // connect dials the socket and completes the HELLO exchange. It refuses a socket path that
-// is a symlink: the directory is writable from inside the sandbox.
+// is a symlink (see dialSocket): the directory is writable from inside the sandbox.
 func (c *Client) connect(ctx context.Context) (net.Conn, *wire.Reader, *wire.Writer, wire.ServerHello, error) {
 	var hello wire.ServerHello
-	fi, err := os.Lstat(c.Socket)
-	if err != nil {
-		return nil, nil, nil, hello, c.unreachable(err)
-	}
-	if fi.Mode().Type() != os.ModeSocket {
-		return nil, nil, nil, hello, c.unreachable(fmt.Errorf("%s is not a socket", c.Socket))
-	}
 	timeout := c.HelloTimeout
 	if timeout <= 0 {
 		timeout = DefaultHelloTimeout
@@ -91,7 +86,7 @@ func (c *Client) connect(ctx context.Context) (net.Conn, *wire.Reader, *wire.Wri
 		deadline = d
 	}
 	d := net.Dialer{Deadline: deadline}
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	conn, err := dialSocket(ctx, &d, c.Socket)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, nil, hello, ctx.Err()
@@ -127,7 +122,7 @@ func (c *Client) connect(ctx context.Context) (net.Conn, *wire.Reader, *wire.Wri
 	case wire.Error:
 		var m wire.ErrorMsg
 		_ = wire.Decode(t, p, &m)
-		return fail(errors.New(m.Message))
+		return fail(errors.New(clip(m.Message)))
 	default:
 		return fail(fmt.Errorf("%w: %v frame instead of HELLO", wire.ErrProtocol, t))
 	}
@@ -196,9 +191,15 @@ func (c *Client) Exec(ctx context.Context, req *ExecRequest) (int, error) {
 		if w.Write(wire.Kill, nil) == nil {
 			select {
 			case <-done:
+				return -1, ctxErr()
 			case <-time.After(killWait):
 			}
 		}
+		// The agent did not confirm: hang up (it kills the command when the connection
+		// ends) and let readLoop finish, so nothing is written to the caller's writers
+		// after Exec returned, however long a hostile agent keeps talking.
+		_ = conn.Close()
+		<-done
 		return -1, ctxErr()
 	}
 }
@@ -234,6 +235,9 @@ func (c *Client) readLoop(r *wire.Reader, req *ExecRequest, win *window, argv0 s
 			if err := wire.Decode(t, p, &m); err != nil {
 				return -1, errdefs.Unavailablef("%s: exec %s: %v", c.prefix(), argv0, err)
 			}
+			if m.Code < 0 || m.Code > 255 {
+				return -1, errdefs.Unavailablef("%s: exec %s: %w: exit code %d", c.prefix(), argv0, wire.ErrProtocol, m.Code)
+			}
 			return m.Code, nil
 		case wire.Error:
 			var m wire.ErrorMsg
@@ -266,10 +270,22 @@ func (c *Client) remoteErr(m wire.ErrorMsg) error {
 	return errors.New(msg)
 }
 
-// clip bounds a message that came from inside the sandbox.
+// clip bounds a message that came from inside the sandbox and makes it one line of
+// printable text, so it can neither flood nor forge host logs.
 func clip(s string) string {
-	if len(s) > 1024 {
-		return s[:1024] + "..."
+	const limit = 1024
+	long := len(s) > limit
+	if long {
+		s = s[:limit]
+	}
+	s = strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if long {
+		s += "..."
 	}
 	return s
 }

@@ -19,7 +19,7 @@ func (c *Client) connectFor(ctx context.Context, op string) (*conn, error) {
 	}
 	if !hello.Has(op) {
 		_ = nc.Close()
-		return nil, c.unreachable(fmt.Errorf("agent %q does not offer %s", hello.Agent, op))
+		return nil, c.unreachable(fmt.Errorf("agent %q does not offer %s", clip(hello.Agent), op))
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
 	return &conn{r: r, w: w, close: func() { stop(); _ = nc.Close() }}, nil
