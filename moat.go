@@ -429,6 +429,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 				// The sandbox exists but its record could not say so: remove it rather
 				// than leak it (the reconciler would do the same later).
 				_ = inst.Destroy(context.WithoutCancel(ctx))
+				m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("%s: recording the new sandbox: %w", name, err))
 				return nil, err
 			}
 			m.cacheInstance(rec.ID, inst)
@@ -437,11 +438,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		failures = append(failures, fmt.Sprintf("%s: %v", name, err))
 		failover := i+1 < len(tries) && errdefs.Is(err, errdefs.KindUnavailable) && ctx.Err() == nil
 		if !failover {
-			rec.Status = store.StatusError
-			rec.LastError = strings.Join(failures, "; ")
-			if uerr := m.update(context.WithoutCancel(ctx), rec); uerr != nil {
-				m.log.Error("record create failure", "id", rec.ID, "err", uerr)
-			}
+			m.recordCreateFailure(ctx, rec, failures, nil)
 			if len(failures) > 1 {
 				return nil, fmt.Errorf("moat: create failed on every candidate: %s: %w", strings.Join(failures[:len(failures)-1], "; "), err)
 			}
@@ -452,10 +449,25 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		rec.Handle = pendingHandle(tries[i+1])
 		rec.LastError = strings.Join(failures, "; ")
 		if err := m.update(ctx, rec); err != nil {
+			m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("recording the failover: %w", err))
 			return nil, err
 		}
 	}
 	panic("unreachable")
+}
+
+// recordCreateFailure marks rec as a failed create, so it does not stay "creating" while
+// this process lives (the reconciler leaves in-flight creates of live processes alone). It
+// writes even when ctx has ended: the caller leaving is what often got us here.
+func (m *Manager) recordCreateFailure(ctx context.Context, rec *store.Record, failures []string, last error) {
+	if last != nil {
+		failures = append(failures, last.Error())
+	}
+	rec.Status = store.StatusError
+	rec.LastError = strings.Join(failures, "; ")
+	if err := m.update(context.WithoutCancel(ctx), rec); err != nil {
+		m.log.Error("record create failure", "id", rec.ID, "err", err)
+	}
 }
 
 // pendingHandle marks a record whose backend call is in flight, naming the process making

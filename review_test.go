@@ -6,6 +6,7 @@ import (
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backends/fake"
+	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/store"
 )
 
@@ -66,5 +67,27 @@ func TestSandboxHandleIsSafeForConcurrentUse(t *testing.T) {
 	<-done
 	if err := sb.Destroy(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The caller gives up just as the backend finishes creating: the sandbox is removed and
+// the record says why, instead of staying "creating" for as long as this process lives.
+func TestCreateCancelledAfterBackendCreateLeavesNoCreatingRecord(t *testing.T) {
+	m, st, fb := fakeManager(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fb.SetFaultAfter(fake.OpCreate, func(context.Context) error { cancel(); return nil })
+	if _, err := m.Create(ctx, moat.Spec{}); !errdefs.Is(err, errdefs.KindCanceled) {
+		t.Fatalf("create: %v", err)
+	}
+	if ids := fb.IDs(); len(ids) != 0 {
+		t.Fatalf("sandboxes left: %v", ids)
+	}
+	recs, err := st.List(context.Background(), store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Status != store.StatusError || recs[0].LastError == "" {
+		t.Fatalf("records = %+v", recs)
 	}
 }
