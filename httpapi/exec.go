@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,6 +22,10 @@ import (
 func toExec(req apitype.ExecRequest) (moat.ExecRequest, error) {
 	if req.TimeoutMS < 0 {
 		return moat.ExecRequest{}, errdefs.InvalidArgumentf("httpapi: negative timeout_ms")
+	}
+	if req.TimeoutMS > int64(math.MaxInt64/time.Millisecond) {
+		// Converted, it would wrap around to a short or negative timeout.
+		return moat.ExecRequest{}, errdefs.InvalidArgumentf("httpapi: timeout_ms %d is too large", req.TimeoutMS)
 	}
 	if req.MaxOutputBytes < 0 {
 		return moat.ExecRequest{}, errdefs.InvalidArgumentf("httpapi: negative max_output_bytes")

@@ -216,6 +216,7 @@ func TestBadInput(t *testing.T) {
 		{"exec missing cmd", "POST", execPath, `{}`, 400, errdefs.KindInvalidArgument},
 		{"exec bad stdin encoding", "POST", execPath, `{"cmd":["cat"],"stdin":"x","stdin_encoding":"rot13"}`, 400, errdefs.KindInvalidArgument},
 		{"exec negative timeout", "POST", execPath, `{"cmd":["true"],"timeout_ms":-1}`, 400, errdefs.KindInvalidArgument},
+		{"exec timeout overflows", "POST", execPath, `{"cmd":["true"],"timeout_ms":9223372036854775807}`, 400, errdefs.KindInvalidArgument},
 		{"exec unknown field", "POST", execPath, `{"command":["true"]}`, 400, errdefs.KindInvalidArgument},
 		{"bad status filter", "GET", "/v1/sandboxes?status=sleepy", ``, 400, errdefs.KindInvalidArgument},
 		{"bad label filter", "GET", "/v1/sandboxes?label=novalue", ``, 400, errdefs.KindInvalidArgument},
