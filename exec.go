@@ -1,7 +1,6 @@
 package moat
 
 import (
-	"bytes"
 	"io"
 	"strings"
 	"time"
@@ -169,6 +168,3 @@ func incompleteTail(b []byte) int {
 	}
 	return 0
 }
-
-// captureBuffer is a bytes.Buffer used for captured output.
-type captureBuffer = bytes.Buffer
