@@ -2,12 +2,15 @@ package moat_test
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/store"
+	"github.com/moatsh/moat/store/memstore"
 )
 
 // A sandbox created while Reconcile runs (after it read the records, before it listed the
@@ -89,5 +92,31 @@ func TestCreateCancelledAfterBackendCreateLeavesNoCreatingRecord(t *testing.T) {
 	}
 	if len(recs) != 1 || recs[0].Status != store.StatusError || recs[0].LastError == "" {
 		t.Fatalf("records = %+v", recs)
+	}
+}
+
+// Every configured default limit applies, the disk limit too.
+func TestDefaultLimitsApplyToEveryField(t *testing.T) {
+	ctx := context.Background()
+	fb := fake.New()
+	def := moat.Limits{MemoryBytes: 64 << 20, CPUs: 1.5, PIDs: 100, DiskBytes: 1 << 30}
+	m := newManager(t, memstore.New(), moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake", Limits: def}},
+		map[string]backend.Backend{"fake": fb})
+	sb, err := m.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(ctx)
+	info, err := sb.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Spec.Limits != def {
+		t.Fatalf("limits = %+v, want %+v", info.Spec.Limits, def)
+	}
+	for _, cpus := range []float64{math.NaN(), math.Inf(1)} {
+		if _, err := m.Create(ctx, moat.Spec{Limits: moat.Limits{CPUs: cpus}}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+			t.Errorf("cpus %v: %v", cpus, err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package moat
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"strings"
@@ -88,7 +89,7 @@ var (
 	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
 )
 
-// validate checks s and returns a normalized copy with defaults applied. It never changes
+// normalize checks s and returns a normalized copy with defaults applied. It never changes
 // the caller's maps.
 func (s Spec) normalize(defaults Spec) (Spec, error) {
 	out := s
@@ -116,6 +117,9 @@ func (s Spec) normalize(defaults Spec) (Spec, error) {
 	if out.Limits.PIDs == 0 {
 		out.Limits.PIDs = defaults.Limits.PIDs
 	}
+	if out.Limits.DiskBytes == 0 {
+		out.Limits.DiskBytes = defaults.Limits.DiskBytes
+	}
 	if out.TTL == 0 {
 		out.TTL = defaults.TTL
 	}
@@ -128,8 +132,8 @@ func (s Spec) normalize(defaults Spec) (Spec, error) {
 	if out.Limits.MemoryBytes != 0 && out.Limits.MemoryBytes < 4<<20 {
 		return out, errdefs.InvalidArgumentf("moat: memory limit %d bytes is below the 4 MiB minimum", out.Limits.MemoryBytes)
 	}
-	if out.Limits.CPUs < 0 {
-		return out, errdefs.InvalidArgumentf("moat: invalid cpus %g: must not be negative", out.Limits.CPUs)
+	if out.Limits.CPUs < 0 || math.IsNaN(out.Limits.CPUs) || math.IsInf(out.Limits.CPUs, 0) {
+		return out, errdefs.InvalidArgumentf("moat: invalid cpus %g: must be a non-negative number", out.Limits.CPUs)
 	}
 	if out.Limits.PIDs < 0 {
 		return out, errdefs.InvalidArgumentf("moat: invalid pids limit %d: must not be negative", out.Limits.PIDs)
