@@ -197,8 +197,14 @@ func (b *Backend) agentDirFor(id string) (dir string, mounts []mount.Mount, err 
 		sum := sha256.Sum256([]byte(id))
 		name = hex.EncodeToString(sum[:8])
 	}
+	// Each sandbox owns its directory: root inside can chmod it and create setuid files
+	// and device nodes there. The agents directory keeps other host users out of all of
+	// them, so its mode is enforced, not just requested on creation.
 	agents := filepath.Join(state, "agents")
 	if err := os.MkdirAll(agents, 0o700); err != nil {
+		return "", nil, err
+	}
+	if err := os.Chmod(agents, 0o700); err != nil {
 		return "", nil, err
 	}
 	dir = filepath.Join(agents, name)

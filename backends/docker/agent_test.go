@@ -2,6 +2,7 @@ package docker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 
@@ -282,5 +284,48 @@ func TestAgentNeedsNoDaemon(t *testing.T) {
 	os.Remove(filepath.Join(real.agentDir, agentSock))
 	if _, err := inst.Exec(ctx, &backend.ExecRequest{Argv: []string{"true"}, Stdout: &got, Stderr: &got}); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("exec without agent and daemon: %v, want Unavailable", err)
+	}
+}
+
+// TestAgentDirCleanupWhileRemoving: a Destroy that finds the container's removal already
+// under way (another Destroy, a `docker rm`) still removes the agent directory.
+func TestAgentDirCleanupWhileRemoving(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("removing"))
+	inst2 := b.newInstance(inst.id, inst.name, inst.runtime, inst.agentDir)
+	ctx := testCtx(t)
+	go func() {
+		_ = b.cli.ContainerRemove(context.WithoutCancel(ctx), inst.id, container.RemoveOptions{Force: true})
+	}()
+	for range 2000 { // until the removal is under way (or done)
+		if st, _ := inst2.Status(ctx); st == backend.StatusGone {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := inst2.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(inst.agentDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("agent dir survived a destroy during removal: %v", err)
+	}
+}
+
+// TestAgentsDirPrivate: the sandbox owns everything under its agent directory (it can
+// chmod it, create setuid files and device nodes there as root), so the agents directory
+// above it must keep other host users out, even when it existed with a wider mode.
+func TestAgentsDirPrivate(t *testing.T) {
+	b := newTestBackend(t)
+	agents := filepath.Join(b.cfg.StateDir, "agents")
+	if err := os.Mkdir(agents, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inst := mustCreate(t, b, createReq("private"))
+	if filepath.Dir(inst.agentDir) != agents {
+		t.Fatalf("agent dir %s is not under %s", inst.agentDir, agents)
+	}
+	fi, err := os.Stat(agents)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("agents dir: %v %v, want mode 0700", fi.Mode(), err)
 	}
 }

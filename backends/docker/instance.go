@@ -72,10 +72,9 @@ func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
 // container that is already gone is success.
 func (i *Instance) Destroy(ctx context.Context) error {
 	err := i.b.cli.ContainerRemove(ctx, i.id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
-		if cerrdefs.IsConflict(err) { // "removal already in progress"
-			return nil
-		}
+	// Conflict is "removal already in progress": someone else finishes the container, but
+	// its agent directory is ours to remove.
+	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 		return i.b.mapErr(err, "docker: remove container %s", i.name)
 	}
 	i.b.removeAgentDir(i.agentDir)
