@@ -9,8 +9,11 @@
 // ListDir) resolves every path inside that root, so "/workspace/f" is <root>/workspace/f
 // and a symlink cannot make it touch the host. Absolute paths in a command's argv are host
 // paths. Each command gets a clean environment (PATH, HOME, TMPDIR and the request's
-// variables), never moat's own, and runs in its own process group, so cancellation kills
-// everything it started. Use it only where its Probe reason ("no isolation") is acceptable.
+// variables), never moat's own, and runs in its own process group: cancellation kills that
+// group. Each sandbox also gets a cgroup (even without limits) where one can be created, so
+// Destroy kills what left the group too (setsid, daemons); without a writable cgroup those
+// survive Destroy. Rlimits bind only an unprivileged command: one running as root with
+// CAP_SYS_RESOURCE raises them again (memory without a cgroup, disk, open files). Use it only where its Probe reason ("no isolation") is acceptable.
 package host
 
 import (
@@ -181,6 +184,9 @@ func (b *Backend) instance(m meta) (*Instance, error) {
 		Limits:    m.Limits,
 		NoCgroups: b.conf.NoCgroups,
 		Extra:     limits.Extra{NoFile: b.conf.MaxOpenFiles, FileSizeBytes: b.conf.MaxFileSize},
+		// Commands run on the host, where setsid or a daemon leaves the process group:
+		// only a cgroup lets Destroy find them.
+		Track: true,
 	})
 	if err != nil {
 		return nil, err

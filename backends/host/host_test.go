@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,5 +220,33 @@ func TestProbeAndCreateErrors(t *testing.T) {
 	img := backendtest.CreateRequest(t, "some-image")
 	if _, err := b.Create(context.Background(), img); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Fatalf("image: %v", err)
+	}
+}
+
+// TestDestroyKillsDetachedChildren: a process that left the command's process group
+// (setsid, a daemon) is not reached by killing the group; Destroy must still end it.
+func TestDestroyKillsDetachedChildren(t *testing.T) {
+	inst := newSandbox(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
+	if !inst.(*Instance).group.Tracks() {
+		testenv.Require(t, "limits", "no cgroup to track processes here: "+inst.(*Instance).LimitsReport().String())
+	}
+	code, out, _ := run(t, inst, "/workspace", nil, "sh", "-c", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
+	pid, _ := strconv.Atoi(strings.TrimSpace(out))
+	if code != 0 || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("detached sleep not running: %d %q", code, out)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	if err := inst.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("detached child %d survived Destroy", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -112,13 +112,14 @@ func writeFile(path, value string) error {
 	return err
 }
 
-// newCgroup creates the cgroups of sandbox id for the limits l asks for.
-func newCgroup(root, id string, l backend.Limits) (*cgroup, Report) {
+// newCgroup creates the cgroups of sandbox id for the limits l asks for; with track, at
+// least one cgroup (on v1 the pids controller's, without a limit) even when l asks for none.
+func newCgroup(root, id string, l backend.Limits, track bool) (*cgroup, Report) {
 	if root == "" {
 		root = defaultCgroupRoot
 	}
 	if isV2(root) {
-		return newCgroupV2(root, id, l)
+		return newCgroupV2(root, id, l, track)
 	}
 	cg := &cgroup{version: 1}
 	var rep Report
@@ -143,19 +144,26 @@ func newCgroup(root, id string, l backend.Limits) (*cgroup, Report) {
 			{"cpu.cfs_period_us", strconv.Itoa(period)},
 			{"cpu.cfs_quota_us", strconv.FormatInt(int64(l.CPUs*period), 10)},
 		}, "cgroup v1 cpu.cfs_quota_us"},
+		// Tracking only: a cgroup that holds every process, with nothing to enforce.
+		{"", "pids", track, nil, ""},
 	}
 	for _, s := range settings {
-		if !s.want {
+		if !s.want || (s.limit == "" && len(cg.dirs) > 0) {
 			continue
+		}
+		skip := func(reason string) {
+			if s.limit != "" {
+				rep.Skipped = append(rep.Skipped, Skipped{s.limit, reason})
+			}
 		}
 		base, _, err := controllerDir(root, s.ctrl)
 		if err != nil {
-			rep.Skipped = append(rep.Skipped, Skipped{s.limit, err.Error()})
+			skip(err.Error())
 			continue
 		}
 		dir := filepath.Join(base, "moat", id)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			rep.Skipped = append(rep.Skipped, Skipped{s.limit, fmt.Sprintf("cgroup v1 %s: %v", s.ctrl, err)})
+			skip(fmt.Sprintf("cgroup v1 %s: %v", s.ctrl, err))
 			continue
 		}
 		var werr error
@@ -171,12 +179,14 @@ func newCgroup(root, id string, l backend.Limits) (*cgroup, Report) {
 		}
 		if werr != nil {
 			rmdirRetry(dir)
-			rep.Skipped = append(rep.Skipped, Skipped{s.limit, werr.Error()})
+			skip(werr.Error())
 			continue
 		}
 		cg.dirs = append(cg.dirs, dir)
 		cg.procs = append(cg.procs, filepath.Join(dir, "cgroup.procs"))
-		rep.Applied = append(rep.Applied, Applied{s.limit, s.how})
+		if s.limit != "" {
+			rep.Applied = append(rep.Applied, Applied{s.limit, s.how})
+		}
 	}
 	if len(cg.dirs) == 0 {
 		return nil, rep
@@ -187,7 +197,7 @@ func newCgroup(root, id string, l backend.Limits) (*cgroup, Report) {
 // newCgroupV2 creates <own>/moat/<id> with the controllers l needs. moat's own cgroup
 // holds moat itself, so enabling controllers for children there fails (EBUSY) unless the
 // service manager delegated a subtree; that reason is reported, not hidden.
-func newCgroupV2(root, id string, l backend.Limits) (*cgroup, Report) {
+func newCgroupV2(root, id string, l backend.Limits, track bool) (*cgroup, Report) {
 	var rep Report
 	skipAll := func(reason string) (*cgroup, Report) {
 		if l.MemoryBytes > 0 {
@@ -198,6 +208,15 @@ func newCgroupV2(root, id string, l backend.Limits) (*cgroup, Report) {
 		}
 		if l.CPUs > 0 {
 			rep.Skipped = append(rep.Skipped, Skipped{"cpus", reason})
+		}
+		if track {
+			// No limits, but still a cgroup that holds every process (no controller needed).
+			if own, err := ownCgroups(); err == nil {
+				dir := filepath.Join(root, filepath.Clean("/"+own[""]), "moat", id)
+				if os.MkdirAll(dir, 0o755) == nil {
+					return &cgroup{version: 2, dirs: []string{dir}}, rep
+				}
+			}
 		}
 		return nil, rep
 	}

@@ -40,6 +40,10 @@ type Options struct {
 	Extra  Extra
 	// NoCgroups disables cgroups (rlimits only), e.g. when the operator asks for it.
 	NoCgroups bool
+	// Track creates the sandbox's cgroup even when no cgroup limit is asked for, so that
+	// Kill and Close reach processes that left their process group (setsid, daemons).
+	// Backends whose processes cannot escape otherwise (a pid namespace) leave it unset.
+	Track bool
 	// CgroupRoot is where cgroup filesystems are mounted; "" means /sys/fs/cgroup.
 	CgroupRoot string
 }
@@ -127,8 +131,8 @@ func New(id string, o Options) (*Group, error) {
 
 	// Cgroups first: they decide which limits still need an rlimit fallback.
 	var cgRep Report
-	if (l.MemoryBytes > 0 || l.PIDs > 0 || l.CPUs > 0) && !o.NoCgroups {
-		g.cg, cgRep = newCgroup(o.CgroupRoot, id, l)
+	if (l.MemoryBytes > 0 || l.PIDs > 0 || l.CPUs > 0 || o.Track) && !o.NoCgroups {
+		g.cg, cgRep = newCgroup(o.CgroupRoot, id, l, o.Track)
 	}
 	g.report.Applied = append(g.report.Applied, cgRep.Applied...)
 	cgWhy := func(limit string) string {
@@ -315,3 +319,7 @@ func Check(o Options) Report {
 	}
 	return r
 }
+
+// Tracks reports whether the group has a cgroup, so Kill and Close reach every process of
+// the sandbox, including those that left their process group.
+func (g *Group) Tracks() bool { return g.cg != nil }

@@ -277,3 +277,33 @@ func TestReportReasons(t *testing.T) {
 	}
 	t.Logf("check: %s", c)
 }
+
+// TestTrackWithoutLimits: Track gives a sandbox without limits a cgroup that Close empties
+// and removes, and the report claims no limit for it.
+func TestTrackWithoutLimits(t *testing.T) {
+	g := newGroup(t, Options{Track: true})
+	if len(g.Report().Applied)+len(g.Report().Skipped) != 0 {
+		t.Fatalf("report for no limits: %s", g.Report())
+	}
+	if !g.Tracks() {
+		testenv.Require(t, "limits", "no writable cgroup here")
+	}
+	if g2 := newGroup(t, Options{}); g2.Tracks() {
+		t.Fatal("a cgroup without limits and without Track")
+	}
+	code, out, _ := sh(t, g, "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
+	pid, _ := strconv.Atoi(strings.TrimSpace(out))
+	if code != 0 || pid <= 0 {
+		t.Fatalf("run: %d %q", code, out)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	for _, d := range g.cg.dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s still exists: %v", d, err)
+		}
+	}
+}
