@@ -35,8 +35,8 @@ type Config struct {
 	Getenv func(string) string
 	// Logger receives structured logs; default discards.
 	Logger *slog.Logger
-	// SkipReconcile opens without reconciling records with backends (tests, read-only
-	// commands such as `moat ls`).
+	// SkipReconcile opens without reconciling records with backends (tests, and CLI hot
+	// paths such as `moat exec`, which should not pay for probing every backend).
 	SkipReconcile bool
 }
 
