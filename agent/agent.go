@@ -246,7 +246,7 @@ func (c *Client) readLoop(r *wire.Reader, req *ExecRequest, win *window, argv0 s
 			}
 			return -1, c.remoteErr(m)
 		default:
-			return -1, errdefs.Unavailablef("%s: exec %s: %v: unexpected %v frame", c.prefix(), argv0, wire.ErrProtocol, t)
+			return -1, errdefs.Unavailablef("%s: exec %s: %w: unexpected %v frame", c.prefix(), argv0, wire.ErrProtocol, t)
 		}
 	}
 }

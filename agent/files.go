@@ -58,7 +58,7 @@ func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) error {
 		case wire.Error:
 			return c.errorFrame(t, p, "read "+path)
 		default:
-			return errdefs.Unavailablef("%s: read %s: %v: unexpected %v frame", c.prefix(), path, wire.ErrProtocol, t)
+			return errdefs.Unavailablef("%s: read %s: %w: unexpected %v frame", c.prefix(), path, wire.ErrProtocol, t)
 		}
 	}
 }
@@ -66,7 +66,8 @@ func (c *Client) ReadFile(ctx context.Context, path string, w io.Writer) error {
 // WriteFile creates or replaces the file at path inside the sandbox with r's bytes and the
 // Unix permission bits perm (including setuid, setgid, sticky), creating missing parents
 // 0755. A directory at path is InvalidArgument. Errors wrapping ErrUnreachable mean r was
-// not read.
+// not read. WriteFile returns only once it has stopped reading r: when the agent answers
+// early (an error), that is after the Read in progress returns.
 func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, perm uint32) error {
 	cn, err := c.connectFor(ctx, wire.OpWriteFile)
 	if err != nil {
@@ -78,46 +79,53 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, perm u
 	}
 	// The agent may refuse before the body (a directory there): read its answer while
 	// sending, and stop sending when it comes.
-	sent := make(chan error, 1)
+	type sendResult struct {
+		ended bool  // DATA_END went out: all of r was sent
+		err   error // reading r failed
+	}
+	sent := make(chan sendResult, 1)
 	go func() {
 		buf := make([]byte, wire.ChunkSize)
 		for {
 			n, err := r.Read(buf)
 			if n > 0 {
 				if werr := cn.w.Write(wire.Data, buf[:n]); werr != nil {
-					sent <- nil // the agent hung up: its answer says why
+					sent <- sendResult{} // the agent hung up: its answer says why
 					return
 				}
 			}
 			if err == io.EOF {
-				sent <- cn.w.Write(wire.DataEnd, nil)
+				sent <- sendResult{ended: cn.w.Write(wire.DataEnd, nil) == nil}
 				return
 			}
 			if err != nil {
-				sent <- fmt.Errorf("%s: write %s: reading input: %w", c.prefix(), path, err)
+				sent <- sendResult{err: fmt.Errorf("%s: write %s: reading input: %w", c.prefix(), path, err)}
 				cn.close() // the agent removes its partial file
 				return
 			}
 		}
 	}()
 	t, p, rerr := cn.r.Next()
-	select {
-	case err := <-sent:
-		if err != nil && rerr != nil {
-			return c.ctxOr(ctx, "write "+path, err)
-		}
-	default:
-	}
+	// Whatever the answer, the sender must be done with r before WriteFile returns (r
+	// belongs to the caller); closing the connection fails its next write.
+	cn.close()
+	res := <-sent
 	if rerr != nil {
+		if res.err != nil {
+			return c.ctxOr(ctx, "write "+path, res.err)
+		}
 		return c.ctxOr(ctx, "write "+path, errdefs.Unavailablef("%s: write %s: %w: %v", c.prefix(), path, ErrConnectionLost, rerr))
 	}
 	switch t {
 	case wire.Done:
+		if !res.ended { // only a lying agent reports success for a body it did not get
+			return errdefs.Unavailablef("%s: write %s: %w: DONE before the end of the body", c.prefix(), path, wire.ErrProtocol)
+		}
 		return nil
 	case wire.Error:
 		return c.errorFrame(t, p, "write "+path)
 	}
-	return errdefs.Unavailablef("%s: write %s: %v: unexpected %v frame", c.prefix(), path, wire.ErrProtocol, t)
+	return errdefs.Unavailablef("%s: write %s: %w: unexpected %v frame", c.prefix(), path, wire.ErrProtocol, t)
 }
 
 func (c *Client) errorFrame(t wire.Type, p []byte, what string) error {

@@ -238,3 +238,37 @@ func TestNoWritesAfterCancel(t *testing.T) {
 		t.Errorf("%d writes to stdout after Exec returned", n)
 	}
 }
+
+// slowReader yields data forever, slowly, and counts Reads that end after close.
+type slowReader struct{ guardedWriter }
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	n, _ := s.Write(p)
+	return min(n, 100), nil
+}
+
+// TestWriteFileEarlyDone: an agent that claims success before the body ended is lying,
+// and WriteFile must not go on reading the caller's reader after it returned.
+func TestWriteFileEarlyDone(t *testing.T) {
+	sock := filepath.Join(tempDir(t), "agent.sock")
+	fakeAgent(t, sock, func(r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteJSON(wire.Hello, wire.ServerHello{Version: 1, Ops: []string{wire.OpWriteFile}})
+		_, _, _ = r.Next()
+		_ = w.WriteJSON(wire.Done, struct{}{})
+		for { // swallow the body
+			if _, _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	})
+	in := &slowReader{}
+	err := (&agent.Client{Socket: sock}).WriteFile(tctx(t), "/f", in, 0o644)
+	in.close()
+	if !errors.Is(err, errdefs.ErrUnavailable) || !errors.Is(err, wire.ErrProtocol) {
+		t.Errorf("early DONE: %v, want an Unavailable protocol error", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := in.close(); n > 0 {
+		t.Errorf("%d reads of the input after WriteFile returned", n)
+	}
+}
