@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
@@ -118,5 +119,33 @@ func TestDefaultLimitsApplyToEveryField(t *testing.T) {
 		if _, err := m.Create(ctx, moat.Spec{Limits: moat.Limits{CPUs: cpus}}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 			t.Errorf("cpus %v: %v", cpus, err)
 		}
+	}
+}
+
+// Telling a missing program from a vanished sandbox asks the backend for the sandbox's
+// status; that call is bounded by the caller's ctx like everything else.
+func TestExecNotFoundStatusCheckHonoursCtx(t *testing.T) {
+	m, _, fb := fakeManager(t)
+	sb, err := m.Create(context.Background(), moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(context.Background())
+	fb.SetFault(fake.OpStatus, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	defer fb.SetFault(fake.OpStatus, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"no-such-program-moat"}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errdefs.Is(err, errdefs.KindNotFound) {
+			t.Fatalf("exec: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("exec is still waiting for the status check long after its ctx ended")
 	}
 }

@@ -144,12 +144,14 @@ var ErrCommandNotFound = errors.New("command not found")
 
 // checkGone turns a NotFound from an operation on inst into the right error: when the
 // sandbox itself is gone the record says so; otherwise the NotFound is about the operation's
-// object (a file, a program) and is returned as is.
+// object (a file, a program) and is returned as is. The status check runs under ctx: a
+// backend that hangs must not hold the caller past its deadline (if ctx has ended, the
+// NotFound is returned as is).
 func (s *Sandbox) checkGone(ctx context.Context, inst backend.Instance, err error) error {
 	if !errGone(err) {
 		return err
 	}
-	st, serr := inst.Status(context.WithoutCancel(ctx))
+	st, serr := inst.Status(ctx)
 	if (serr == nil && st == backend.StatusGone) || errGone(serr) {
 		return s.markGone(ctx, err)
 	}
