@@ -382,19 +382,18 @@ func TestExecFailureKinds(t *testing.T) {
 }
 
 // TestCancelKillsTree checks cancellation kills the exec's whole tree, including a child
-// that left the process group, with both kill paths.
+// that left the process group, on each kill path: the agent, the Engine API exec killed by
+// host pid, and the Engine API exec killed from inside the container.
 func TestCancelKillsTree(t *testing.T) {
-	for _, hostPID := range []bool{true, false} {
-		name := "host"
-		if !hostPID {
-			name = "in-container"
-		}
+	for _, name := range []string{"agent", "host", "in-container"} {
 		t.Run(name, func(t *testing.T) {
 			b := newTestBackend(t)
-			b.hostPID = hostPID
+			// Without noAgentExec every exec goes through the agent, whatever hostPID says.
+			b.noAgentExec = name != "agent"
+			b.hostPID = name == "host"
 			inst := mustCreate(t, b, createReq("cancel"))
-			if got := inst.canKillFromHost(testCtx(t)); got != hostPID {
-				t.Fatalf("canKillFromHost = %v, want %v", got, hostPID)
+			if got := inst.canKillFromHost(testCtx(t)); got != b.hostPID {
+				t.Fatalf("canKillFromHost = %v, want %v", got, b.hostPID)
 			}
 			ctx, cancel := context.WithCancel(testCtx(t))
 			started := make(chan struct{})
