@@ -23,7 +23,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -268,10 +267,7 @@ func (b *Backend) create(ctx context.Context, req *backend.CreateRequest, img, r
 	for k, v := range req.Labels {
 		labels[LabelPrefix+k] = v
 	}
-	env := make([]string, 0, len(req.Env))
-	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
-		env = append(env, k+"="+req.Env[k])
-	}
+	env := envList(req.Env)
 	stopTimeout := 2
 	cfg := &container.Config{
 		Image:       img,

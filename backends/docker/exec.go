@@ -64,11 +64,7 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 
 // execAgent runs req through the container's agent.
 func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int, error) {
-	env := make([]string, 0, len(req.Env))
-	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
-		env = append(env, k+"="+req.Env[k])
-	}
-	code, err := i.agent.Exec(ctx, &agent.ExecRequest{Argv: req.Argv, Env: env,
+	code, err := i.agent.Exec(ctx, &agent.ExecRequest{Argv: req.Argv, Env: envList(req.Env),
 		Workdir: req.Workdir, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr})
 	return code, i.agentErr(ctx, err)
 }
@@ -101,18 +97,29 @@ func (i *Instance) agentErr(ctx context.Context, err error) error {
 	return err
 }
 
-// execEngine runs req as an Engine API exec.
-func (i *Instance) execEngine(ctx context.Context, req *backend.ExecRequest) (int, error) {
-	hostKill := i.canKillFromHost(ctx)
-	env := make([]string, 0, len(req.Env)+1)
-	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
-		env = append(env, k+"="+req.Env[k])
-	}
-	marker := ""
-	if !hostKill {
+// execEnv returns an Engine API exec's environment and, when its tree must be killed from
+// inside the container, the marker put in it.
+func (i *Instance) execEnv(ctx context.Context, vars map[string]string) (env []string, marker string) {
+	env = envList(vars)
+	if !i.canKillFromHost(ctx) {
 		marker = randomHex()
 		env = append(env, markerEnv+"="+marker)
 	}
+	return env, marker
+}
+
+// envList turns variables into sorted "KEY=value" entries.
+func envList(vars map[string]string) []string {
+	env := make([]string, 0, len(vars)+1)
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
+	}
+	return env
+}
+
+// execEngine runs req as an Engine API exec.
+func (i *Instance) execEngine(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	env, marker := i.execEnv(ctx, req.Env)
 	created, err := i.b.cli.ContainerExecCreate(ctx, i.id, container.ExecOptions{
 		Cmd:          req.Argv,
 		Env:          env,
@@ -152,34 +159,43 @@ func (i *Instance) execEngine(ctx context.Context, req *backend.ExecRequest) (in
 		done <- err
 	}()
 
+	code, copyErr, err := i.waitExec(ctx, created.ID, marker, req.Argv[0], "output", stdout, done, closeConn)
+	if err == nil && copyErr != nil {
+		return -1, fmt.Errorf("docker: exec %s: copying output: %w", req.Argv[0], copyErr)
+	}
+	return code, err
+}
+
+// waitExec waits for an Engine API exec whose output is being copied (done receives the
+// copy's end) and returns its exit code and the copy's error. When ctx ends first it kills
+// the exec's tree and closes the stream. stream names the stream in errors.
+func (i *Instance) waitExec(ctx context.Context, execID, marker, argv0, stream string, out *failureSniffer,
+	done <-chan error, closeConn func()) (code int, copyErr, err error) {
 	select {
-	case copyErr := <-done:
-		code, running, err := i.exitCode(ctx, created.ID)
+	case copyErr = <-done:
+		code, running, err := i.exitCode(ctx, execID)
 		if err != nil {
-			return -1, err
+			return -1, nil, err
 		}
 		if running {
 			// The stream broke while the process lives on.
 			if copyErr == nil {
 				copyErr = io.ErrUnexpectedEOF
 			}
-			return -1, errdefs.Unavailablef("docker: exec %s: output stream ended early: %v", req.Argv[0], copyErr)
+			return -1, nil, errdefs.Unavailablef("docker: exec %s: %s stream ended early: %v", argv0, stream, copyErr)
 		}
-		if err := stdout.failure(code); err != nil {
-			return -1, err
+		if err := out.failure(code); err != nil {
+			return -1, nil, err
 		}
-		if copyErr != nil {
-			return -1, fmt.Errorf("docker: exec %s: copying output: %w", req.Argv[0], copyErr)
-		}
-		return code, nil
+		return code, copyErr, nil
 	case <-ctx.Done():
-		i.kill(ctx, created.ID, marker)
+		i.kill(ctx, execID, marker)
 		closeConn()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
 		}
-		return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], ctx.Err())
+		return -1, nil, fmt.Errorf("docker: exec %s: %w", argv0, ctx.Err())
 	}
 }
 

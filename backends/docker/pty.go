@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/moatsh/moat/backend"
-	"github.com/moatsh/moat/errdefs"
 )
 
 // Timing of the end-of-file typed when the keystrokes end (see typeEOF).
@@ -33,16 +30,7 @@ func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size b
 	if err := ctx.Err(); err != nil {
 		return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], err)
 	}
-	hostKill := i.canKillFromHost(ctx)
-	env := make([]string, 0, len(req.Env)+1)
-	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
-		env = append(env, k+"="+req.Env[k])
-	}
-	marker := ""
-	if !hostKill {
-		marker = randomHex()
-		env = append(env, markerEnv+"="+marker)
-	}
+	env, marker := i.execEnv(ctx, req.Env)
 	var console *[2]uint
 	if size.Rows > 0 && size.Cols > 0 {
 		console = &[2]uint{uint(size.Rows), uint(size.Cols)}
@@ -81,7 +69,8 @@ func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size b
 		return i.b.cli.ContainerExecResize(hctx, created.ID, container.ResizeOptions{Height: uint(sz.Rows), Width: uint(sz.Cols)})
 	}
 
-	out := &ttyOutput{w: &failureSniffer{w: req.Stdout}}
+	sniffer := &failureSniffer{w: req.Stdout}
+	out := &ttyOutput{w: sniffer}
 	done := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(out, resp.Reader)
@@ -137,32 +126,10 @@ func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size b
 		}()
 	}
 
-	select {
-	case copyErr := <-done:
-		code, running, err := i.exitCode(ctx, created.ID)
-		if err != nil {
-			return -1, err
-		}
-		if running {
-			// The stream broke while the process lives on.
-			if copyErr == nil {
-				copyErr = io.ErrUnexpectedEOF
-			}
-			return -1, errdefs.Unavailablef("docker: exec %s: terminal stream ended early: %v", req.Argv[0], copyErr)
-		}
-		if err := out.w.(*failureSniffer).failure(code); err != nil {
-			return -1, err
-		}
-		return code, nil
-	case <-ctx.Done():
-		i.kill(ctx, created.ID, marker)
-		closeConn()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-		}
-		return -1, fmt.Errorf("docker: exec %s: %w", req.Argv[0], ctx.Err())
-	}
+	// ttyOutput swallows write errors, so a copy error can only be the stream's own end;
+	// the exit code is what counts.
+	code, _, err := i.waitExec(ctx, created.ID, marker, req.Argv[0], "terminal", sniffer, done, closeConn)
+	return code, err
 }
 
 // typeEOF types the terminal's end-of-file (^D) after the keystrokes ended. The terminal's
