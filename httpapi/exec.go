@@ -260,6 +260,22 @@ func (wc *wsConn) readLoop(onEvent func(*apitype.Event) error, onBinary func([]b
 // it is dropped.
 var errInputDone = errors.New("input closed")
 
+// inputEvent applies an input event of either WebSocket route: a stdin chunk or eof.
+func inputEvent(stdin *bufPipe, ev *apitype.Event) error {
+	switch ev.Type {
+	case apitype.EventStdin:
+		b, err := apitype.DecodeBytes(ev.Data, ev.Encoding)
+		if err != nil {
+			return err
+		}
+		return stdin.input(b)
+	case apitype.EventEOF:
+		stdin.CloseWrite(nil)
+		return nil
+	}
+	return errdefs.InvalidArgumentf("httpapi: unexpected event %q", ev.Type)
+}
+
 func (wc *wsConn) send(ev *apitype.Event) error {
 	b, err := json.Marshal(ev)
 	if err != nil {
@@ -317,28 +333,7 @@ func (s *Server) execWS(w http.ResponseWriter, r *http.Request) {
 	}
 	stdin := newBufPipe(1 << 20)
 	defer stdin.CloseRead()
-	go wc.readLoop(func(ev *apitype.Event) error {
-		switch ev.Type {
-		case apitype.EventStdin:
-			b, err := apitype.DecodeBytes(ev.Data, ev.Encoding)
-			if err != nil {
-				return err
-			}
-			if _, err := stdin.Write(b); err != nil {
-				return errInputDone
-			}
-		case apitype.EventEOF:
-			stdin.CloseWrite(nil)
-		default:
-			return errdefs.InvalidArgumentf("httpapi: unexpected event %q", ev.Type)
-		}
-		return nil
-	}, func(b []byte) error {
-		if _, err := stdin.Write(b); err != nil {
-			return errInputDone
-		}
-		return nil
-	})
+	go wc.readLoop(func(ev *apitype.Event) error { return inputEvent(stdin, ev) }, stdin.input)
 	sink := &eventSink{send: wc.send}
 	req.Stdin = stdin
 	req.Stdout = streamWriter{sink, apitype.EventStdout}

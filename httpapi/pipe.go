@@ -59,6 +59,15 @@ func (p *bufPipe) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// input writes WebSocket input: input after eof or after the command ended is
+// errInputDone (dropped by the read loop).
+func (p *bufPipe) input(b []byte) error {
+	if _, err := p.Write(b); err != nil {
+		return errInputDone
+	}
+	return nil
+}
+
 // CloseWrite ends the input: readers get EOF (err nil) or err after the pending bytes.
 func (p *bufPipe) CloseWrite(err error) {
 	p.mu.Lock()

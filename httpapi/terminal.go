@@ -42,26 +42,11 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
 				case resize <- moat.WinSize{Rows: ev.Rows, Cols: ev.Cols}:
 				default: // the backend is behind; a later resize will follow
 				}
-			case apitype.EventStdin:
-				b, err := apitype.DecodeBytes(ev.Data, ev.Encoding)
-				if err != nil {
-					return err
-				}
-				if _, err := stdin.Write(b); err != nil {
-					return errInputDone
-				}
-			case apitype.EventEOF:
-				stdin.CloseWrite(nil)
 			default:
-				return errdefs.InvalidArgumentf("httpapi: unexpected event %q", ev.Type)
+				return inputEvent(stdin, ev)
 			}
 			return nil
-		}, func(b []byte) error {
-			if _, err := stdin.Write(b); err != nil {
-				return errInputDone
-			}
-			return nil
-		})
+		}, stdin.input)
 		close(resize)
 	}()
 	out := &wsBinaryWriter{wc: wc}
