@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -728,4 +730,69 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestOpenAPISchemasMatchWireTypes: every schema in openapi.json names exactly the JSON
+// fields of the Go type that goes over the wire.
+func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(httpapi.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]any{
+		"Spec": moat.Spec{}, "Sandbox": apitype.Sandbox{}, "Limits": moat.Limits{},
+		"ExecRequest": apitype.ExecRequest{}, "ExecResponse": apitype.ExecResponse{},
+		"Event": apitype.Event{}, "TerminalRequest": apitype.TerminalRequest{},
+		"FileInfo": moat.FileInfo{}, "FileList": apitype.FileList{}, "ArchiveResult": apitype.ArchiveResult{},
+		"SessionBackend": apitype.SessionBackend{}, "BackendSettings": apitype.BackendSettings{},
+		"BackendReport": moat.BackendReport{}, "Snapshot": apitype.Snapshot{},
+		"PortResponse": apitype.PortResponse{}, "Health": apitype.Health{}, "Error": apitype.Error{},
+	}
+	for name := range doc.Components.Schemas {
+		if _, ok := types[name]; !ok {
+			t.Errorf("schema %s has no wire type in this test", name)
+		}
+	}
+	for name, v := range types {
+		sch, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("openapi.json has no schema %s", name)
+			continue
+		}
+		var documented []string
+		for k := range sch.Properties {
+			documented = append(documented, k)
+		}
+		slices.Sort(documented)
+		if got := jsonFields(reflect.TypeOf(v)); !slices.Equal(got, documented) {
+			t.Errorf("schema %s documents %q; the Go type sends %q", name, documented, got)
+		}
+	}
+}
+
+// jsonFields returns the sorted JSON names of a struct's fields (embedded structs inlined).
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+			continue
+		case name == "" && f.Anonymous:
+			out = append(out, jsonFields(f.Type)...)
+			continue
+		case name == "":
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
