@@ -544,25 +544,32 @@ func testPauseSnapshotPorts(t *testing.T, tg Target) {
 
 func testSession(t *testing.T, tg Target) {
 	ctx := ctxT(t)
-	if err := tg.API.SetSessionBackend(ctx, "agent-1", tg.Backend); err != nil {
+	// A session id is free text: spaces, '/', '?' and '%' must survive the trip as one path
+	// segment.
+	const session = "agent 1/é?%"
+	if err := tg.API.SetSessionBackend(ctx, session, tg.Backend); err != nil {
 		t.Fatal(err)
 	}
-	got, err := tg.API.SessionBackend(ctx, "agent-1")
+	got, err := tg.API.SessionBackend(ctx, session)
 	if err != nil || got != tg.Backend {
 		t.Errorf("session backend = %q, %v", got, err)
 	}
-	sb := create(t, tg, moat.Spec{SessionID: "agent-1"})
+	// The Manager behind the API holds it under the same id (not, say, still escaped).
+	if got, err := tg.Manager.SessionBackend(ctx, session); err != nil || got != tg.Backend {
+		t.Errorf("manager's session backend for %q = %q, %v", session, got, err)
+	}
+	sb := create(t, tg, moat.Spec{SessionID: session})
 	if sb.Backend() != tg.Backend {
 		t.Errorf("session sandbox on %q", sb.Backend())
 	}
-	list, err := tg.API.List(ctx, moat.ListFilter{SessionID: "agent-1"})
+	list, err := tg.API.List(ctx, moat.ListFilter{SessionID: session})
 	if err != nil || len(list) != 1 {
 		t.Errorf("list by session = %d, %v", len(list), err)
 	}
-	if err := tg.API.ClearSessionBackend(ctx, "agent-1"); err != nil {
+	if err := tg.API.ClearSessionBackend(ctx, session); err != nil {
 		t.Fatal(err)
 	}
-	_, err = tg.API.SessionBackend(ctx, "agent-1")
+	_, err = tg.API.SessionBackend(ctx, session)
 	wantKind(t, "after clear", err, errdefs.KindNotFound)
 	rep, err := tg.API.Backends(ctx)
 	found := false
