@@ -227,6 +227,10 @@ func kindFor(status int, code string) error {
 	return errdefs.ErrInvalidArgument
 }
 
+// maxJSONAnswer bounds a JSON answer: the largest (a page of sandboxes) is kilobytes, and
+// a broken peer must not make the client buffer without end.
+const maxJSONAnswer = 8 << 20
+
 // doJSON sends r and decodes a JSON answer into out (nil: discard).
 func (c *Client) doJSON(ctx context.Context, r request, out any) error {
 	resp, err := c.do(ctx, r)
@@ -234,12 +238,19 @@ func (c *Client) doJSON(ctx context.Context, r request, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, restapi.MaxErrorBody))
+		return nil
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONAnswer+1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("vercel: %s %s: %w", r.method, r.path, ctx.Err())
+		}
 		return errdefs.Unavailablef("vercel: %s %s: reading answer: %v", r.method, r.path, err)
 	}
-	if out == nil {
-		return nil
+	if len(raw) > maxJSONAnswer {
+		return errdefs.Unavailablef("vercel: %s %s: answer larger than %d bytes", r.method, r.path, maxJSONAnswer)
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
 		return errdefs.Unavailablef("vercel: %s %s: answer is not the expected JSON (%v): %q",

@@ -36,6 +36,10 @@ const (
 	stdinScript = `exec "$@" <"$0"`
 	// lookScript exits 0 when $0 names an executable on PATH: sh -c lookScript NAME.
 	lookScript = `command -v "$0" >/dev/null 2>&1`
+	// maxStreamLine bounds one NDJSON record of a command stream. Vercel sends logs in
+	// small chunks; a longer line is a broken or hostile peer, and without a bound it
+	// would be buffered whole.
+	maxStreamLine = 4 << 20
 )
 
 // Instance is one Vercel sandbox. It is safe for concurrent use.
@@ -210,8 +214,13 @@ func (i *Instance) run(ctx context.Context, sid string, argv []string, env map[s
 func readCommandStream(r io.Reader, idCh chan<- string, stdout, stderr io.Writer) (int, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	started := false
+	var line []byte
 	for {
-		line, rerr := br.ReadBytes('\n')
+		var rerr error
+		line, rerr = readLine(br, line[:0])
+		if errors.Is(rerr, errLineTooLong) {
+			return 0, errdefs.Unavailablef("vercel: exec: stream line too long (over %d bytes)", maxStreamLine)
+		}
 		if len(bytes.TrimSpace(line)) > 0 {
 			var ll LogLine
 			if err := json.Unmarshal(line, &ll); err != nil {
@@ -252,6 +261,23 @@ func readCommandStream(r io.Reader, idCh chan<- string, stdout, stderr io.Writer
 				return 0, errdefs.Unavailablef("vercel: exec: stream ended before the command finished")
 			}
 			return 0, errdefs.Unavailablef("vercel: exec: reading stream: %v", rerr)
+		}
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine appends the next line of br (with its newline, if any) to buf, failing with
+// errLineTooLong once it grows past maxStreamLine. Errors are bufio.Reader.ReadSlice's.
+func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(buf)+len(frag) > maxStreamLine {
+			return nil, errLineTooLong
+		}
+		buf = append(buf, frag...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return buf, err
 		}
 	}
 }

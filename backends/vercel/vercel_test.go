@@ -586,3 +586,26 @@ func TestCallsBoundedByContext(t *testing.T) {
 		t.Errorf("Status during a long Retry-After = %v; want DeadlineExceeded", err)
 	}
 }
+
+// TestHugeJSONAnswerIsBounded: an endless 200 answer is refused once it passes the bound,
+// rather than buffered until ctx ends (or memory does).
+func TestHugeJSONAnswerIsBounded(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"sandbox":{"name":"`)
+		chunk := strings.Repeat("a", 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer ts.Close()
+	b := newBackend(t, ts.URL, testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := b.Attach(ctx, backend.Handle{Backend: "vercel", Version: 1, State: []byte(`{"name":"moat-x","session_id":"se_1"}`)})
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("endless answer: %v; want Unavailable, larger than the bound", err)
+	}
+}
