@@ -60,8 +60,25 @@ func (c *client) apiPath(format string, args ...any) string {
 	return c.apiURL + fmt.Sprintf(format, args...)
 }
 
-// doJSON sends in (when non-nil) as JSON and decodes a 2xx answer into out (when non-nil).
+// maxJSONAnswer bounds a JSON answer other than command logs: the largest (a page of
+// sandboxes, a directory listing) is far smaller, and a broken peer must not make the
+// client buffer without end.
+const maxJSONAnswer = 16 << 20
+
+// maxLogAnswer bounds a command-logs answer. The toolbox returns a command's whole log on
+// every poll, so this is also the most output (base64-encoded, about 3/4 of it decoded)
+// one Exec can return.
+const maxLogAnswer = 128 << 20
+
+// doJSON sends in (when non-nil) as JSON and decodes a 2xx answer of at most maxJSONAnswer
+// bytes into out (when non-nil).
 func (c *client) doJSON(ctx context.Context, method, u string, in, out any, idempotent bool) error {
+	return c.doJSONLimit(ctx, method, u, in, out, idempotent, maxJSONAnswer)
+}
+
+// doJSONLimit is doJSON with an answer bound of limit bytes; a longer answer is
+// ResourceExhausted.
+func (c *client) doJSONLimit(ctx context.Context, method, u string, in, out any, idempotent bool, limit int64) error {
 	r := request{method: method, url: u, idempotent: idempotent}
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -78,9 +95,15 @@ func (c *client) doJSON(ctx context.Context, method, u string, in, out any, idem
 	if out == nil {
 		return nil
 	}
-	body, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("daytona: %s %s: %w", method, redactURL(u), ctx.Err())
+		}
 		return errdefs.Wrap(errdefs.ErrUnavailable, fmt.Errorf("daytona: %s %s: read response: %w", method, redactURL(u), err))
+	}
+	if int64(len(body)) > limit {
+		return errdefs.Newf(errdefs.ErrResourceExhausted, "daytona: %s %s: answer larger than %d bytes", method, redactURL(u), limit)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -365,4 +366,27 @@ func (f *firstWrite) Write(p []byte) (int, error) {
 		f.at <- time.Now()
 	}
 	return f.buf.Write(p)
+}
+
+// TestHugeJSONAnswerIsBounded: an endless 200 answer is refused once it passes the bound,
+// rather than buffered until ctx ends (or memory does).
+func TestHugeJSONAnswerIsBounded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"`)
+		chunk := strings.Repeat("a", 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	b := client(t, srv.URL, testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := b.Attach(ctx, backend.Handle{Backend: daytona.Name, Version: 1, State: []byte(`{"id":"sb-1"}`)})
+	if !errdefs.Is(err, errdefs.KindResourceExhausted) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("endless answer: %v; want ResourceExhausted, larger than the bound", err)
+	}
 }

@@ -36,7 +36,9 @@
 //     byte-exact (the daemon's line labeler is not) and streams while the command runs (at
 //     the poll interval, 10 ms growing to 500 ms). Stdin is read to EOF first and uploaded
 //     to /tmp/.moat-exec/<session>/stdin. Cancelling ctx deletes the session: the daemon
-//     kills its process group. A missing executable is NotFound. The sandbox image needs
+//     kills its process group. A missing executable is NotFound. The toolbox returns a
+//     command's whole log on every poll, so one Exec returns at most about 96 MiB of output
+//     (a 128 MiB base64 log answer); more is ResourceExhausted. The sandbox image needs
 //     sh, base64, dd, mkfifo (every Daytona snapshot, busybox and Debian have them).
 //   - Files: WriteFile = POST /files/bulk-upload + POST /files/permissions; ReadFile = POST
 //     /files/bulk-download (multipart answer); ListDir = GET /files.

@@ -216,7 +216,7 @@ func (t *toolbox) getCommand(ctx context.Context, sid, cid string) (*command, er
 func (t *toolbox) commandLogs(ctx context.Context, sid, cid string) (*commandLogs, error) {
 	var out commandLogs
 	p := "/process/session/" + url.PathEscape(sid) + "/command/" + url.PathEscape(cid) + "/logs"
-	if err := t.c.doJSON(ctx, http.MethodGet, t.u(p, nil), nil, &out, true); err != nil {
+	if err := t.c.doJSONLimit(ctx, http.MethodGet, t.u(p, nil), nil, &out, true, maxLogAnswer); err != nil {
 		return nil, err
 	}
 	return &out, nil
