@@ -92,7 +92,7 @@ func (c *client) do(ctx context.Context, r request, out any) (http.Header, error
 				}
 				return resp.Header, nil
 			}
-			lastErr = readAPIError(resp, r.method+" "+r.path)
+			lastErr = readAPIError(resp, r.method+" "+r.path, c.apiKey)
 			resp.Body.Close()
 			if !retryable(resp.StatusCode, r.idempotent) {
 				return nil, lastErr
@@ -145,10 +145,15 @@ func decodeJSON(r io.Reader, out any) error {
 const quoteLen = 120
 
 // readAPIError turns a non-2xx control-plane answer into an errdefs error that keeps the
-// provider's message.
-func readAPIError(resp *http.Response, what string) error {
-	msg := providerMessage(restapi.ReadErrorBody(resp.Body))
+// provider's message, with secrets redacted (a proxy may echo the key).
+func readAPIError(resp *http.Response, what string, secrets ...string) error {
+	msg := providerMessage(readErrorBody(resp.Body, secrets))
 	return statusError(resp.StatusCode, fmt.Sprintf("e2b: %s: %d %s", what, resp.StatusCode, msg))
+}
+
+// readErrorBody is restapi.ReadErrorBody with secrets redacted.
+func readErrorBody(r io.Reader, secrets []string) []byte {
+	return []byte(restapi.Redact(string(restapi.ReadErrorBody(r)), secrets...))
 }
 
 // providerMessage extracts "message" (and error_code) from a JSON error body, or quotes a

@@ -150,9 +150,9 @@ func (s *streamReader) Close() error { return s.body.Close() }
 // readEnvdError turns a non-200 envd answer into an error. A Connect JSON error keeps its
 // code; anything else (the edge proxy's JSON, an HTML page) maps by HTTP status. The proxy
 // answers 502 when the sandbox does not exist (any more): that is errSandboxGone so callers
-// can confirm with the control plane.
-func readEnvdError(resp *http.Response, what string) error {
-	b := restapi.ReadErrorBody(resp.Body)
+// can confirm with the control plane. Secrets are redacted from the quoted body.
+func readEnvdError(resp *http.Response, what string, secrets ...string) error {
+	b := readErrorBody(resp.Body, secrets)
 	if resp.StatusCode == http.StatusBadGateway {
 		return &goneError{msg: fmt.Sprintf("e2b: %s: 502 %s", what, providerMessage(b))}
 	}

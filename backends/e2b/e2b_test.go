@@ -476,3 +476,19 @@ func TestEnvAliasPrecedence(t *testing.T) {
 		t.Errorf("env token accepted: %+v", hl)
 	}
 }
+
+// TestEchoedKeyRedacted: a control plane or edge proxy that quotes the key back in its
+// error body must not put it into moat's error.
+func TestEchoedKeyRedacted(t *testing.T) {
+	const secret = "e2b_SECRET_echoed_key_0815"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"code":401,"message":"Invalid API key %s"}`, r.Header.Get("X-API-Key"))
+	}))
+	defer srv.Close()
+	_, err := newClient(t, srv.URL, secret).Create(testCtx(t), createReq())
+	if !errors.Is(err, errdefs.ErrUnauthenticated) || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "Invalid API key") {
+		t.Fatalf("err = %v; want Unauthenticated with the message and without the key", err)
+	}
+}

@@ -91,7 +91,7 @@ func (e *envd) unary(ctx context.Context, procedure string, in, out any, idempot
 			}
 			return nil
 		} else {
-			lastErr = readEnvdError(resp, procedure)
+			lastErr = readEnvdError(resp, procedure, e.accessToken, e.c.apiKey)
 			resp.Body.Close()
 			if _, gone := lastErr.(*goneError); gone || !(retryable(resp.StatusCode, idempotent) ||
 				(idempotent && errdefs.Is(lastErr, errdefs.KindUnavailable))) {
@@ -144,7 +144,7 @@ func (e *envd) stream(ctx context.Context, procedure string, in any, extra http.
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		return nil, readEnvdError(resp, procedure)
+		return nil, readEnvdError(resp, procedure, e.accessToken, e.c.apiKey)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/connect+json") {
 		defer resp.Body.Close()
@@ -308,7 +308,7 @@ func (e *envd) upload(ctx context.Context, path string, r io.Reader) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readEnvdError(resp, "upload "+path)
+		return readEnvdError(resp, "upload "+path, e.accessToken, e.c.apiKey)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return nil
@@ -327,7 +327,7 @@ func (e *envd) download(ctx context.Context, path string, w io.Writer) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readEnvdError(resp, "download "+path)
+		return readEnvdError(resp, "download "+path, e.accessToken, e.c.apiKey)
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		if ctx.Err() != nil {

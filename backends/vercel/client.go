@@ -131,7 +131,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			return resp, nil
 		default:
-			apiErr := readError(resp, what)
+			apiErr := readError(resp, what, c.token)
 			lastErr = apiErr
 			if !restapi.RetryableStatus(resp.StatusCode, r.idempotent) {
 				return nil, apiErr
@@ -176,10 +176,10 @@ func (c *Client) once(ctx context.Context, r request, u string) (*http.Response,
 }
 
 // readError turns a non-2xx answer into an error with an errdefs kind, keeping the
-// provider's message, and closes the body.
-func readError(resp *http.Response, what string) error {
+// provider's message with secrets redacted (a proxy may echo the token), and closes the body.
+func readError(resp *http.Response, what string, secrets ...string) error {
 	defer resp.Body.Close()
-	raw := restapi.ReadErrorBody(resp.Body)
+	raw := []byte(restapi.Redact(string(restapi.ReadErrorBody(resp.Body)), secrets...))
 	ae := &APIError{Status: resp.StatusCode}
 	var eb ErrorBody
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))

@@ -609,3 +609,23 @@ func TestHugeJSONAnswerIsBounded(t *testing.T) {
 		t.Fatalf("endless answer: %v; want Unavailable, larger than the bound", err)
 	}
 }
+
+// TestEchoedTokenRedacted: an API or proxy that quotes the token back in its error body
+// must not put it into moat's error.
+func TestEchoedTokenRedacted(t *testing.T) {
+	const secret = "vercel-SECRET-echoed-token-0815"
+	for _, body := range []string{
+		`{"error":{"code":"forbidden","message":"token %s is invalid","invalidToken":true}}`,
+		`<html>bad token %s</html>`,
+	} {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, body, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		}))
+		_, err := newBackend(t, ts.URL, secret).Create(tctx(t), &backend.CreateRequest{ID: "echo"})
+		ts.Close()
+		if err == nil || strings.Contains(err.Error(), secret) {
+			t.Errorf("body %q: err = %v; want an error without the token", body, err)
+		}
+	}
+}
