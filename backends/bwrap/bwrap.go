@@ -322,7 +322,7 @@ func detectPackageManager(root string) string {
 }
 
 func (b *Backend) instance(m meta) (*Instance, error) {
-	g, err := limits.New(m.ID, limits.Options{
+	g, err := limits.New(limits.ScopedID(m.ID, m.Root), limits.Options{
 		Limits: m.Limits, NoCgroups: b.conf.NoCgroups,
 		Extra: limits.Extra{NoFile: b.conf.MaxOpenFiles},
 	})

@@ -180,7 +180,7 @@ func (b *Backend) create(m meta, workdir string) (*Instance, error) {
 }
 
 func (b *Backend) instance(m meta) (*Instance, error) {
-	g, err := limits.New(m.ID, limits.Options{
+	g, err := limits.New(limits.ScopedID(m.ID, m.Root), limits.Options{
 		Limits:    m.Limits,
 		NoCgroups: b.conf.NoCgroups,
 		Extra:     limits.Extra{NoFile: b.conf.MaxOpenFiles, FileSizeBytes: b.conf.MaxFileSize},

@@ -14,6 +14,8 @@
 package limits
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -102,8 +104,21 @@ type Group struct {
 	report  Report
 }
 
+// ScopedID names a sandbox's cgroup so that it is unique on the machine: id alone is not
+// (two moat installations, or two test runs, may each have a sandbox "t-1"), and cgroups
+// are global. scope is something unique and stable per sandbox, such as its state
+// directory, so an Attach from another process finds the same cgroup.
+func ScopedID(id, scope string) string {
+	sum := sha256.Sum256([]byte(scope))
+	suffix := "-" + hex.EncodeToString(sum[:6])
+	if len(id)+len(suffix) > 128 {
+		id = id[:128-len(suffix)]
+	}
+	return id + suffix
+}
+
 // ValidID reports whether id can name a cgroup and a state directory: a single path
-// component of letters, digits, '-', '_' and '.', not "." or "..".
+// component of letters, digits, '-', '_' and '.', not "." or "..", at most 128 bytes.
 func ValidID(id string) bool {
 	if id == "" || id == "." || id == ".." || len(id) > 128 {
 		return false

@@ -307,3 +307,18 @@ func TestTrackWithoutLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestScopedIDIsUniqueStableAndValid(t *testing.T) {
+	a := ScopedID("t-1", "/state/a/sandboxes/t-1")
+	b := ScopedID("t-1", "/state/b/sandboxes/t-1")
+	if a == b {
+		t.Fatalf("same id in two scopes shares a cgroup name: %s", a)
+	}
+	if a != ScopedID("t-1", "/state/a/sandboxes/t-1") {
+		t.Fatal("ScopedID is not stable")
+	}
+	long := ScopedID(strings.Repeat("x", 128), "/s")
+	if !ValidID(a) || !ValidID(long) || len(long) != 128 {
+		t.Fatalf("invalid scoped ids: %q (%d)", long, len(long))
+	}
+}
