@@ -37,6 +37,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/internal/limits"
 	"github.com/moatsh/moat/backends/internal/rootfs"
+	"github.com/moatsh/moat/backends/internal/statedir"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -163,7 +164,7 @@ func (b *Backend) create(m meta, workdir string) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(filepath.Dir(m.Root), ".moat.json"), raw, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(filepath.Dir(m.Root), statedir.MetaFile), raw, 0o600); err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}
 	inst, err := b.instance(m)
@@ -199,21 +200,9 @@ func (b *Backend) instance(m meta) (*Instance, error) {
 
 // Attach implements backend.Backend.
 func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
-	if h.Backend != Name {
-		return nil, errdefs.InvalidArgumentf("host: handle belongs to backend %q", h.Backend)
-	}
-	if h.Version != handleVersion {
-		return nil, errdefs.InvalidArgumentf("host: unsupported handle version %d", h.Version)
-	}
 	var m meta
-	if err := json.Unmarshal(h.State, &m); err != nil {
-		return nil, errdefs.InvalidArgumentf("host: bad handle state: %v", err)
-	}
-	if !limits.ValidID(m.ID) || !filepath.IsAbs(m.Root) || filepath.Base(filepath.Dir(m.Root)) != m.ID {
-		return nil, errdefs.InvalidArgumentf("host: bad handle state")
-	}
-	if st, err := os.Stat(m.Root); err != nil || !st.IsDir() {
-		return nil, errdefs.NotFoundf("host: sandbox %s is gone", m.ID)
+	if err := statedir.Decode(Name, handleVersion, h, &m); err != nil {
+		return nil, err
 	}
 	return b.instance(m)
 }
@@ -224,26 +213,7 @@ func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
 	if err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir(sbs)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("host: list: %w", err)
-	}
-	var out []backend.Listed
-	for _, e := range ents {
-		raw, err := os.ReadFile(filepath.Join(sbs, e.Name(), ".moat.json"))
-		if err != nil {
-			continue // half-created or half-removed
-		}
-		var m meta
-		if json.Unmarshal(raw, &m) != nil || m.ID != e.Name() {
-			continue
-		}
-		out = append(out, backend.Listed{ID: m.ID, Handle: handleOf(m)})
-	}
-	return out, nil
+	return statedir.List(Name, sbs, handleVersion, func() statedir.Meta { return new(meta) })
 }
 
 // Probe implements backend.Prober: always usable, never isolated.
@@ -258,10 +228,11 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 		Reason: "host: no isolation: commands run on the host as " + who + "; limits: " + rep.String()}
 }
 
-func handleOf(m meta) backend.Handle {
-	raw, _ := json.Marshal(m)
-	return backend.Handle{Backend: Name, Version: handleVersion, State: raw}
-}
+func handleOf(m meta) backend.Handle { return statedir.Handle(Name, handleVersion, m) }
+
+// SandboxID and SandboxRoot let package statedir check and list sandboxes.
+func (m meta) SandboxID() string   { return m.ID }
+func (m meta) SandboxRoot() string { return m.Root }
 
 // Instance is one host sandbox.
 type Instance struct {
