@@ -13,23 +13,13 @@ import (
 
 // sandboxCmd builds a command that runs fn on the sandbox named by the first argument.
 func (a *app) sandboxCmd(use, short string, nargs int, fn func(ctx context.Context, sb client.Handle, args []string) error) *cobra.Command {
-	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.ExactArgs(nargs),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer done()
-			sb, err := m.Get(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return fn(cmd.Context(), sb, args[1:])
-		},
-	}
+	return a.apiCmd(use, short, nargs, func(ctx context.Context, api client.API, args []string) error {
+		sb, err := api.Get(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		return fn(ctx, sb, args[1:])
+	})
 }
 
 func (a *app) abilityCmds() []*cobra.Command {

@@ -1,10 +1,31 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moatsh/moat/client"
 )
+
+// apiCmd builds a command that runs fn with the API open (embedded, without reconciling,
+// or remote).
+func (a *app) apiCmd(use, short string, nargs int, fn func(ctx context.Context, api client.API, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(nargs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, done, err := a.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer done()
+			return fn(cmd.Context(), api, args)
+		},
+	}
+}
 
 // sessionCmd manages per-session backend overrides (stored, so they survive restarts).
 func (a *app) sessionCmd() *cobra.Command {
@@ -12,47 +33,24 @@ func (a *app) sessionCmd() *cobra.Command {
 		Use:   "session",
 		Short: "per-session backend overrides",
 	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "set SESSION BACKEND",
-		Short: "make sandboxes of SESSION use BACKEND unless their spec names one",
-		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer done()
-			return m.SetSessionBackend(cmd.Context(), args[0], args[1])
-		},
-	}, &cobra.Command{
-		Use:   "get SESSION",
-		Short: "print SESSION's backend override",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer done()
-			b, err := m.SessionBackend(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, b)
-			return nil
-		},
-	}, &cobra.Command{
-		Use:   "clear SESSION",
-		Short: "remove SESSION's backend override",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer done()
-			return m.ClearSessionBackend(cmd.Context(), args[0])
-		},
-	})
+	cmd.AddCommand(
+		a.apiCmd("set SESSION BACKEND", "make sandboxes of SESSION use BACKEND unless their spec names one", 2,
+			func(ctx context.Context, api client.API, args []string) error {
+				return api.SetSessionBackend(ctx, args[0], args[1])
+			}),
+		a.apiCmd("get SESSION", "print SESSION's backend override", 1,
+			func(ctx context.Context, api client.API, args []string) error {
+				b, err := api.SessionBackend(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, b)
+				return nil
+			}),
+		a.apiCmd("clear SESSION", "remove SESSION's backend override", 1,
+			func(ctx context.Context, api client.API, args []string) error {
+				return api.ClearSessionBackend(ctx, args[0])
+			}),
+	)
 	return cmd
 }
