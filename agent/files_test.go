@@ -17,9 +17,11 @@ import (
 )
 
 func TestFiles(t *testing.T) {
+	// The directory first: cleanups run last-in first-out, so the agent (and the cleanup
+	// of a failed write it may still be doing) stops before the directory is removed.
+	dir := t.TempDir()
 	c := serve(t)
 	ctx := tctx(t)
-	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
