@@ -20,9 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +32,7 @@ import (
 
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/store"
+	"github.com/moatsh/moat/store/internal/migrations"
 )
 
 func init() {
@@ -90,46 +89,17 @@ func (s *Store) Close() error {
 	return nil
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("postgres: migration %s: name must start with a positive version and '_'", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("postgres: migrations %s and %s share a version", out[i-1].name, out[i].name)
-		}
-	}
-	return out, nil
+func loadMigrations() ([]migrations.Migration, error) {
+	return migrations.Load(migrationFS, "migrations", "postgres")
 }
 
 // LatestSchemaVersion is the schema version this package migrates databases to.
 func LatestSchemaVersion() int {
 	ms, err := loadMigrations()
-	if err != nil || len(ms) == 0 {
+	if err != nil {
 		return 0
 	}
-	return ms[len(ms)-1].version
+	return migrations.Latest(ms)
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -137,10 +107,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	latest := 0
-	if len(ms) > 0 {
-		latest = ms[len(ms)-1].version
-	}
+	latest := migrations.Latest(ms)
 	return s.retry(ctx, "migrate", func() error {
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			// The lock is held to the end of the transaction: a second process waits here,
@@ -162,14 +129,14 @@ func (s *Store) migrate(ctx context.Context) error {
 				return errdefs.FailedPreconditionf("postgres: database has schema version %d, newer than this moat knows (%d): upgrade moat", cur, latest)
 			}
 			for _, m := range ms {
-				if m.version <= cur {
+				if m.Version <= cur {
 					continue
 				}
-				if _, err := tx.Exec(ctx, m.sql); err != nil {
-					return fmt.Errorf("migration %s: %w", m.name, err)
+				if _, err := tx.Exec(ctx, m.SQL); err != nil {
+					return fmt.Errorf("migration %s: %w", m.Name, err)
 				}
 				if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
-					m.version, time.Now().UnixNano()); err != nil {
+					m.Version, time.Now().UnixNano()); err != nil {
 					return err
 				}
 			}
