@@ -266,6 +266,9 @@ func (s *Settings) Put(ctx context.Context, backend string, changes map[string]*
 			exp[k] = *v
 		}
 	}
+	if err := checkEndpointSecrets(sch, exp); err != nil {
+		return err
+	}
 	if len(exp) == 0 {
 		return s.st().DeleteSetting(ctx, key(backend))
 	}
@@ -274,6 +277,30 @@ func (s *Settings) Put(ctx context.Context, backend string, changes map[string]*
 		return err
 	}
 	return s.st().PutSetting(ctx, key(backend), b)
+}
+
+// checkEndpointSecrets refuses explicit settings that would send a secret taken from the
+// environment to a URL set through the API: whoever holds an API token could otherwise
+// point api_url at their own server and collect the operator's provider token. With an
+// explicit *_url, every secret must be explicit too (set in the same request, or before).
+func checkEndpointSecrets(sch Schema, exp map[string]string) error {
+	var urls []string
+	for k := range exp {
+		if strings.HasSuffix(k, "_url") {
+			urls = append(urls, k)
+		}
+	}
+	if len(urls) == 0 {
+		return nil
+	}
+	slices.Sort(urls)
+	for _, f := range sch.Fields {
+		if f.Secret && exp[f.Key] == "" {
+			return errdefs.FailedPreconditionf("settings: %s.%s is set through the API, so %s must be too (a %s from the environment is never sent to a URL chosen through the API): set both in one request",
+				sch.Backend, strings.Join(urls, ", "), f.Key, f.Key)
+		}
+	}
+	return nil
 }
 
 // Getenv returns an environment in which every alias of a setting that has an explicit

@@ -70,3 +70,34 @@ func TestPrecedenceAndSecrecy(t *testing.T) {
 		t.Errorf("put without store: %v", err)
 	}
 }
+
+// An API token holder must not be able to send the operator's environment token to a URL
+// of their choosing.
+func TestEnvSecretNeverGoesToAnAPIChosenURL(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	env := map[string]string{"VERCEL_TOKEN": "env-secret"}
+	s := New(func() store.Store { return st }, func(k string) string { return env[k] })
+	str := func(v string) *string { return &v }
+
+	err := s.Put(ctx, "vercel", map[string]*string{"api_url": str("http://attacker.invalid")})
+	if !errdefs.Is(err, errdefs.KindFailedPrecondition) || strings.Contains(err.Error(), "env-secret") {
+		t.Fatalf("api_url alone with an env token: %v", err)
+	}
+	if got := s.Getenv(func(k string) string { return env[k] })("VERCEL_API_URL"); got != "" {
+		t.Fatalf("refused change was stored: %q", got)
+	}
+	if err := s.Put(ctx, "vercel", map[string]*string{"api_url": str("http://127.0.0.1:1/api"), "token": str("api-secret")}); err != nil {
+		t.Fatalf("url and token together: %v", err)
+	}
+	// Dropping the explicit token would let the env token flow to the explicit URL.
+	if err := s.Put(ctx, "vercel", map[string]*string{"token": nil}); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
+		t.Fatalf("removing the token under an explicit url: %v", err)
+	}
+	if err := s.Put(ctx, "vercel", map[string]*string{"token": nil, "api_url": nil}); err != nil {
+		t.Fatalf("removing both: %v", err)
+	}
+	if got := s.Getenv(func(k string) string { return env[k] })("VERCEL_TOKEN"); got != "env-secret" {
+		t.Fatalf("env token after removing both: %q", got)
+	}
+}
