@@ -282,11 +282,12 @@ func (s *Settings) Put(ctx context.Context, backend string, changes map[string]*
 // checkEndpointSecrets refuses explicit settings that would send a secret taken from the
 // environment to a URL set through the API: whoever holds an API token could otherwise
 // point api_url at their own server and collect the operator's provider token. With an
-// explicit *_url, every secret must be explicit too (set in the same request, or before).
+// explicit endpoint (*_url, or E2B's domain, from which its URLs derive), every secret must
+// be explicit too (set in the same request, or before).
 func checkEndpointSecrets(sch Schema, exp map[string]string) error {
 	var urls []string
 	for k := range exp {
-		if strings.HasSuffix(k, "_url") {
+		if strings.HasSuffix(k, "_url") || k == "domain" {
 			urls = append(urls, k)
 		}
 	}

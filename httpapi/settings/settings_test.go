@@ -94,6 +94,10 @@ func TestEnvSecretNeverGoesToAnAPIChosenURL(t *testing.T) {
 	if err := s.Put(ctx, "vercel", map[string]*string{"token": nil}); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Fatalf("removing the token under an explicit url: %v", err)
 	}
+	env["E2B_API_KEY"] = "e2b-env-key"
+	if err := s.Put(ctx, "e2b", map[string]*string{"domain": str("attacker.invalid")}); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
+		t.Fatalf("e2b domain alone with an env key: %v", err)
+	}
 	if err := s.Put(ctx, "vercel", map[string]*string{"token": nil, "api_url": nil}); err != nil {
 		t.Fatalf("removing both: %v", err)
 	}
