@@ -22,7 +22,7 @@ const DefaultAPIURL = "https://app.daytona.io/api"
 type Config struct {
 	// APIKey is the Daytona API key (or a JWT, then set OrganizationID), sent as
 	// "Authorization: Bearer". Env: DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN. Never logged.
-	APIKey string `toml:"api_key" json:"api_key,omitempty"`
+	APIKey string `toml:"api_key" json:"-"` // never serialized: a secret
 	// APIURL is the platform API base URL, including the /api prefix. Self-hosted Daytona
 	// needs it. Env: DAYTONA_API_URL (deprecated DAYTONA_SERVER_URL). Default
 	// https://app.daytona.io/api.

@@ -28,7 +28,7 @@ const (
 // left empty: explicit config wins.
 type Config struct {
 	// Token is the E2B API key (sent as X-API-Key). Env alias: E2B_API_KEY.
-	Token string `toml:"token" json:"token"`
+	Token string `toml:"token" json:"-"` // never serialized: a secret
 	// Domain is the E2B domain; the API is https://api.<domain> and sandboxes are reached at
 	// https://sandbox.<domain> (or https://<port>-<id>.<domain>). Env alias: E2B_DOMAIN.
 	// Default "e2b.app".
