@@ -22,8 +22,7 @@ type Config struct {
 	// Store is the record store URL; default "sqlite:<Home>/moat.db".
 	Store string
 	// Storage, when set, is an already open store used instead of opening Store; the
-	// manager does not close it. moatd opens its store before the backends are built, so
-	// that backend settings kept in the store apply from the first start.
+	// manager does not close it.
 	Storage store.Store
 	// Sandbox holds defaults applied to every Spec.
 	Sandbox SandboxConfig
@@ -35,9 +34,6 @@ type Config struct {
 	Getenv func(string) string
 	// Logger receives structured logs; default discards.
 	Logger *slog.Logger
-	// SkipReconcile opens without reconciling records with backends (tests, and CLI hot
-	// paths such as `moat exec`, which should not pay for probing every backend).
-	SkipReconcile bool
 }
 
 // SandboxConfig is the [sandbox] section.

@@ -19,12 +19,12 @@ func TestOpenRejectsBadBackendSections(t *testing.T) {
 	}
 	want := map[string]string{"unknown key": "bogus_key", "bad value": "max_open_files", "unknown backend": "nosuch"}
 	for name, sections := range cases {
-		_, err := moat.Open(ctx, moat.Config{Home: t.TempDir(), Store: "mem:", Backends: sections, SkipReconcile: true})
+		_, err := moat.Open(ctx, moat.Config{Home: t.TempDir(), Store: "mem:", Backends: sections})
 		if !errdefs.Is(err, errdefs.KindInvalidArgument) || !strings.Contains(err.Error(), want[name]) {
 			t.Errorf("%s: err = %v; want invalid_argument naming %q", name, err, want[name])
 		}
 	}
-	m, err := moat.Open(ctx, moat.Config{Home: t.TempDir(), Store: "mem:", SkipReconcile: true,
+	m, err := moat.Open(ctx, moat.Config{Home: t.TempDir(), Store: "mem:",
 		Backends: map[string]map[string]any{"host": {"max_open_files": 64}}})
 	if err != nil {
 		t.Fatalf("a valid section: %v", err)

@@ -69,8 +69,7 @@ func TestCrashBetweenCreateAndRecordLeaksNothing(t *testing.T) {
 		t.Fatalf("the crashed create should have left its sandbox %s behind: %v %v", recs[0].ID, listed, err)
 	}
 
-	m, err := moat.New(moat.WithStore(st), moat.WithBackend("host", hb),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{AllowUnisolated: true}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: st, Sandbox: moat.SandboxConfig{AllowUnisolated: true}}, moat.WithoutRegistered(), moat.WithBackend("host", hb))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,8 +103,7 @@ func crashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := moat.New(moat.WithStore(st), moat.WithBackend("host", crashingBackend{hostBackend(t, filepath.Join(dir, "host"))}),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{AllowUnisolated: true, Backend: "host"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: st, Sandbox: moat.SandboxConfig{AllowUnisolated: true, Backend: "host"}}, moat.WithoutRegistered(), moat.WithBackend("host", crashingBackend{hostBackend(t, filepath.Join(dir, "host"))}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,9 @@ func (f *flakyBackend) Descriptor() backend.Descriptor {
 	d := f.Backend.Descriptor()
 	if f.iso != "" {
 		d.Isolation = f.iso
+		// Ranked as the real backend of that isolation would be.
+		d.AutoRank = map[backend.Isolation]int{backend.IsolationContainer: backend.RankDocker,
+			backend.IsolationNamespace: backend.RankBwrap}[f.iso]
 	}
 	return d
 }
@@ -46,11 +49,12 @@ func (f *flakyBackend) fail(err error) { f.failCreate.Store(&err) }
 
 func newManager(t *testing.T, st store.Store, cfg moat.Config, backends map[string]backend.Backend) *moat.Manager {
 	t.Helper()
-	opts := []moat.Option{moat.WithStore(st), moat.WithConfig(cfg)}
+	opts := []moat.Option{moat.WithoutRegistered()}
 	for n, b := range backends {
 		opts = append(opts, moat.WithBackend(n, b))
 	}
-	m, err := moat.New(opts...)
+	cfg.Storage = st
+	m, err := moat.Open(context.Background(), cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,12 +18,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
@@ -38,15 +39,35 @@ type Manager struct {
 	store    store.Store
 	ownStore bool
 	log      *slog.Logger
-	backends map[string]backend.Backend
+	setMu    sync.RWMutex // guards set (the pointer; a set is never modified)
+	set      *backendSet
+	// settingsMu serializes writers of saved settings (PutBackendSettings, ReloadSettings).
+	settingsMu sync.Mutex
 
 	healthMu sync.Mutex
 	health   map[string]cachedHealth
 
 	mu        sync.Mutex
-	instances map[string]backend.Instance // sandbox id → attached instance
+	instances map[string]cachedInstance // sandbox id → attached instance
 	lastTouch map[string]time.Time
 	prefix    string // see idPrefix
+
+	prefixInit singleflight.Group
+
+	// bg owns the manager's background work (last-used updates): Close cancels bgCtx and
+	// waits for it.
+	bgMu     sync.Mutex
+	bgClosed bool
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+}
+
+// cachedInstance is an attached instance and the backend build it came from, so a rebuilt
+// backend (changed settings) is not served stale instances.
+type cachedInstance struct {
+	inst    backend.Instance
+	backend backend.Backend
 }
 
 type cachedHealth struct {
@@ -57,110 +78,119 @@ type cachedHealth struct {
 // healthTTL bounds how stale a cached probe may be when routing.
 const healthTTL = 5 * time.Second
 
-// Option configures New.
-type Option func(*Manager) error
+// Option adds to what Open builds from Config.
+type Option func(*openOptions)
 
-// WithStore uses s for records. The manager does not close it.
-func WithStore(s store.Store) Option {
-	return func(m *Manager) error { m.store = s; return nil }
+type openOptions struct {
+	instances    map[string]backend.Backend
+	factories    map[string]backend.Factory
+	noRegistered bool
 }
 
-// WithBackend adds (or replaces) a backend instance under name, bypassing the registry.
+// WithBackend gives the manager backend b under name, in place of the registered backend of
+// that name. b is used as it is: it is not built again when its settings change.
 func WithBackend(name string, b backend.Backend) Option {
-	return func(m *Manager) error { m.backends[name] = b; return nil }
+	return func(o *openOptions) { o.instances[name] = b }
 }
 
-// WithConfig sets defaults, policy and logging (Store and Backends are ignored by New).
-func WithConfig(cfg Config) Option {
-	return func(m *Manager) error { m.cfg = cfg; return nil }
+// WithFactory builds backend name with f, in place of the registered factory of that name,
+// and again whenever the backend's saved settings change.
+func WithFactory(name string, f backend.Factory) Option {
+	return func(o *openOptions) { o.factories[name] = f }
 }
 
-// New builds a Manager from explicit parts, without reading config, opening a store, or
-// reconciling. It needs WithStore; with no WithBackend it has no backends. For tests and
-// embedding.
-func New(opts ...Option) (*Manager, error) {
-	m := &Manager{
-		backends:  map[string]backend.Backend{},
-		health:    map[string]cachedHealth{},
-		instances: map[string]backend.Instance{},
-		lastTouch: map[string]time.Time{},
-	}
-	for _, o := range opts {
-		if err := o(m); err != nil {
-			return nil, err
-		}
-	}
-	if m.store == nil {
-		return nil, errdefs.InvalidArgumentf("moat: New needs WithStore")
-	}
-	if err := m.cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	m.log = m.cfg.Logger
-	return m, nil
+// WithoutRegistered leaves out the registered backends: the manager has only those given by
+// WithBackend and WithFactory. For tests and embedders that choose their backends exactly.
+func WithoutRegistered() Option {
+	return func(o *openOptions) { o.noRegistered = true }
 }
 
-// Open builds every registered backend from cfg, opens the store, and reconciles records
-// with the backends (unless cfg.SkipReconcile). Close releases it.
-func Open(ctx context.Context, cfg Config) (*Manager, error) {
+// Open builds the backends (every registered one, unless opts say otherwise) from cfg, with
+// the settings saved in the store, and opens the store (or uses cfg.Storage). It does not
+// reconcile records with the backends: moatd's maintenance loop and `moat reconcile` do
+// (Reconcile, Maintain). Close releases it.
+func Open(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	for name := range cfg.Backends {
-		if _, ok := backend.Lookup(name); !ok {
-			return nil, errdefs.InvalidArgumentf("config: [backends.%s]: unknown backend (registered: %s)", name, strings.Join(backend.Names(), ", "))
+	o := openOptions{instances: map[string]backend.Backend{}, factories: map[string]backend.Factory{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	factories := map[string]backend.Factory{}
+	if !o.noRegistered {
+		for _, name := range backend.Names() {
+			f, _ := backend.Lookup(name)
+			factories[name] = f
 		}
 	}
-	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
-		return nil, fmt.Errorf("moat: create home %s: %w", cfg.Home, err)
+	maps.Copy(factories, o.factories)
+	for name := range o.instances {
+		delete(factories, name)
+	}
+	for name := range cfg.Backends {
+		if _, ok := factories[name]; !ok {
+			if _, ok := o.instances[name]; !ok {
+				return nil, errdefs.InvalidArgumentf("config: [backends.%s]: unknown backend (registered: %s)", name, strings.Join(backend.Names(), ", "))
+			}
+		}
 	}
 	m := &Manager{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		backends:  map[string]backend.Backend{},
 		health:    map[string]cachedHealth{},
-		instances: map[string]backend.Instance{},
+		instances: map[string]cachedInstance{},
 		lastTouch: map[string]time.Time{},
 	}
-	for _, name := range backend.Names() {
-		f, _ := backend.Lookup(name)
-		b, err := f(backend.Config{
-			Decode:   sectionDecoder(name, cfg.Backends[name]),
-			StateDir: filepath.Join(cfg.Home, "backends", name),
-			Getenv:   cfg.Getenv,
-			Logger:   cfg.Logger.With("backend", name),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("moat: backend %s: %w", name, err)
-		}
-		m.backends[name] = b
-	}
+	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
 	if cfg.Storage != nil {
 		m.store = cfg.Storage
 	} else {
+		if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+			return nil, fmt.Errorf("moat: create home %s: %w", cfg.Home, err)
+		}
 		s, err := store.Open(ctx, cfg.Store)
 		if err != nil {
 			return nil, err
 		}
 		m.store, m.ownStore = s, true
 	}
-	if !cfg.SkipReconcile {
-		rep, err := m.Reconcile(ctx)
-		if err != nil {
-			m.log.Warn("reconcile failed", "err", err)
-		} else if !rep.Empty() {
-			m.log.Info("reconciled", "report", rep.String())
-		}
+	set, err := m.buildBackends(ctx, factories, o.instances)
+	if err != nil {
+		_ = m.Close()
+		return nil, err
 	}
+	m.set = set
 	return m, nil
 }
 
-// Close releases the store when Open opened it. Sandboxes keep running.
+// Close stops the manager's background work, waits for it, and releases the store when Open
+// opened it. Sandboxes keep running.
 func (m *Manager) Close() error {
+	m.bgMu.Lock()
+	m.bgClosed = true
+	m.bgMu.Unlock()
+	m.bgCancel()
+	m.bg.Wait()
 	if m.ownStore {
 		return m.store.Close()
 	}
 	return nil
+}
+
+// background runs f on a goroutine the manager owns: Close cancels f's ctx and waits for it.
+// After Close it does nothing.
+func (m *Manager) background(f func(ctx context.Context)) {
+	m.bgMu.Lock()
+	defer m.bgMu.Unlock()
+	if m.bgClosed {
+		return
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		f(m.bgCtx)
+	}()
 }
 
 // Store returns the record store (for servers that keep settings beside records).
@@ -188,10 +218,26 @@ const installationTagLen = 6
 // so it never touches another installation's sandboxes.
 func (m *Manager) idPrefix(ctx context.Context) (string, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.prefix != "" {
-		return m.prefix, nil
+	p := m.prefix
+	m.mu.Unlock()
+	if p != "" {
+		return p, nil
 	}
+	// One store round trip for concurrent first callers, without holding m.mu across it.
+	pv, err, _ := m.prefixInit.Do("", func() (any, error) { return m.loadTag(ctx) })
+	if err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.prefix == "" {
+		m.prefix = "sb-" + pv.(string)
+	}
+	return m.prefix, nil
+}
+
+// loadTag reads the installation tag, creating it when the store has none.
+func (m *Manager) loadTag(ctx context.Context) (string, error) {
 	v, err := m.store.GetSetting(ctx, installationKey)
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		tag := randomBase32(installationTagLen)
@@ -204,8 +250,7 @@ func (m *Manager) idPrefix(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	m.prefix = "sb-" + string(v)
-	return m.prefix, nil
+	return string(v), nil
 }
 
 // newID returns moat's id for a new sandbox: the installation prefix and 14 random
@@ -261,17 +306,9 @@ func (m *Manager) Backends(ctx context.Context) BackendReport {
 	return rep
 }
 
-func (m *Manager) backendNames() []string {
-	names := make([]string, 0, len(m.backends))
-	for n := range m.backends {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
 func (m *Manager) descriptor(name string) backend.Descriptor {
-	d := m.backends[name].Descriptor()
+	b, _ := m.backend(name)
+	d := b.Descriptor()
 	d.Name = name
 	return d
 }
@@ -289,7 +326,8 @@ func (m *Manager) probe(ctx context.Context, name string, fresh bool) backend.He
 		return c.h
 	}
 	h := backend.Health{State: backend.Ready}
-	if p, ok := m.backends[name].(backend.Prober); ok {
+	b, _ := m.backend(name)
+	if p, ok := b.(backend.Prober); ok {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		h = p.Probe(pctx)
 		cancel()
@@ -326,7 +364,7 @@ func (m *Manager) SetSessionBackend(ctx context.Context, session, name string) e
 	if session == "" {
 		return errdefs.InvalidArgumentf("moat: empty session id")
 	}
-	if _, ok := m.backends[name]; !ok {
+	if _, ok := m.backend(name); !ok {
 		return m.unknownBackend(name)
 	}
 	return m.store.PutSetting(ctx, sessionKey(session), []byte(name))
@@ -368,7 +406,7 @@ func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error)
 	if name == "" || name == "auto" {
 		return router.Auto(m.candidates(ctx, m.backendNames()), m.policy())
 	}
-	if _, ok := m.backends[name]; !ok {
+	if _, ok := m.backend(name); !ok {
 		return router.Decision{}, m.unknownBackend(name)
 	}
 	c := router.Candidate{Name: name, Descriptor: m.descriptor(name), Health: m.probe(ctx, name, false)}
@@ -419,7 +457,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	tries := append([]string{dec.Chosen}, dec.Rest...)
 	var failures []string
 	for i, name := range tries {
-		inst, err := m.backends[name].Create(ctx, m.createRequest(rec.ID, spec))
+		b, ok := m.backend(name)
+		if !ok {
+			err := m.unknownBackend(name)
+			m.recordCreateFailure(ctx, rec, failures, err)
+			return nil, err
+		}
+		inst, err := b.Create(ctx, m.createRequest(rec.ID, spec))
 		if err == nil {
 			rec.Backend = name
 			rec.Handle = inst.Handle()
@@ -432,7 +476,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 				m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("%s: recording the new sandbox: %w", name, err))
 				return nil, err
 			}
-			m.cacheInstance(rec.ID, inst)
+			m.cacheInstance(rec.ID, inst, b)
 			return newSandbox(m, rec, spec), nil
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", name, err))
@@ -515,9 +559,9 @@ func (m *Manager) update(ctx context.Context, rec *store.Record) error {
 	return err
 }
 
-func (m *Manager) cacheInstance(id string, inst backend.Instance) {
+func (m *Manager) cacheInstance(id string, inst backend.Instance, from backend.Backend) {
 	m.mu.Lock()
-	m.instances[id] = inst
+	m.instances[id] = cachedInstance{inst: inst, backend: from}
 	m.mu.Unlock()
 }
 
@@ -531,12 +575,12 @@ func (m *Manager) forgetInstance(id string) {
 // instance returns the attached instance of rec, attaching on first use.
 func (m *Manager) instance(ctx context.Context, rec *store.Record) (backend.Instance, error) {
 	m.mu.Lock()
-	inst, ok := m.instances[rec.ID]
+	c, ok := m.instances[rec.ID]
 	m.mu.Unlock()
 	if ok {
-		return inst, nil
+		return c.inst, nil
 	}
-	b, ok := m.backends[rec.Backend]
+	b, ok := m.backend(rec.Backend)
 	if !ok {
 		return nil, errdefs.Unavailablef("moat: sandbox %s is on backend %q, which this moat does not have", rec.ID, rec.Backend)
 	}
@@ -544,7 +588,7 @@ func (m *Manager) instance(ctx context.Context, rec *store.Record) (backend.Inst
 	if err != nil {
 		return nil, err
 	}
-	m.cacheInstance(rec.ID, inst)
+	m.cacheInstance(rec.ID, inst, b)
 	return inst, nil
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,13 +19,13 @@ import (
 
 // ReconcileReport says what Reconcile found and did.
 type ReconcileReport struct {
-	Attached    []string // active records whose sandbox is there
-	Recreated   []string // records whose sandbox was gone and was created again from the spec
-	Lost        []string // records whose sandbox was gone (now status error)
-	Interrupted []string // creates interrupted by a crash (now status error)
-	Expired     []string // sandboxes destroyed because their TTL ran out
-	Orphans     []string // backend sandboxes no record owns, removed ("backend/id")
-	Errors      []string // what could not be checked, and why
+	Attached    []string `json:"attached"`    // active records whose sandbox is there
+	Recreated   []string `json:"recreated"`   // records whose sandbox was gone and was created again from the spec
+	Lost        []string `json:"lost"`        // records whose sandbox was gone (now status error)
+	Interrupted []string `json:"interrupted"` // creates interrupted by a crash (now status error)
+	Expired     []string `json:"expired"`     // sandboxes destroyed because their TTL ran out
+	Orphans     []string `json:"orphans"`     // backend sandboxes no record owns, removed ("backend/id")
+	Errors      []string `json:"errors"`      // what could not be checked, and why
 }
 
 // Empty reports whether nothing needed doing.
@@ -103,8 +105,10 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			m.reattach(ctx, rec, &rep)
 		}
 	}
-	for _, name := range m.backendNames() {
-		l, ok := m.backends[name].(backend.Lister)
+	set := m.backends()
+	for _, name := range slices.Sorted(maps.Keys(set.backends)) {
+		b := set.backends[name]
+		l, ok := b.(backend.Lister)
 		if !ok || m.probe(ctx, name, false).State == backend.Unavailable {
 			continue
 		}
@@ -132,7 +136,7 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("%s/%s: check owner: %v", name, sb.ID, err))
 				continue
 			}
-			inst, err := m.backends[name].Attach(ctx, sb.Handle)
+			inst, err := b.Attach(ctx, sb.Handle)
 			if err == nil {
 				err = inst.Destroy(ctx)
 			}
@@ -158,7 +162,7 @@ func ownsLive(rec *store.Record, name string) bool {
 // reattach checks an active record's sandbox, recreating it from the spec when it is gone
 // and the spec asks for that.
 func (m *Manager) reattach(ctx context.Context, rec *store.Record, rep *ReconcileReport) {
-	b, ok := m.backends[rec.Backend]
+	b, ok := m.backend(rec.Backend)
 	if !ok {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("%s: backend %q is not available in this moat", rec.ID, rec.Backend))
 		return
@@ -172,7 +176,7 @@ func (m *Manager) reattach(ctx context.Context, rec *store.Record, rep *Reconcil
 		}
 	}
 	if err == nil {
-		m.cacheInstance(rec.ID, inst)
+		m.cacheInstance(rec.ID, inst, b)
 		rep.Attached = append(rep.Attached, rec.ID)
 		return
 	}
@@ -192,7 +196,7 @@ func (m *Manager) reattach(ctx context.Context, rec *store.Record, rep *Reconcil
 				rep.Errors = append(rep.Errors, rec.ID+": "+uerr.Error())
 				return
 			}
-			m.cacheInstance(rec.ID, newInst)
+			m.cacheInstance(rec.ID, newInst, b)
 			rep.Recreated = append(rep.Recreated, rec.ID)
 			return
 		}
@@ -250,16 +254,16 @@ func startTimeOf(pid int) string {
 	return f[19]
 }
 
-// Maintain runs Reconcile every interval until ctx ends, logging what it did, so that a
-// long-running server destroys expired sandboxes and notices lost ones without a restart.
+// Maintain runs the manager's upkeep until ctx ends: at once and then every interval, it
+// builds again the backends whose saved settings another process changed (ReloadSettings)
+// and reconciles records with the backends (Reconcile), so TTLs expire and lost sandboxes
+// are noticed while a server runs. moatd runs it; a CLI command does not.
 func (m *Manager) Maintain(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if err := m.ReloadSettings(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("reload settings failed", "err", err)
 		}
 		rep, err := m.Reconcile(ctx)
 		switch {
@@ -267,6 +271,11 @@ func (m *Manager) Maintain(ctx context.Context, interval time.Duration) {
 			m.log.Warn("reconcile failed", "err", err)
 		case err == nil && !rep.Empty():
 			m.log.Info("reconciled", "report", rep.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -275,8 +275,8 @@ func (m *Manager) touch(id string) {
 	}
 	m.lastTouch[id] = now
 	m.mu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	m.background(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		for range 3 {
 			rec, err := m.store.Get(ctx, id)
@@ -288,7 +288,7 @@ func (m *Manager) touch(id string) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // files returns the native file transfer of inst, or the exec fallback.

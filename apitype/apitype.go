@@ -12,7 +12,7 @@ import (
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/httpapi/settings"
+	"github.com/moatsh/moat/settings"
 )
 
 // Version is the API version prefix of every route.

@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -45,14 +46,63 @@ func (i Isolation) Rank() int {
 	return -1
 }
 
-// Descriptor holds the static facts the router and the UI rank and show. State one fact here
-// and nowhere else.
+// Descriptor holds the static facts the router, the settings API, the web UI and the docs
+// rank and show. A backend states each fact here and nowhere else: every table of backends
+// (auto order, settings schema, environment aliases) is derived from the registered
+// backends' descriptors, so a backend that is not compiled in appears nowhere.
 type Descriptor struct {
 	Name           string    `json:"name"`
 	Isolation      Isolation `json:"isolation"`
 	Remote         bool      `json:"remote"`          // runs on a hosted provider
 	PackageManager string    `json:"package_manager"` // "apt-get", "dnf", "apk", "" when unknown
 	DefaultImage   string    `json:"default_image,omitempty"`
+	// AutoRank places the backend in backend = "auto": candidates are tried by ascending
+	// rank. 0 means auto never picks it (select it by name). The ranks in use follow
+	// DESIGN.md's order: local VMs and containers, namespace jails, hosted providers, and
+	// the restricted host last (see the Rank* constants).
+	AutoRank int `json:"auto_rank,omitempty"`
+	// Settings are the keys of the backend's [backends.<name>] section that an operator may
+	// also give through an environment alias or the settings API.
+	Settings []Setting `json:"settings,omitempty"`
+}
+
+// Auto ranks of the backends moat knows of, in DESIGN.md's order. A new backend picks a
+// rank between its neighbours; equal ranks are ordered by name.
+const (
+	RankAppleContainer = 100
+	RankPodman         = 200
+	RankDocker         = 300
+	RankFirecracker    = 400
+	RankBwrap          = 500
+	RankVercel         = 600
+	RankDaytona        = 700
+	RankE2B            = 800
+	RankModal          = 900
+	RankRunloop        = 1000
+	RankSprites        = 1100
+	RankHost           = 10000
+)
+
+// Setting is one key of a backend's [backends.<name>] section that may also come from an
+// environment alias or from the settings API (stored beside the records). The value of a
+// key is, first to last: the section's explicit value, the value saved through the API,
+// the first non-empty environment alias, the backend's default.
+type Setting struct {
+	Key string `json:"key"`
+	// Env lists the environment aliases, most preferred first.
+	Env []string `json:"env,omitempty"`
+	// Secret settings are write-only: no API returns them and no log prints them.
+	Secret bool `json:"secret,omitempty"`
+	// Endpoint marks a setting that says where the backend sends its secrets (an API URL,
+	// a domain). Set through the API, it requires every secret to be set through the API
+	// too, so a token from the environment never goes to a URL an API caller chose.
+	Endpoint bool `json:"endpoint,omitempty"`
+	// OperatorOnly settings come from moat.toml or the environment only; the settings API
+	// refuses them, because they name something on the host (a daemon socket, a path):
+	// only the operator names host paths.
+	OperatorOnly bool `json:"operator_only,omitempty"`
+	// Doc says in a few words what the value is (shown by the web UI and docs/config.md).
+	Doc string `json:"doc,omitempty"`
 }
 
 // Handle is the opaque, versioned reference a backend gives out for one sandbox. The manager
@@ -249,9 +299,41 @@ type Config struct {
 	// exist yet.
 	StateDir string
 	// Getenv reads the environment (os.Getenv in production, a map in tests), for aliases
-	// such as VERCEL_TOKEN. Explicit config wins over it.
+	// such as VERCEL_TOKEN. Explicit config wins over it. Prefer Fill, which also applies
+	// the values saved through the settings API.
 	Getenv func(string) string
+	// Saved holds the values saved through the settings API for this backend, by
+	// Setting.Key, read before the factory runs. The manager builds the backend again when
+	// they change, so a factory reads them once and never goes to the store itself.
+	Saved  map[string]string
 	Logger *slog.Logger
+}
+
+// Fill sets *dst from setting s when the [backends.<name>] section left it empty: the value
+// saved through the settings API, else the first non-empty environment alias. Surrounding
+// space is trimmed.
+func (c Config) Fill(s Setting, dst *string) {
+	if strings.TrimSpace(*dst) != "" {
+		return
+	}
+	*dst = c.Value(s)
+}
+
+// Value returns the value of s that does not come from the section: the saved one, else
+// the first non-empty environment alias, else "".
+func (c Config) Value(s Setting) string {
+	if v := strings.TrimSpace(c.Saved[s.Key]); v != "" {
+		return v
+	}
+	if c.Getenv == nil {
+		return ""
+	}
+	for _, e := range s.Env {
+		if v := strings.TrimSpace(c.Getenv(e)); v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // Factory builds a Backend from its configuration.

@@ -52,8 +52,7 @@ func (i liarInstance) ListDir(ctx context.Context, p string) ([]backend.FileInfo
 // TestArchiveRefusesListedNamesThatEscape: a listing entry such as "../../outside.txt"
 // must not become a tar entry that a client would unpack outside its target directory.
 func TestArchiveRefusesListedNamesThatEscape(t *testing.T) {
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("fake", liarBackend{fake.New()}),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}}, moat.WithoutRegistered(), moat.WithBackend("fake", liarBackend{fake.New()}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +105,7 @@ func (brokenStore) GetSetting(context.Context, string) ([]byte, error) {
 // a plain status; the detail (hosts, paths, credentials in a driver's message) goes to
 // the log only.
 func TestReadyzKeepsStoreErrorsInside(t *testing.T) {
-	m, err := moat.New(moat.WithStore(brokenStore{memstore.New()}), moat.WithBackend("fake", fake.New()),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: brokenStore{memstore.New()}, Sandbox: moat.SandboxConfig{Backend: "fake"}}, moat.WithoutRegistered(), moat.WithBackend("fake", fake.New()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path"
 	"strings"
 	"sync"
@@ -27,8 +26,6 @@ import (
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/httpapi/settings"
-	"github.com/moatsh/moat/store"
 )
 
 // OpenAPI is the OpenAPI 3.1 document of the API, served at GET /v1/openapi.json.
@@ -44,9 +41,6 @@ type Options struct {
 	Tokens []string
 	// Logger receives access logs and errors; default discards.
 	Logger *slog.Logger
-	// Settings holds backend settings; default: settings in the manager's store with
-	// os.Getenv as the environment.
-	Settings *settings.Settings
 	// MaxJSONBytes bounds JSON request bodies (exec stdin included); default 8 MiB.
 	MaxJSONBytes int64
 	// MaxFileBytes bounds one uploaded file; default 1 GiB.
@@ -70,9 +64,6 @@ type Options struct {
 func (o *Options) setDefaults(m *moat.Manager) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Settings == nil {
-		o.Settings = settings.New(func() store.Store { return m.Store() }, os.Getenv)
 	}
 	if o.MaxJSONBytes <= 0 {
 		o.MaxJSONBytes = 8 << 20

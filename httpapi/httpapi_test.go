@@ -25,9 +25,7 @@ import (
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
-	"github.com/moatsh/moat/httpapi/settings"
 	"github.com/moatsh/moat/moattest"
-	"github.com/moatsh/moat/store"
 )
 
 const token = "s3cret-api-token-value"
@@ -345,74 +343,6 @@ func TestClientVanishes(t *testing.T) {
 	res, err := sb.Exec(context.Background(), moat.ExecRequest{Cmd: []string{"echo", "still here"}})
 	if err != nil || string(res.Stdout) != "still here\n" {
 		t.Errorf("after vanishing clients: %q, %v", res.Stdout, err)
-	}
-}
-
-func TestSettings(t *testing.T) {
-	env := map[string]string{"DAYTONA_API_KEY": "env-daytona-key", "VERCEL_TEAM_ID": "team-from-env"}
-	getenv := func(k string) string { return env[k] }
-	var st func() store.Store
-	f := &fixture{}
-	opts := httpapi.Options{Settings: settings.New(func() store.Store { return st() }, getenv)}
-	f = newFixture(t, opts)
-	st = f.env.Manager.Store
-	const secret = "vercel-secret-token-123"
-	code, body, _ := f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":"`+secret+`","project_id":"prj_1"}`)
-	if code != 200 || strings.Contains(body, secret) {
-		t.Fatalf("put: %d %s", code, body)
-	}
-	var v apitype.BackendSettings
-	if err := json.Unmarshal([]byte(body), &v); err != nil || !v.TokenConfigured || v.FromEnv || v.Values["project_id"] != "prj_1" || v.Values["team_id"] != "team-from-env" {
-		t.Errorf("put answer: %s", body)
-	}
-	code, body, _ = f.call(t, "GET", "/v1/settings/backends", "")
-	if code != 200 || strings.Contains(body, secret) || strings.Contains(body, "env-daytona-key") {
-		t.Fatalf("list leaks a secret: %d %s", code, body)
-	}
-	var list apitype.BackendSettingsList
-	_ = json.Unmarshal([]byte(body), &list)
-	got := map[string]apitype.BackendSettings{}
-	for _, b := range list.Backends {
-		got[b.Name] = b
-	}
-	if d := got["daytona"]; !d.TokenConfigured || !d.FromEnv || !d.Secrets["api_key"].FromEnv {
-		t.Errorf("daytona from env: %+v", d)
-	}
-	if e := got["e2b"]; e.TokenConfigured || e.FromEnv {
-		t.Errorf("e2b without key: %+v", e)
-	}
-	// Explicit beats env; the Getenv overlay is what backends read.
-	if _, _, _ = f.call(t, "PUT", "/v1/settings/backends/daytona", `{"api_key":"explicit-key"}`); false {
-	}
-	overlay := opts.Settings.Getenv(getenv)
-	if overlay("DAYTONA_API_KEY") != "explicit-key" || overlay("VERCEL_TOKEN") != secret || overlay("VERCEL_TEAM_ID") != "team-from-env" || overlay("HOME") != "" {
-		t.Errorf("overlay: %q %q %q", overlay("DAYTONA_API_KEY"), overlay("VERCEL_TOKEN"), overlay("VERCEL_TEAM_ID"))
-	}
-	_, body, _ = f.call(t, "GET", "/v1/settings/backends/daytona", "")
-	if !strings.Contains(body, `"from_env":false`) || strings.Contains(body, "explicit-key") {
-		t.Errorf("daytona after explicit: %s", body)
-	}
-	// null removes the explicit value: the environment applies again.
-	f.call(t, "PUT", "/v1/settings/backends/daytona", `{"api_key":null}`)
-	if overlay("DAYTONA_API_KEY") != "env-daytona-key" {
-		t.Errorf("after removal: %q", overlay("DAYTONA_API_KEY"))
-	}
-	for _, tc := range []struct {
-		path, body string
-		status     int
-	}{
-		{"/v1/settings/backends/vercel", `{"tokn":"x"}`, 400},
-		{"/v1/settings/backends/vercel", `{"token":5}`, 400},
-		{"/v1/settings/backends/vercel", `{"token":"a\nb"}`, 400},
-		{"/v1/settings/backends/nosuch", `{"token":"x"}`, 404},
-	} {
-		code, body, _ := f.call(t, "PUT", tc.path, tc.body)
-		if code != tc.status || strings.Contains(body, "a\nb") {
-			t.Errorf("PUT %s %s: %d %s", tc.path, tc.body, code, body)
-		}
-	}
-	if strings.Contains(f.logs.String(), secret) || strings.Contains(f.logs.String(), "explicit-key") {
-		t.Errorf("a secret reached the logs")
 	}
 }
 

@@ -184,7 +184,7 @@ func (s *Server) backends(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listSettings(w http.ResponseWriter, r *http.Request) {
-	views, err := s.opts.Settings.ViewAll(r.Context())
+	views, err := s.m.AllBackendSettings(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -193,7 +193,7 @@ func (s *Server) listSettings(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
-	v, err := s.opts.Settings.View(r.Context(), r.PathValue("name"))
+	v, err := s.m.BackendSettings(r.Context(), r.PathValue("name"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -208,7 +208,8 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if err := s.opts.Settings.Put(r.Context(), name, body); err != nil {
+	v, err := s.m.PutBackendSettings(r.Context(), name, body)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -218,11 +219,6 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	}
 	// Keys only: values may be secrets.
 	s.log.Info("backend settings changed", "request_id", RequestID(r.Context()), "backend", name, "keys", keys)
-	v, err := s.opts.Settings.View(r.Context(), name)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	writeJSON(w, http.StatusOK, v)
 }
 

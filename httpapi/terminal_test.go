@@ -121,8 +121,7 @@ func (w *syncWriter) waitFor(t *testing.T, s string) {
 }
 
 func TestTerminal(t *testing.T) {
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("pty", ptyBackend{fake.New()}),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "pty"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "pty"}}, moat.WithoutRegistered(), moat.WithBackend("pty", ptyBackend{fake.New()}))
 	if err != nil {
 		t.Fatal(err)
 	}

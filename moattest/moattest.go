@@ -38,6 +38,13 @@ func (e *Env) Running() int64 { return e.running.Load() }
 // in-memory store. It is closed when t ends.
 func NewManager(t testing.TB, opts ...fake.Option) *Env {
 	t.Helper()
+	return NewManagerWith(t, nil, opts...)
+}
+
+// NewManagerWith is NewManager with more backends or options for moat.Open (such as
+// moat.WithFactory for a backend whose settings the test changes).
+func NewManagerWith(t testing.TB, mopts []moat.Option, opts ...fake.Option) *Env {
+	t.Helper()
 	running := new(atomic.Int64)
 	block := func(ctx context.Context, req *backend.ExecRequest) (int, error) {
 		running.Add(1)
@@ -49,8 +56,9 @@ func NewManager(t testing.TB, opts ...fake.Option) *Env {
 		return 137, ctx.Err()
 	}
 	fb := fake.New(append([]fake.Option{fake.WithCommand(BlockCommand, block)}, opts...)...)
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("fake", fb),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	mopts = append([]moat.Option{moat.WithoutRegistered(), moat.WithBackend("fake", fb)}, mopts...)
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Home: t.TempDir(),
+		Sandbox: moat.SandboxConfig{Backend: "fake"}}, mopts...)
 	if err != nil {
 		t.Fatal(err)
 	}

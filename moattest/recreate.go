@@ -33,7 +33,7 @@ func CheckRecreate(t *testing.T, r Recreate) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st := memstore.New()
-	m, err := moat.New(moat.WithStore(st), moat.WithBackend(r.Name, r.New(t)))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: st}, moat.WithoutRegistered(), moat.WithBackend(r.Name, r.New(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func CheckRecreate(t *testing.T, r Recreate) {
 	}
 	r.Vanish(t, rec.Handle)
 
-	m2, err := moat.New(moat.WithStore(st), moat.WithBackend(r.Name, r.New(t)))
+	m2, err := moat.Open(context.Background(), moat.Config{Storage: st}, moat.WithoutRegistered(), moat.WithBackend(r.Name, r.New(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,16 +12,6 @@ import (
 	"github.com/moatsh/moat/errdefs"
 )
 
-// AutoOrder is the preference order of backend = "auto": local VMs and containers first,
-// then namespace jails, then hosted providers (only when credentials make them available),
-// and the restricted host last, when the policy allows unisolated execution. Backends not
-// named here (such as "fake") are never picked automatically.
-var AutoOrder = []string{
-	"applecontainer", "podman", "docker", "firecracker", "bwrap",
-	"vercel", "daytona", "e2b", "modal", "runloop", "sprites",
-	"host",
-}
-
 // Candidate is one backend as the router sees it.
 type Candidate struct {
 	Name       string
@@ -69,33 +59,39 @@ func (d Decision) Explain() string {
 	return b.String()
 }
 
-// Rank orders names by AutoOrder; names not in it are dropped.
-func Rank(names []string) []string {
-	var out []string
-	for _, n := range AutoOrder {
-		if slices.Contains(names, n) {
-			out = append(out, n)
+// Rank returns the candidates auto may consider, in its order: by ascending
+// Descriptor.AutoRank, equal ranks by name. Candidates of rank 0 are never picked by auto
+// and are dropped. Each backend states its own rank, so the order has no central table.
+func Rank(cands []Candidate) []Candidate {
+	var out []Candidate
+	for _, c := range cands {
+		if c.Descriptor.AutoRank > 0 {
+			out = append(out, c)
 		}
 	}
+	slices.SortStableFunc(out, func(a, b Candidate) int {
+		if a.Descriptor.AutoRank != b.Descriptor.AutoRank {
+			return a.Descriptor.AutoRank - b.Descriptor.AutoRank
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	return out
 }
 
-// Auto picks the first ready candidate in AutoOrder, else the first degraded one: a
+// Auto picks the first ready candidate in Rank's order, else the first degraded one: a
 // degraded backend works with a caveat (a missing default image, no cgroups), so a ready
 // one later in the order is the better pick. Unavailable candidates and those the policy
 // forbids are skipped with their reason. The error is errdefs Unavailable and lists every
 // reason when nothing is usable.
 func Auto(cands []Candidate, p Policy) (Decision, error) {
 	byName := map[string]Candidate{}
-	var names []string
 	for _, c := range cands {
 		byName[c.Name] = c
-		names = append(names, c.Name)
 	}
 	var d Decision
 	var ready, degraded []string
-	for _, n := range Rank(names) {
-		c := byName[n]
+	for _, c := range Rank(cands) {
+		n := c.Name
 		if reason := unusable(c, p); reason != "" {
 			d.Skipped = append(d.Skipped, Skip{Name: n, Reason: reason})
 			continue
@@ -107,7 +103,7 @@ func Auto(cands []Candidate, p Policy) (Decision, error) {
 		}
 	}
 	for _, c := range cands {
-		if !slices.Contains(AutoOrder, c.Name) {
+		if c.Descriptor.AutoRank <= 0 {
 			d.Skipped = append(d.Skipped, Skip{Name: c.Name, Reason: "never picked by auto; select it by name"})
 		}
 	}

@@ -8,8 +8,14 @@ import (
 	"github.com/moatsh/moat/errdefs"
 )
 
+// ranks are the auto ranks the real backends state; "fake" has none (never auto).
+var ranks = map[string]int{
+	"docker": backend.RankDocker, "bwrap": backend.RankBwrap, "vercel": backend.RankVercel,
+	"daytona": backend.RankDaytona, "host": backend.RankHost,
+}
+
 func cand(name string, iso backend.Isolation, st backend.HealthState, reason string) Candidate {
-	return Candidate{Name: name, Descriptor: backend.Descriptor{Name: name, Isolation: iso},
+	return Candidate{Name: name, Descriptor: backend.Descriptor{Name: name, Isolation: iso, AutoRank: ranks[name]},
 		Health: backend.Health{State: st, Reason: reason}}
 }
 
@@ -89,9 +95,29 @@ func TestExplicit(t *testing.T) {
 	}
 }
 
-func TestRankDropsUnknown(t *testing.T) {
-	got := Rank([]string{"host", "fake", "docker", "vercel"})
+func TestRankDropsUnranked(t *testing.T) {
+	var cands []Candidate
+	for _, n := range []string{"host", "fake", "docker", "vercel"} {
+		cands = append(cands, cand(n, backend.IsolationContainer, backend.Ready, ""))
+	}
+	var got []string
+	for _, c := range Rank(cands) {
+		got = append(got, c.Name)
+	}
 	if strings.Join(got, ",") != "docker,vercel,host" {
 		t.Fatalf("Rank = %v", got)
+	}
+}
+
+func TestRankBreaksTiesByName(t *testing.T) {
+	mk := func(n string, r int) Candidate {
+		return Candidate{Name: n, Descriptor: backend.Descriptor{Name: n, AutoRank: r}}
+	}
+	var got []string
+	for _, c := range Rank([]Candidate{mk("zeta", 5), mk("alpha", 5), mk("first", 1), mk("never", 0)}) {
+		got = append(got, c.Name)
+	}
+	if strings.Join(got, ",") != "first,alpha,zeta" {
+		t.Fatalf("Rank = %v, want first,alpha,zeta", got)
 	}
 }

@@ -108,7 +108,7 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		pm, _ = b.pkgMgr.Load().(string)
 	}
 	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNamespace,
-		PackageManager: pm, DefaultImage: b.conf.Rootfs}
+		PackageManager: pm, DefaultImage: b.conf.Rootfs, AutoRank: backend.RankBwrap}
 }
 
 func (b *Backend) bwrapPath() (string, error) {

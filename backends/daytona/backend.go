@@ -48,6 +48,8 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		Isolation:      backend.IsolationRemote,
 		Remote:         true,
 		PackageManager: "apt-get",
+		AutoRank:       backend.RankDaytona,
+		Settings:       Settings,
 	}
 }
 

@@ -50,31 +50,26 @@ type Config struct {
 	MaxAttempts int `toml:"max_attempts" json:"max_attempts,omitempty"`
 }
 
-// applyEnv fills empty fields from the environment aliases.
-func (c *Config) applyEnv(getenv func(string) string) {
-	if getenv == nil {
-		return
-	}
-	first := func(keys ...string) string {
-		for _, k := range keys {
-			if v := strings.TrimSpace(getenv(k)); v != "" {
-				return v
-			}
-		}
-		return ""
-	}
-	if c.APIKey == "" {
-		c.APIKey = first("DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN")
-	}
-	if c.APIURL == "" {
-		c.APIURL = first("DAYTONA_API_URL", "DAYTONA_SERVER_URL")
-	}
-	if c.OrganizationID == "" {
-		c.OrganizationID = first("DAYTONA_ORGANIZATION_ID")
-	}
-	if c.Target == "" {
-		c.Target = first("DAYTONA_TARGET")
-	}
+// The settings an operator may give through the environment or the settings API.
+var (
+	settingAPIKey = backend.Setting{Key: "api_key", Env: []string{"DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN"}, Secret: true,
+		Doc: "Daytona API key (or a JWT, with organization_id)"}
+	settingAPIURL = backend.Setting{Key: "api_url", Env: []string{"DAYTONA_API_URL", "DAYTONA_SERVER_URL"}, Endpoint: true,
+		Doc: "platform API URL including /api (default https://app.daytona.io/api)"}
+	settingOrganizationID = backend.Setting{Key: "organization_id", Env: []string{"DAYTONA_ORGANIZATION_ID"},
+		Doc: "organization, needed with a JWT"}
+	settingTarget = backend.Setting{Key: "target", Env: []string{"DAYTONA_TARGET"}, Doc: "region sandboxes are created in"}
+	// Settings are the backend's settings, as its Descriptor states them.
+	Settings = []backend.Setting{settingAPIKey, settingAPIURL, settingOrganizationID, settingTarget}
+)
+
+// fill sets the fields left empty from the values saved through the settings API, else
+// from the environment aliases.
+func (c *Config) fill(cfg backend.Config) {
+	cfg.Fill(settingAPIKey, &c.APIKey)
+	cfg.Fill(settingAPIURL, &c.APIURL)
+	cfg.Fill(settingOrganizationID, &c.OrganizationID)
+	cfg.Fill(settingTarget, &c.Target)
 }
 
 func init() {
@@ -85,7 +80,7 @@ func init() {
 				return nil, errdefs.InvalidArgumentf("daytona: config: %v", err)
 			}
 		}
-		c.applyEnv(cfg.Getenv)
+		c.fill(cfg)
 		return New(c)
 	})
 }

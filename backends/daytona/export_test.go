@@ -1,8 +1,10 @@
 package daytona
 
+import "github.com/moatsh/moat/backend"
+
 // ApplyEnvForTest applies the environment aliases to c and returns it.
 func ApplyEnvForTest(c *Config, getenv func(string) string) Config {
-	c.applyEnv(getenv)
+	c.fill(backend.Config{Getenv: getenv})
 	return *c
 }
 

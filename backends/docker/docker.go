@@ -91,6 +91,11 @@ type Config struct {
 	StateDir string `toml:"-" json:"-"`
 }
 
+// settingHost is the daemon address: a socket path on the host, so only the operator sets
+// it (moat.toml or DOCKER_HOST), never the settings API.
+var settingHost = backend.Setting{Key: "host", Env: []string{"DOCKER_HOST"}, OperatorOnly: true,
+	Doc: "Docker daemon address (default the local socket)"}
+
 // Backend is the Docker backend. It is safe for concurrent use.
 type Backend struct {
 	cli     *client.Client
@@ -123,9 +128,7 @@ func init() {
 		}
 		// Explicit config wins over the DOCKER_HOST alias; the SDK reads the TLS variables
 		// (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) from the process environment itself.
-		if c.Host == "" && cfg.Getenv != nil {
-			c.Host = cfg.Getenv("DOCKER_HOST")
-		}
+		cfg.Fill(settingHost, &c.Host)
 		c.StateDir = cfg.StateDir
 		b, err := New(c)
 		if err == nil && cfg.Logger != nil {
@@ -178,6 +181,8 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		Isolation:      backend.IsolationContainer,
 		PackageManager: "apt-get",
 		DefaultImage:   b.cfg.Image,
+		AutoRank:       backend.RankDocker,
+		Settings:       []backend.Setting{settingHost},
 	}
 }
 

@@ -56,7 +56,7 @@ func TestManagerTerminal(t *testing.T) {
 	b := newTestBackend(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend(Name, b))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New()}, moat.WithoutRegistered(), moat.WithBackend(Name, b))
 	if err != nil {
 		t.Fatal(err)
 	}

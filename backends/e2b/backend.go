@@ -57,6 +57,8 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		Remote:         true,
 		PackageManager: "apt-get", // E2B templates are Debian based
 		DefaultImage:   b.cfg.Template,
+		AutoRank:       backend.RankE2B,
+		Settings:       Settings,
 	}
 }
 

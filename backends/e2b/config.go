@@ -60,20 +60,25 @@ type Config struct {
 	RequestTimeout int `toml:"request_timeout" json:"request_timeout"`
 }
 
-// applyEnv fills empty fields from the environment aliases.
-func (c *Config) applyEnv(getenv func(string) string) {
-	if getenv == nil {
-		return
-	}
-	set := func(dst *string, key string) {
-		if *dst == "" {
-			*dst = strings.TrimSpace(getenv(key))
-		}
-	}
-	set(&c.Token, "E2B_API_KEY")
-	set(&c.Domain, "E2B_DOMAIN")
-	set(&c.APIURL, "E2B_API_URL")
-	set(&c.SandboxURL, "E2B_SANDBOX_URL")
+// The settings an operator may give through the environment or the settings API.
+var (
+	settingToken  = backend.Setting{Key: "token", Env: []string{"E2B_API_KEY"}, Secret: true, Doc: "E2B API key"}
+	settingDomain = backend.Setting{Key: "domain", Env: []string{"E2B_DOMAIN"}, Endpoint: true,
+		Doc: "domain the API and sandbox URLs derive from (default e2b.app)"}
+	settingAPIURL     = backend.Setting{Key: "api_url", Env: []string{"E2B_API_URL"}, Endpoint: true, Doc: "control-plane API URL"}
+	settingSandboxURL = backend.Setting{Key: "sandbox_url", Env: []string{"E2B_SANDBOX_URL"}, Endpoint: true,
+		Doc: "URL of every sandbox's envd (self-hosted, tests)"}
+	// Settings are the backend's settings, as its Descriptor states them.
+	Settings = []backend.Setting{settingToken, settingDomain, settingAPIURL, settingSandboxURL}
+)
+
+// fill sets the fields left empty from the values saved through the settings API, else
+// from the environment aliases.
+func (c *Config) fill(cfg backend.Config) {
+	cfg.Fill(settingToken, &c.Token)
+	cfg.Fill(settingDomain, &c.Domain)
+	cfg.Fill(settingAPIURL, &c.APIURL)
+	cfg.Fill(settingSandboxURL, &c.SandboxURL)
 }
 
 func (c *Config) applyDefaults() {
@@ -126,7 +131,7 @@ func init() {
 				return nil, errdefs.InvalidArgumentf("e2b: config: %v", err)
 			}
 		}
-		c.applyEnv(cfg.Getenv)
+		c.fill(cfg)
 		return New(c, Options{Logger: cfg.Logger})
 	})
 }

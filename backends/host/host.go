@@ -92,7 +92,7 @@ func New(cfg backend.Config) (backend.Backend, error) {
 
 // Descriptor implements backend.Backend.
 func (b *Backend) Descriptor() backend.Descriptor {
-	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNone}
+	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNone, AutoRank: backend.RankHost}
 }
 
 // sandboxesDir returns <StateDir>/sandboxes, choosing a temporary StateDir on first use

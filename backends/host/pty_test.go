@@ -121,9 +121,7 @@ func TestPTYDestroyKills(t *testing.T) {
 func TestManagerTerminal(t *testing.T) {
 	requirePTY(t)
 	ctx := context.Background()
-	m, err := moat.New(moat.WithStore(memstore.New()),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{AllowUnisolated: true}}),
-		moat.WithBackend(Name, newFactory(t)(t)))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{AllowUnisolated: true}}, moat.WithoutRegistered(), moat.WithBackend(Name, newFactory(t)(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ type Backend struct {
 	log    *slog.Logger
 }
 
-// New returns a Backend for c (after ApplyEnv). It does no I/O.
+// New returns a Backend for c (after Fill). It does no I/O.
 func New(c Config, logger *slog.Logger) (*Backend, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -63,6 +63,8 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		Remote:         true,
 		PackageManager: "dnf", // Vercel sandboxes run Amazon Linux 2023
 		DefaultImage:   b.defaultRuntime(),
+		AutoRank:       backend.RankVercel,
+		Settings:       Settings,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -63,32 +64,40 @@ func init() {
 				return nil, errdefs.InvalidArgumentf("vercel: config: %v", err)
 			}
 		}
-		c.ApplyEnv(cfg.Getenv)
+		c.Fill(cfg)
 		return New(c, cfg.Logger)
 	})
 }
 
-// ApplyEnv fills the fields left empty from the environment aliases (getenv may be nil).
-func (c *Config) ApplyEnv(getenv func(string) string) {
-	if getenv == nil {
-		return
-	}
-	set := func(dst *string, keys ...string) {
-		for _, k := range keys {
-			if *dst != "" {
-				return
-			}
-			*dst = strings.TrimSpace(getenv(k))
-		}
-	}
-	set(&c.Token, "VERCEL_TOKEN", "VERCEL_OIDC_TOKEN")
-	set(&c.TeamID, "VERCEL_TEAM_ID")
-	set(&c.ProjectID, "VERCEL_PROJECT_ID")
-	set(&c.APIURL, "VERCEL_API_URL")
+// The settings an operator may give through the environment or the settings API.
+var (
+	settingToken = backend.Setting{Key: "token", Env: []string{"VERCEL_TOKEN", "VERCEL_OIDC_TOKEN"}, Secret: true,
+		Doc: "Vercel access token or OIDC token"}
+	settingTeamID    = backend.Setting{Key: "team_id", Env: []string{"VERCEL_TEAM_ID"}, Doc: "team every request is scoped to"}
+	settingProjectID = backend.Setting{Key: "project_id", Env: []string{"VERCEL_PROJECT_ID"}, Doc: "project sandboxes are created in"}
+	settingAPIURL    = backend.Setting{Key: "api_url", Env: []string{"VERCEL_API_URL"}, Endpoint: true,
+		Doc: "API base URL (default https://vercel.com/api)"}
+	// Settings are the backend's settings, as its Descriptor states them.
+	Settings = []backend.Setting{settingToken, settingTeamID, settingProjectID, settingAPIURL}
+)
+
+// Fill sets the fields left empty from the values saved through the settings API, else
+// from the environment aliases.
+func (c *Config) Fill(cfg backend.Config) {
+	cfg.Fill(settingToken, &c.Token)
+	cfg.Fill(settingTeamID, &c.TeamID)
+	cfg.Fill(settingProjectID, &c.ProjectID)
+	cfg.Fill(settingAPIURL, &c.APIURL)
 }
 
 // validate checks the fields that need no I/O; credentials are checked by Probe.
 func (c *Config) validate() error {
+	if c.APIURL != "" {
+		u, err := url.Parse(c.APIURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errdefs.InvalidArgumentf("vercel: api_url %q is not an http(s) URL", c.APIURL)
+		}
+	}
 	if c.Runtime != "" && !slices.Contains(Runtimes, c.Runtime) {
 		return errdefs.InvalidArgumentf("vercel: unknown runtime %q (want one of %s)", c.Runtime, strings.Join(Runtimes, ", "))
 	}

@@ -18,17 +18,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/moatsh/moat"
 	_ "github.com/moatsh/moat/backends/all"
 	"github.com/moatsh/moat/httpapi"
-	"github.com/moatsh/moat/httpapi/settings"
 	"github.com/moatsh/moat/internal/config"
 	"github.com/moatsh/moat/internal/webui"
-	"github.com/moatsh/moat/store"
 	_ "github.com/moatsh/moat/store/all"
 )
 
@@ -96,39 +93,24 @@ func serve(ctx context.Context, cfgPath, listen string, getenv func(string) stri
 	if cfg.Store == "" {
 		cfg.Store = "sqlite:" + filepath.Join(cfg.Home, "moat.db")
 	}
-	// Backends read their settings through Getenv when they are built, before the Manager
-	// (and its store) exists: open the store once beforehand so settings saved through the
-	// API win over environment aliases from the first start. An in-memory store has none.
-	var st atomic.Pointer[store.Store]
-	sets := settings.New(func() store.Store {
-		if p := st.Load(); p != nil {
-			return *p
-		}
-		return nil
-	}, getenv)
-	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
-		return fmt.Errorf("create home %s: %w", cfg.Home, err)
-	}
-	opened, err := store.Open(ctx, cfg.Store)
-	if err != nil {
-		return err
-	}
-	defer opened.Close()
-	st.Store(&opened)
-	cfg.Storage = opened
-	cfg.Getenv = sets.Getenv(getenv)
+	// moat.Open reads the settings saved through the API before it builds the backends, and
+	// builds a backend again when they change, so they apply without a restart.
 	m, err := moat.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 
-	// Expired sandboxes are destroyed and lost ones noticed while moatd runs, not only at
-	// start.
+	// Reconcile at start and every minute after: expired sandboxes are destroyed, lost ones
+	// noticed, and settings another replica saved are picked up while moatd runs.
 	mctx, stopMaintain := context.WithCancel(ctx)
-	defer stopMaintain()
-	go m.Maintain(mctx, time.Minute)
-	h := httpapi.New(m, httpapi.Options{Tokens: tokens, Logger: log, Settings: sets, UI: webui.Handler()})
+	maintained := make(chan struct{})
+	go func() {
+		defer close(maintained)
+		m.Maintain(mctx, time.Minute)
+	}()
+	defer func() { stopMaintain(); <-maintained }()
+	h := httpapi.New(m, httpapi.Options{Tokens: tokens, Logger: log, UI: webui.Handler()})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ type app struct {
 	stderr     io.Writer
 	getenv     func(string) string
 	// openHook lets tests replace how the manager is opened.
-	openHook func(ctx context.Context, cfg moat.Config) (*moat.Manager, error)
+	openHook func(ctx context.Context, cfg moat.Config, opts ...moat.Option) (*moat.Manager, error)
 }
 
 // Main runs moat with args (without the program name) and returns the exit code.
@@ -111,38 +111,45 @@ func (a *app) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "", "config file (default $MOAT_HOME/moat.toml)")
 	root.PersistentFlags().StringVar(&a.server, "server", "", "moatd URL: go through its API instead of running embedded (env MOAT_SERVER)")
 	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.shellCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
-		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.versionCmd())
+		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.reconcileCmd(), a.versionCmd())
 	root.AddCommand(a.abilityCmds()...)
 	return root
 }
 
-// open returns the API the command works through: moatd's when --server or MOAT_SERVER
-// is set, else an embedded manager built from the config. reconcile says whether an
-// embedded manager reconciles records with backends first (commands that create or list
-// do; hot paths do not). The returned func releases it.
-func (a *app) open(ctx context.Context, reconcile bool) (client.API, func(), error) {
-	server := a.server
-	if server == "" {
-		server = a.getenv("MOAT_SERVER")
+// serverURL returns the moatd URL commands go through, "" for an embedded manager.
+func (a *app) serverURL() string {
+	if a.server != "" {
+		return a.server
 	}
-	if server != "" {
+	return a.getenv("MOAT_SERVER")
+}
+
+// open returns the API the command works through: moatd's when --server or MOAT_SERVER
+// is set, else an embedded manager built from the config. An embedded manager does not
+// reconcile (moatd and `moat reconcile` do): a command checks only the sandboxes it
+// touches, so it does not get slower with every sandbox. The returned func releases it.
+func (a *app) open(ctx context.Context) (client.API, func(), error) {
+	if server := a.serverURL(); server != "" {
 		c, err := client.New(server, client.WithToken(a.getenv("MOAT_API_TOKEN")))
 		if err != nil {
 			return nil, nil, err
 		}
 		return client.Remote(c), func() {}, nil
 	}
-	l, err := config.Load(a.configPath, a.getenv)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := l.Moat
-	cfg.SkipReconcile = !reconcile
-	m, err := a.openHook(ctx, cfg)
+	m, err := a.openLocal(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	return client.Local(m), func() { m.Close() }, nil
+}
+
+// openLocal opens an embedded manager from the config.
+func (a *app) openLocal(ctx context.Context) (*moat.Manager, error) {
+	l, err := config.Load(a.configPath, a.getenv)
+	if err != nil {
+		return nil, err
+	}
+	return a.openHook(ctx, l.Moat)
 }
 
 func (a *app) printJSON(v any) error {

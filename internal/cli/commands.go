@@ -102,7 +102,7 @@ func (a *app) createCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, done, err := a.open(cmd.Context(), true)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -182,7 +182,7 @@ func (a *app) execCmd() *cobra.Command {
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			m, done, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
@@ -221,7 +221,7 @@ func (a *app) runCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			m, done, err := a.open(ctx, true)
+			m, done, err := a.open(ctx)
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
@@ -263,7 +263,7 @@ func (a *app) lsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, done, err := a.open(cmd.Context(), true)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -318,7 +318,7 @@ func (a *app) inspectCmd() *cobra.Command {
 		Short: "print a sandbox's record as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -343,7 +343,7 @@ func (a *app) rmCmd() *cobra.Command {
 		Short:   "destroy sandboxes",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -372,7 +372,7 @@ func (a *app) backendsCmd() *cobra.Command {
 		Short: "show every backend, whether it is usable and why, and which one auto picks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, done, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -41,7 +41,7 @@ func (a *app) cpCmd() *cobra.Command {
 			if (srcID == "") == (dstID == "") {
 				return errdefs.InvalidArgumentf("cp: exactly one of SRC and DST must be ID:/path")
 			}
-			m, done, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}

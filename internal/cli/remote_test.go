@@ -23,8 +23,7 @@ func TestCLIRemoteMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("host", hb),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{AllowUnisolated: true}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{AllowUnisolated: true}}, moat.WithoutRegistered(), moat.WithBackend("host", hb))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +35,7 @@ func TestCLIRemoteMode(t *testing.T) {
 	run := func(stdin, tok string, args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
 		a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb,
-			openHook: func(context.Context, moat.Config) (*moat.Manager, error) {
+			openHook: func(context.Context, moat.Config, ...moat.Option) (*moat.Manager, error) {
 				t.Fatal("remote mode must not open an embedded manager")
 				return nil, nil
 			},

@@ -17,7 +17,7 @@ func (a *app) apiCmd(use, short string, nargs int, fn func(ctx context.Context, 
 		Short: short,
 		Args:  cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, done, err := a.open(cmd.Context(), false)
+			api, done, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}

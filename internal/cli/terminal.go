@@ -27,7 +27,7 @@ func (a *app) shellCmd() *cobra.Command {
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			m, done, err := a.open(cmd.Context(), false)
+			m, done, err := a.open(cmd.Context())
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}

@@ -233,8 +233,7 @@ func (p *page) waitText(what, expr string, ok func(string) bool) string {
 // shows the exit code; exec, upload and destroy go through with it.
 func TestBrowserWithToken(t *testing.T) {
 	const tok = "browser/test+token"
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("pty", ptyBackend{fake.New()}),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "pty"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "pty"}}, moat.WithoutRegistered(), moat.WithBackend("pty", ptyBackend{fake.New()}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -19,17 +18,10 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/moatsh/moat/httpapi/settings"
 )
 
 //go:embed static
 var static embed.FS
-
-// SchemaPath is the generated description of the remote backends' settings (keys, which are
-// secret, their environment aliases), from settings.Schemas: the settings API returns only
-// the keys that have a value, and the page must show the others too.
-const SchemaPath = "/ui/settings-schema.json"
 
 // contentTypes are the types of the files the UI may embed; any other extension is an
 // error at start-up (and in the tests), not a guess.
@@ -94,37 +86,7 @@ func build() (map[string]*asset, error) {
 	if out["/"] == nil {
 		return nil, fmt.Errorf("webui: static/index.html is missing")
 	}
-	schema, err := schemaJSON()
-	if err != nil {
-		return nil, err
-	}
-	if err := add(SchemaPath, "settings-schema.json", schema); err != nil {
-		return nil, err
-	}
 	return out, nil
-}
-
-// schemaField is one setting as the page sees it.
-type schemaField struct {
-	Key    string   `json:"key"`
-	Env    []string `json:"env,omitempty"`
-	Secret bool     `json:"secret"`
-}
-
-func schemaJSON() ([]byte, error) {
-	type backendSchema struct {
-		Backend string        `json:"backend"`
-		Fields  []schemaField `json:"fields"`
-	}
-	var out []backendSchema
-	for _, s := range settings.Schemas {
-		b := backendSchema{Backend: s.Backend}
-		for _, f := range s.Fields {
-			b.Fields = append(b.Fields, schemaField{Key: f.Key, Env: f.Env, Secret: f.Secret})
-		}
-		out = append(out, b)
-	}
-	return json.Marshal(out)
 }
 
 // Handler serves the UI: GET / is the page, GET /ui/<file> its files. Every answer says

@@ -32,8 +32,7 @@ func dockerTarget(t *testing.T) moattest.Target {
 	if h := b.(backend.Prober).Probe(ctx); h.State == backend.Unavailable {
 		testenv.Require(t, "docker", h.Reason)
 	}
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("docker", b),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "docker"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "docker"}}, moat.WithoutRegistered(), moat.WithBackend("docker", b))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -700,21 +700,15 @@ async function loadBackends() {
 
 // ---------------------------------------------------------------- settings
 
-let schema = null;
-
 async function loadSettings() {
-  if (!schema) {
-    const res = await fetch("/ui/settings-schema.json", { cache: "no-cache" });
-    schema = res.ok ? await res.json() : [];
-  }
   const list = (await api("GET", "/v1/settings/backends")).backends || [];
   $("st-cards").replaceChildren(...list.map(settingsCard));
 }
 
 function settingsCard(view) {
-  const sch = (schema.find((s) => s.backend === view.name) || { fields: [] }).fields;
-  // Fields: the schema's, then any the server knows that this page does not.
-  const fields = sch.slice();
+  // Fields: the backend's own schema, as the server sends it, then any key the view has
+  // that the schema lacks.
+  const fields = (view.fields || []).slice();
   for (const k of Object.keys(view.secrets || {})) if (!fields.some((f) => f.key === k)) fields.push({ key: k, secret: true, env: [] });
   for (const k of Object.keys(view.values || {})) if (!fields.some((f) => f.key === k)) fields.push({ key: k, secret: false, env: [] });
 
@@ -740,8 +734,9 @@ function settingsCard(view) {
     const val = (view.values || {})[f.key] || "";
     const input = el("input", { type: "text", name: f.key, value: val, placeholder: "not set" });
     inputs.push({ key: f.key, secret: false, input, orig: val });
+    const hint = [f.doc, envHint].filter(Boolean).join(" · ");
     return el("div", { class: "field" }, el("label", { class: "mono" }, f.key), input,
-      envHint ? el("div", { class: "sub" }, envHint) : null);
+      hint ? el("div", { class: "sub" }, hint) : null);
   });
 
   const save = el("button", { type: "submit", class: "primary" }, "Save");
@@ -762,7 +757,7 @@ function settingsCard(view) {
       try {
         const next = await api("PUT", `/v1/settings/backends/${enc(view.name)}`, { json: changes });
         form.replaceWith(settingsCard(next));
-        flash(`Saved ${view.name}: ${keys.join(", ")}. Restart moatd for backends to use it.`);
+        flash(`Saved ${view.name}: ${keys.join(", ")}. The backend uses it now.`);
       } finally {
         save.disabled = false;
       }
@@ -771,7 +766,7 @@ function settingsCard(view) {
       el("span", { class: "badge " + (view.token_configured ? "s-ready" : "s-other") },
         view.token_configured ? (view.from_env ? "configured (env)" : "configured") : "not configured")),
     rows,
-    el("div", { class: "row" }, save, el("span", { class: "muted" }, "applies after a restart")));
+    el("div", { class: "row" }, save, el("span", { class: "muted" }, "applies at once; sandboxes keep the endpoint they were created on")));
   return form;
 }
 
