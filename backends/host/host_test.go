@@ -227,7 +227,7 @@ func TestProbeAndCreateErrors(t *testing.T) {
 // (setsid, a daemon) is not reached by killing the group; Destroy must still end it.
 func TestDestroyKillsDetachedChildren(t *testing.T) {
 	inst := newSandbox(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
-	if !inst.(*Instance).group.Tracks() {
+	if !inst.(*Instance).sb.Group().Tracks() {
 		testenv.Require(t, "limits", "no cgroup to track processes here: "+inst.(*Instance).LimitsReport().String())
 	}
 	code, out, _ := run(t, inst, "/workspace", nil, "sh", "-c", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
