@@ -74,7 +74,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		pool.Close()
 		return nil, dialect.MapErr(ctx, "connect", err)
 	}
-	ms, err := loadMigrations()
+	ms, err := migrations.Load(migrationFS, "migrations", "postgres")
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -95,16 +95,9 @@ func (s *Store) Close() error {
 	return err
 }
 
-func loadMigrations() ([]migrations.Migration, error) {
-	return migrations.Load(migrationFS, "migrations", "postgres")
-}
-
 // LatestSchemaVersion is the schema version this package migrates databases to.
 func LatestSchemaVersion() int {
-	ms, err := loadMigrations()
-	if err != nil {
-		return 0
-	}
+	ms, _ := migrations.Load(migrationFS, "migrations", "postgres") // nil on error: 0
 	return migrations.Latest(ms)
 }
 

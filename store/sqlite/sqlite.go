@@ -102,7 +102,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
-	ms, err := loadMigrations()
+	ms, err := migrations.Load(migrationFS, "migrations", "sqlite")
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -120,16 +120,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Path returns the absolute path of the database file.
 func (s *Store) Path() string { return s.path }
 
-func loadMigrations() ([]migrations.Migration, error) {
-	return migrations.Load(migrationFS, "migrations", "sqlite")
-}
-
 // LatestSchemaVersion is the schema version this package migrates databases to.
 func LatestSchemaVersion() int {
-	ms, err := loadMigrations()
-	if err != nil {
-		return 0
-	}
+	ms, _ := migrations.Load(migrationFS, "migrations", "sqlite") // nil on error: 0
 	return migrations.Latest(ms)
 }
 
