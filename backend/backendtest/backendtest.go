@@ -1073,3 +1073,14 @@ func (s *suite) testPortExposer(t *testing.T) {
 		t.Errorf("ExposePort(8080) = %q, %v; want an address", u, err)
 	}
 }
+
+// Create creates a sandbox with b for a test of its own and destroys it when t ends.
+func Create(t testing.TB, b backend.Backend, req *backend.CreateRequest) backend.Instance {
+	t.Helper()
+	inst, err := b.Create(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Destroy(context.Background()) })
+	return inst
+}

@@ -19,12 +19,10 @@ package bwrap
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path"
@@ -33,7 +31,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/moatsh/moat/backend"
@@ -73,20 +70,16 @@ type Config struct {
 
 // Backend is the bubblewrap backend.
 type Backend struct {
-	conf   Config
-	logger *slog.Logger
-
-	dirOnce  sync.Once
-	stateDir string
-	dirErr   error
+	conf Config
+	dir  statedir.Dir
 
 	pkgMgr atomic.Value // string detected from the default image
-	execs  *limits.Tracker
 }
 
 // New is the backend.Factory: it decodes the config and does no I/O.
 func New(cfg backend.Config) (backend.Backend, error) {
-	b := &Backend{stateDir: cfg.StateDir, logger: cfg.Logger, execs: sharedExecs}
+	b := &Backend{dir: statedir.Dir{Name: Name, Version: handleVersion, StateDir: cfg.StateDir,
+		Execs: sharedExecs, Logger: cfg.Logger}}
 	if cfg.Decode != nil {
 		if err := cfg.Decode(&b.conf); err != nil {
 			return nil, errdefs.InvalidArgumentf("bwrap: config: %w", err)
@@ -94,9 +87,6 @@ func New(cfg backend.Config) (backend.Backend, error) {
 	}
 	if b.conf.Rootfs != "" && !filepath.IsAbs(b.conf.Rootfs) {
 		return nil, errdefs.InvalidArgumentf("bwrap: config: rootfs must be an absolute path")
-	}
-	if b.logger == nil {
-		b.logger = slog.New(slog.DiscardHandler)
 	}
 	return b, nil
 }
@@ -117,18 +107,6 @@ func (b *Backend) bwrapPath() (string, error) {
 		p = "bwrap"
 	}
 	return exec.LookPath(p)
-}
-
-func (b *Backend) sandboxesDir() (string, error) {
-	b.dirOnce.Do(func() {
-		if b.stateDir == "" {
-			b.stateDir, b.dirErr = os.MkdirTemp("", "moat-bwrap-")
-		}
-	})
-	if b.dirErr != nil {
-		return "", fmt.Errorf("bwrap: state dir: %w", b.dirErr)
-	}
-	return filepath.Join(b.stateDir, "sandboxes"), nil
 }
 
 // meta is the handle state and <sandbox>/.moat.json.
@@ -226,11 +204,8 @@ func binds(m meta) map[string]string {
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
-	if !limits.ValidID(req.ID) {
-		return nil, errdefs.InvalidArgumentf("bwrap: invalid sandbox id %q", req.ID)
-	}
-	if o := strings.TrimSpace(string(req.Options)); o != "" && o != "null" && o != "{}" {
-		return nil, errdefs.InvalidArgumentf("bwrap: the bwrap backend has no create options")
+	if err := b.dir.CheckCreate(req); err != nil {
+		return nil, err
 	}
 	image := req.Image
 	if image == "" {
@@ -242,25 +217,14 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	if _, err := b.bwrapPath(); err != nil {
 		return nil, errdefs.Unavailablef("bwrap: not installed: %v", err)
 	}
-	sbs, err := b.sandboxesDir()
+	dir, err := b.dir.MakeDir(req.ID)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(sbs, 0o700); err != nil {
-		return nil, fmt.Errorf("bwrap: %w", err)
-	}
-	dir := filepath.Join(sbs, req.ID)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, errdefs.AlreadyExistsf("bwrap: sandbox %s already exists", req.ID)
-		}
-		return nil, fmt.Errorf("bwrap: %w", err)
-	}
-	b.execs.Revive(req.ID)
 	m := meta{ID: req.ID, Root: filepath.Join(dir, "root"), Image: image, Limits: req.Limits, Network: req.Network}
 	inst, err := b.create(ctx, m, req.Workdir)
 	if err != nil {
-		_ = removeTree(dir)
+		_ = statedir.RemoveTree(dir)
 		return nil, err
 	}
 	return inst, nil
@@ -292,17 +256,16 @@ func (b *Backend) create(ctx context.Context, m meta, workdir string) (*Instance
 			continue
 		}
 		if err := inst.fs.MkdirAll(d, 0o755); err != nil {
-			_ = inst.group.Close()
+			_ = inst.sb.Close()
 			return nil, err
 		}
 	}
 	if p, err := inst.fs.HostPath("/tmp"); err == nil {
 		_ = os.Chmod(p, 0o1777)
 	}
-	raw, _ := json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(filepath.Dir(m.Root), statedir.MetaFile), raw, 0o600); err != nil {
-		_ = inst.group.Close()
-		return nil, fmt.Errorf("bwrap: %w", err)
+	if err := b.dir.WriteMeta(m); err != nil {
+		_ = inst.sb.Close()
+		return nil, err
 	}
 	return inst, nil
 }
@@ -323,23 +286,20 @@ func detectPackageManager(root string) string {
 }
 
 func (b *Backend) instance(m meta) (*Instance, error) {
-	g, err := limits.New(limits.ScopedID(m.ID, m.Root), limits.Options{
+	sb, err := b.dir.Open(m, limits.Options{
 		Limits: m.Limits, NoCgroups: b.conf.NoCgroups,
 		Extra: limits.Extra{NoFile: b.conf.MaxOpenFiles},
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(g.Report().Skipped) > 0 {
-		b.logger.Warn("bwrap: some limits are not enforced", "sandbox", m.ID, "limits", g.Report().String())
-	}
-	return &Instance{b: b, m: m, group: g, fs: &rootfs.FS{Name: Name, Root: m.Root, Binds: binds(m)}}, nil
+	return &Instance{b: b, m: m, sb: sb, fs: &rootfs.FS{Name: Name, Root: m.Root, Binds: binds(m)}}, nil
 }
 
 // Attach implements backend.Backend.
 func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
 	var m meta
-	if err := statedir.Decode(Name, handleVersion, h, &m); err != nil {
+	if err := b.dir.Attach(h, &m); err != nil {
 		return nil, err
 	}
 	return b.instance(m)
@@ -347,11 +307,7 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 
 // List implements backend.Lister.
 func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
-	sbs, err := b.sandboxesDir()
-	if err != nil {
-		return nil, err
-	}
-	return statedir.List(Name, sbs, handleVersion, func() statedir.Meta { return new(meta) })
+	return b.dir.List(func() statedir.Meta { return new(meta) })
 }
 
 // Probe implements backend.Prober: bwrap must exist and be able to create the namespaces.
@@ -390,25 +346,23 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 	return backend.Health{State: backend.Ready}
 }
 
-func handleOf(m meta) backend.Handle { return statedir.Handle(Name, handleVersion, m) }
-
 // SandboxID and SandboxRoot let package statedir check and list sandboxes.
 func (m meta) SandboxID() string   { return m.ID }
 func (m meta) SandboxRoot() string { return m.Root }
 
 // Instance is one bwrap sandbox.
 type Instance struct {
-	b     *Backend
-	m     meta
-	group *limits.Group
-	fs    *rootfs.FS
+	b  *Backend
+	m  meta
+	sb *statedir.Sandbox
+	fs *rootfs.FS
 }
 
 // Handle implements backend.Instance.
-func (i *Instance) Handle() backend.Handle { return handleOf(i.m) }
+func (i *Instance) Handle() backend.Handle { return i.sb.Handle() }
 
 // LimitsReport says which of the sandbox's limits are enforced.
-func (i *Instance) LimitsReport() limits.Report { return i.group.Report() }
+func (i *Instance) LimitsReport() limits.Report { return i.sb.LimitsReport() }
 
 func (i *Instance) bound(p string) (string, string, bool) {
 	for prefix, host := range i.fs.Binds {
@@ -419,18 +373,8 @@ func (i *Instance) bound(p string) (string, string, bool) {
 	return "", "", false
 }
 
-func (i *Instance) exists() bool {
-	st, err := os.Stat(i.m.Root)
-	return err == nil && st.IsDir()
-}
-
 // Status implements backend.Instance.
-func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
-	if !i.exists() {
-		return backend.StatusGone, nil
-	}
-	return backend.StatusRunning, nil
-}
+func (i *Instance) Status(ctx context.Context) (backend.Status, error) { return i.sb.Status(ctx) }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -516,14 +460,11 @@ type prepared struct {
 
 // prepare does what Exec and ExecPTY share. Call p.done when the command has ended.
 func (i *Instance) prepare(ctx context.Context, req *backend.ExecRequest) (*prepared, error) {
-	ctx, done, err := i.b.execs.Start(ctx, i.m.ID)
+	ctx, done, err := i.sb.Start(ctx)
 	if err != nil {
-		return nil, errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
+		return nil, err
 	}
 	fail := func(err error) (*prepared, error) { done(); return nil, err }
-	if !i.exists() {
-		return fail(errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID))
-	}
 	bw, err := i.b.bwrapPath()
 	if err != nil {
 		return fail(errdefs.Unavailablef("bwrap: not installed: %v", err))
@@ -556,7 +497,7 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	argv := i.args(bw, wd, env, req.Argv)
 	code, err := limits.Run(ctx, limits.Cmd{
 		Argv: argv, Path: bw, Env: []string{}, Dir: "/",
-		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: stderr, Group: i.group,
+		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: stderr, Group: i.sb.Group(),
 	})
 	if err != nil {
 		return code, fmt.Errorf("bwrap: %w", err)
@@ -595,35 +536,13 @@ func (s *sniffer) execFailed() bool {
 
 // Destroy implements backend.Instance: kills the sandbox's processes and removes its
 // state directory. It is idempotent.
-func (i *Instance) Destroy(ctx context.Context) error {
-	i.b.execs.Kill(i.m.ID)
-	var errs []error
-	if err := i.group.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := removeTree(filepath.Dir(i.m.Root)); err != nil {
-		errs = append(errs, fmt.Errorf("bwrap: remove %s: %w", i.m.ID, err))
-	}
-	return errors.Join(errs...)
-}
-
-// removeTree removes dir even where the sandbox left read-only directories. It never
-// follows symlinks (WalkDir and RemoveAll do not).
-func removeTree(dir string) error {
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = syscall.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
-}
+func (i *Instance) Destroy(ctx context.Context) error { return i.sb.Destroy(ctx) }
 
 // WriteFile implements backend.FileTransferer through the host side of the root,
 // resolving symlinks inside it. Paths under the read-only host binds are PermissionDenied.
 func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
-	if !i.exists() {
-		return errdefs.NotFoundf("bwrap: sandbox %s is gone", i.m.ID)
+	if err := i.sb.Gone(); err != nil {
+		return err
 	}
 	return i.fs.WriteFile(ctx, p, r, mode)
 }

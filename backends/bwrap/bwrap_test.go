@@ -63,16 +63,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func newSandbox(t *testing.T, b backend.Backend, req *backend.CreateRequest) backend.Instance {
-	t.Helper()
-	inst, err := b.Create(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = inst.Destroy(context.Background()) })
-	return inst
-}
-
 func run(t *testing.T, inst backend.Instance, argv ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -92,7 +82,7 @@ func busybox(t *testing.T, req func(*backend.CreateRequest)) backend.Instance {
 	if req != nil {
 		req(r)
 	}
-	return newSandbox(t, newFactory(t, Config{})(t), r)
+	return backendtest.Create(t, newFactory(t, Config{})(t), r)
 }
 
 func TestNetworkNone(t *testing.T) {
@@ -238,7 +228,7 @@ func TestBadImagesRejected(t *testing.T) {
 
 func TestHostBindReadOnly(t *testing.T) {
 	requireBwrap(t)
-	inst := newSandbox(t, newFactory(t, Config{})(t), backendtest.CreateRequest(t, ""))
+	inst := backendtest.Create(t, newFactory(t, Config{})(t), backendtest.CreateRequest(t, ""))
 	code, _, _ := run(t, inst, "sh", "-c", "echo x > /usr/moat-bwrap-test")
 	if code == 0 {
 		t.Fatal("writing /usr in the host-bind image succeeded")
@@ -294,7 +284,7 @@ func TestCancelKillsNamespace(t *testing.T) {
 // to the host's root, change the host's /usr.
 func TestNoCapabilities(t *testing.T) {
 	requireBwrap(t)
-	inst := newSandbox(t, newFactory(t, Config{})(t), backendtest.CreateRequest(t, ""))
+	inst := backendtest.Create(t, newFactory(t, Config{})(t), backendtest.CreateRequest(t, ""))
 	code, out, _ := run(t, inst, "grep", "^CapEff:", "/proc/self/status")
 	if code != 0 {
 		t.Fatalf("grep CapEff: %d", code)

@@ -48,7 +48,7 @@ func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size b
 	out := &sniffer{w: req.Stdout}
 	code, err := ptyrun.Run(ctx, ptyrun.Cmd{
 		Argv: argv, Path: bw, Env: []string{}, Dir: "/", NoCtty: viaSetsid,
-		Stdin: req.Stdin, Stdout: out, Group: i.group, Size: size, Resize: resize,
+		Stdin: req.Stdin, Stdout: out, Group: i.sb.Group(), Size: size, Resize: resize,
 	})
 	if err != nil {
 		return code, fmt.Errorf("bwrap: %w", err)

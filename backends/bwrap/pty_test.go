@@ -4,16 +4,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/internal/ptyrun/ptytest"
 	"github.com/moatsh/moat/backends/internal/rootfs"
-	"github.com/moatsh/moat/errdefs"
 )
 
 func TestPTY(t *testing.T) {
@@ -26,7 +25,7 @@ func TestPTY(t *testing.T) {
 		{"HostBind", func(*testing.T) string { return "" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inst := newSandbox(t, newFactory(t, Config{})(t), &backend.CreateRequest{
+			inst := backendtest.Create(t, newFactory(t, Config{})(t), &backend.CreateRequest{
 				ID: "pty-" + tc.name + "-" + strconv.Itoa(os.Getpid()), Image: tc.image(t), Workdir: "/workspace"})
 			root := inst.(*Instance).m.Root
 			ptytest.Run(t, inst.(backend.PTYExecer), ptytest.Options{
@@ -47,7 +46,7 @@ func TestPTY(t *testing.T) {
 // terminal as its controlling terminal.
 func TestPTYWithoutSetsid(t *testing.T) {
 	requireBwrap(t)
-	inst := newSandbox(t, newFactory(t, Config{})(t), &backend.CreateRequest{
+	inst := backendtest.Create(t, newFactory(t, Config{})(t), &backend.CreateRequest{
 		ID: "pty-nosetsid-" + strconv.Itoa(os.Getpid()), Image: rootfsTar(t), Workdir: "/workspace"})
 	if code, _, stderr := run(t, inst, "rm", "/bin/setsid"); code != 0 {
 		t.Fatalf("rm /bin/setsid: %d %s", code, stderr)
@@ -71,32 +70,8 @@ func TestPTYDestroyKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := inst.(*Instance).m.Root
-	pe := inst.(backend.PTYExecer)
-	out := ptytest.NewBuffer()
-	done := make(chan error, 1)
-	go func() {
-		_, err := pe.ExecPTY(context.Background(), &backend.ExecRequest{Argv: []string{"sh", "-c", "echo up; sleep 60"},
-			Workdir: "/", Stdout: out, Stderr: out}, backend.WinSize{Rows: 24, Cols: 80}, nil)
-		done <- err
-	}()
-	out.WaitFor(t, regexp.MustCompile(`up`), 0, 20*time.Second)
-	if err := inst.Destroy(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("terminal ended without an error by Destroy")
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Destroy did not end the terminal")
-	}
+	ptytest.DestroyKills(t, inst, ptytest.Options{})
 	waitNoProcessIn(t, root)
-	_, err = pe.ExecPTY(context.Background(), &backend.ExecRequest{Argv: []string{"sh"}, Workdir: "/", Stdout: out, Stderr: out},
-		backend.WinSize{Rows: 24, Cols: 80}, nil)
-	if !errdefs.Is(err, errdefs.KindNotFound) {
-		t.Fatalf("ExecPTY after Destroy: %v, want NotFound", err)
-	}
 }
 
 func TestWithoutNewSession(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -25,6 +24,7 @@ import (
 	"github.com/moatsh/moat/agent"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/proctree"
 )
 
 // ociFailure starts the message the daemon writes into the exec stream (with exit code 126)
@@ -358,7 +358,9 @@ func (i *Instance) kill(ctx context.Context, execID, marker string) {
 			if !ins.Running {
 				return
 			}
-			killTree(ins.Pid, i.id)
+			// Docker makes every exec a group leader; each pid is checked to still belong
+			// to the container before it is signalled.
+			proctree.Kill(ins.Pid, func(pid int) bool { return pidInContainer(pid, i.id) })
 			return
 		}
 		time.Sleep(delay)
@@ -377,53 +379,6 @@ func (i *Instance) killInContainer(ctx context.Context, marker string) {
 		return
 	}
 	_, _, _ = i.exitCode(ctx, created.ID)
-}
-
-// killTree SIGKILLs a host process, its process group (docker makes every exec a group
-// leader) and all its descendants. It stops the tree first so nothing forks away while it
-// is collected, and checks each pid still belongs to the container.
-func killTree(root int, containerID string) {
-	if !pidInContainer(root, containerID) {
-		return
-	}
-	seen := map[int]bool{}
-	for range 10 {
-		grew := false
-		for _, pid := range descendants(root) {
-			if !seen[pid] && pidInContainer(pid, containerID) {
-				seen[pid] = true
-				grew = true
-				_ = syscall.Kill(pid, syscall.SIGSTOP)
-			}
-		}
-		if !grew {
-			break
-		}
-	}
-	_ = syscall.Kill(-root, syscall.SIGKILL)
-	for pid := range seen {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
-
-// descendants returns root and every process below it, from /proc/<pid>/task/*/children.
-func descendants(root int) []int {
-	out := []int{root}
-	for k := 0; k < len(out) && k < 100000; k++ {
-		tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(out[k]), "task", "*", "children"))
-		for _, t := range tasks {
-			b, err := os.ReadFile(t)
-			if err != nil {
-				continue
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					out = append(out, pid)
-				}
-			}
-		}
-	}
-	return out
 }
 
 func randomHex() string {

@@ -18,12 +18,9 @@ package host
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/user"
 	"path"
@@ -31,7 +28,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/moatsh/moat/backend"
@@ -66,26 +62,18 @@ type Config struct {
 
 // Backend is the restricted-host backend.
 type Backend struct {
-	conf   Config
-	logger *slog.Logger
-
-	dirOnce  sync.Once
-	stateDir string // "" until first use when the config gave none
-	dirErr   error
-
-	execs *limits.Tracker
+	conf Config
+	dir  statedir.Dir
 }
 
 // New is the backend.Factory: it decodes the config and does no I/O.
 func New(cfg backend.Config) (backend.Backend, error) {
-	b := &Backend{stateDir: cfg.StateDir, logger: cfg.Logger, execs: sharedExecs}
+	b := &Backend{dir: statedir.Dir{Name: Name, Version: handleVersion, StateDir: cfg.StateDir,
+		Execs: sharedExecs, Logger: cfg.Logger}}
 	if cfg.Decode != nil {
 		if err := cfg.Decode(&b.conf); err != nil {
 			return nil, errdefs.InvalidArgumentf("host: config: %w", err)
 		}
-	}
-	if b.logger == nil {
-		b.logger = slog.New(slog.DiscardHandler)
 	}
 	return b, nil
 }
@@ -93,20 +81,6 @@ func New(cfg backend.Config) (backend.Backend, error) {
 // Descriptor implements backend.Backend.
 func (b *Backend) Descriptor() backend.Descriptor {
 	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNone, AutoRank: backend.RankHost}
-}
-
-// sandboxesDir returns <StateDir>/sandboxes, choosing a temporary StateDir on first use
-// when none was configured.
-func (b *Backend) sandboxesDir() (string, error) {
-	b.dirOnce.Do(func() {
-		if b.stateDir == "" {
-			b.stateDir, b.dirErr = os.MkdirTemp("", "moat-host-")
-		}
-	})
-	if b.dirErr != nil {
-		return "", fmt.Errorf("host: state dir: %w", b.dirErr)
-	}
-	return filepath.Join(b.stateDir, "sandboxes"), nil
 }
 
 // meta is written to <sandbox>/.moat.json for Lister, and is the handle state.
@@ -118,34 +92,20 @@ type meta struct {
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
-	if !limits.ValidID(req.ID) {
-		return nil, errdefs.InvalidArgumentf("host: invalid sandbox id %q", req.ID)
+	if err := b.dir.CheckCreate(req); err != nil {
+		return nil, err
 	}
 	if req.Image != "" {
 		return nil, errdefs.InvalidArgumentf("host: images are not supported (commands run on the host): %q", req.Image)
 	}
-	if o := strings.TrimSpace(string(req.Options)); o != "" && o != "null" && o != "{}" {
-		return nil, errdefs.InvalidArgumentf("host: the host backend has no create options")
-	}
-	sbs, err := b.sandboxesDir()
+	dir, err := b.dir.MakeDir(req.ID)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(sbs, 0o700); err != nil {
-		return nil, fmt.Errorf("host: %w", err)
-	}
-	dir := filepath.Join(sbs, req.ID)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, errdefs.AlreadyExistsf("host: sandbox %s already exists", req.ID)
-		}
-		return nil, fmt.Errorf("host: %w", err)
-	}
-	b.execs.Revive(req.ID)
 	m := meta{ID: req.ID, Root: filepath.Join(dir, "root"), Limits: req.Limits}
 	inst, err := b.create(m, req.Workdir)
 	if err != nil {
-		_ = os.RemoveAll(dir)
+		_ = statedir.RemoveTree(dir)
 		return nil, err
 	}
 	return inst, nil
@@ -160,12 +120,8 @@ func (b *Backend) create(m meta, workdir string) (*Instance, error) {
 	if err := os.Chmod(filepath.Join(m.Root, "tmp"), 0o1777); err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("host: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(filepath.Dir(m.Root), statedir.MetaFile), raw, 0o600); err != nil {
-		return nil, fmt.Errorf("host: %w", err)
+	if err := b.dir.WriteMeta(m); err != nil {
+		return nil, err
 	}
 	inst, err := b.instance(m)
 	if err != nil {
@@ -173,7 +129,7 @@ func (b *Backend) create(m meta, workdir string) (*Instance, error) {
 	}
 	if workdir != "" {
 		if err := inst.fs.MkdirAll(workdir, 0o755); err != nil {
-			_ = inst.group.Close()
+			_ = inst.sb.Close()
 			return nil, err
 		}
 	}
@@ -181,7 +137,7 @@ func (b *Backend) create(m meta, workdir string) (*Instance, error) {
 }
 
 func (b *Backend) instance(m meta) (*Instance, error) {
-	g, err := limits.New(limits.ScopedID(m.ID, m.Root), limits.Options{
+	sb, err := b.dir.Open(m, limits.Options{
 		Limits:    m.Limits,
 		NoCgroups: b.conf.NoCgroups,
 		Extra:     limits.Extra{NoFile: b.conf.MaxOpenFiles, FileSizeBytes: b.conf.MaxFileSize},
@@ -192,16 +148,13 @@ func (b *Backend) instance(m meta) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s := g.Report().Skipped; len(s) > 0 {
-		b.logger.Warn("host: some limits are not enforced", "sandbox", m.ID, "limits", g.Report().String())
-	}
-	return &Instance{b: b, m: m, group: g, fs: &rootfs.FS{Name: Name, Root: m.Root}}, nil
+	return &Instance{m: m, sb: sb, fs: &rootfs.FS{Name: Name, Root: m.Root}}, nil
 }
 
 // Attach implements backend.Backend.
 func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
 	var m meta
-	if err := statedir.Decode(Name, handleVersion, h, &m); err != nil {
+	if err := b.dir.Attach(h, &m); err != nil {
 		return nil, err
 	}
 	return b.instance(m)
@@ -209,11 +162,7 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 
 // List implements backend.Lister: every sandbox directory under the state dir.
 func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
-	sbs, err := b.sandboxesDir()
-	if err != nil {
-		return nil, err
-	}
-	return statedir.List(Name, sbs, handleVersion, func() statedir.Meta { return new(meta) })
+	return b.dir.List(func() statedir.Meta { return new(meta) })
 }
 
 // Probe implements backend.Prober: always usable, never isolated.
@@ -228,38 +177,25 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 		Reason: "host: no isolation: commands run on the host as " + who + "; limits: " + rep.String()}
 }
 
-func handleOf(m meta) backend.Handle { return statedir.Handle(Name, handleVersion, m) }
-
 // SandboxID and SandboxRoot let package statedir check and list sandboxes.
 func (m meta) SandboxID() string   { return m.ID }
 func (m meta) SandboxRoot() string { return m.Root }
 
 // Instance is one host sandbox.
 type Instance struct {
-	b     *Backend
-	m     meta
-	group *limits.Group
-	fs    *rootfs.FS
+	m  meta
+	sb *statedir.Sandbox
+	fs *rootfs.FS
 }
 
 // Handle implements backend.Instance.
-func (i *Instance) Handle() backend.Handle { return handleOf(i.m) }
+func (i *Instance) Handle() backend.Handle { return i.sb.Handle() }
 
 // LimitsReport says which of the sandbox's limits are enforced.
-func (i *Instance) LimitsReport() limits.Report { return i.group.Report() }
-
-func (i *Instance) exists() bool {
-	st, err := os.Stat(i.m.Root)
-	return err == nil && st.IsDir()
-}
+func (i *Instance) LimitsReport() limits.Report { return i.sb.LimitsReport() }
 
 // Status implements backend.Instance.
-func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
-	if !i.exists() {
-		return backend.StatusGone, nil
-	}
-	return backend.StatusRunning, nil
-}
+func (i *Instance) Status(ctx context.Context) (backend.Status, error) { return i.sb.Status(ctx) }
 
 // defaultPath is PATH when the request sets none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -276,14 +212,11 @@ type prepared struct {
 
 // prepare does what Exec and ExecPTY share. Call p.done when the command has ended.
 func (i *Instance) prepare(ctx context.Context, req *backend.ExecRequest) (*prepared, error) {
-	ctx, done, err := i.b.execs.Start(ctx, i.m.ID)
+	ctx, done, err := i.sb.Start(ctx)
 	if err != nil {
-		return nil, errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+		return nil, err
 	}
 	fail := func(err error) (*prepared, error) { done(); return nil, err }
-	if !i.exists() {
-		return fail(errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID))
-	}
 	wd := req.Workdir
 	if wd == "" {
 		wd = "/"
@@ -324,7 +257,7 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	defer p.done()
 	return limits.Run(p.ctx, limits.Cmd{
 		Argv: req.Argv, Path: p.path, Dir: p.dir, Env: p.env,
-		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Group: i.group,
+		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Group: i.sb.Group(),
 	})
 }
 
@@ -361,30 +294,12 @@ func lookPath(file, pathEnv, cwd string) (string, error) {
 
 // Destroy implements backend.Instance: kills the sandbox's commands and removes its
 // directory. It is idempotent.
-func (i *Instance) Destroy(ctx context.Context) error {
-	i.b.execs.Kill(i.m.ID)
-	var errs []error
-	if err := i.group.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	dir := filepath.Dir(i.m.Root)
-	// Make everything removable: a command may have left read-only directories.
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(dir); err != nil {
-		errs = append(errs, fmt.Errorf("host: remove %s: %w", i.m.ID, err))
-	}
-	return errors.Join(errs...)
-}
+func (i *Instance) Destroy(ctx context.Context) error { return i.sb.Destroy(ctx) }
 
 // WriteFile implements backend.FileTransferer inside the sandbox root.
 func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
-	if !i.exists() {
-		return errdefs.NotFoundf("host: sandbox %s is gone", i.m.ID)
+	if err := i.sb.Gone(); err != nil {
+		return err
 	}
 	return i.fs.WriteFile(ctx, p, r, mode)
 }

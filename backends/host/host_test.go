@@ -47,16 +47,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func newSandbox(t *testing.T, b backend.Backend, req *backend.CreateRequest) backend.Instance {
-	t.Helper()
-	inst, err := b.Create(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = inst.Destroy(context.Background()) })
-	return inst
-}
-
 func run(t *testing.T, inst backend.Instance, wd string, env map[string]string, argv ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -74,7 +64,7 @@ func TestPathsUnderRoot(t *testing.T) {
 	newB := newFactory(t)
 	b := newB(t)
 	req := backendtest.CreateRequest(t, "")
-	inst := newSandbox(t, b, req)
+	inst := backendtest.Create(t, b, req)
 	root := inst.(*Instance).m.Root
 	ctx := context.Background()
 	ft := inst.(backend.FileTransferer)
@@ -148,7 +138,7 @@ func TestPathsUnderRoot(t *testing.T) {
 
 func TestSecretsNotInherited(t *testing.T) {
 	t.Setenv("MOAT_TEST_SECRET", "s3cret-value")
-	inst := newSandbox(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
+	inst := backendtest.Create(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
 	code, out, _ := run(t, inst, "/workspace", map[string]string{"MINE": "1"}, "env")
 	if code != 0 || strings.Contains(out, "s3cret") || strings.Contains(out, "MOAT_TEST_SECRET") || !strings.Contains(out, "MINE=1\n") {
 		t.Fatalf("env inside: %q", out)
@@ -158,7 +148,7 @@ func TestSecretsNotInherited(t *testing.T) {
 func TestLimitsEnforced(t *testing.T) {
 	req := backendtest.CreateRequest(t, "")
 	req.Limits = backend.Limits{MemoryBytes: 64 << 20, DiskBytes: 1 << 20}
-	inst := newSandbox(t, newFactory(t)(t), req)
+	inst := backendtest.Create(t, newFactory(t)(t), req)
 	rep := inst.(*Instance).LimitsReport()
 	reason := ""
 	if !rep.IsApplied("memory") || !rep.IsApplied("disk") {
@@ -177,7 +167,7 @@ func TestLimitsEnforced(t *testing.T) {
 }
 
 func TestDestroyKillsRunningExec(t *testing.T) {
-	inst := newSandbox(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
+	inst := backendtest.Create(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
 	done := make(chan error, 1)
 	go func() {
 		var out bytes.Buffer
@@ -208,7 +198,7 @@ func TestProbeAndCreateErrors(t *testing.T) {
 	}
 	t.Logf("probe: %s", h.Reason)
 	req := backendtest.CreateRequest(t, "")
-	newSandbox(t, b, req)
+	backendtest.Create(t, b, req)
 	if _, err := b.Create(context.Background(), req); !errdefs.Is(err, errdefs.KindAlreadyExists) {
 		t.Fatalf("duplicate create: %v", err)
 	}
@@ -226,8 +216,8 @@ func TestProbeAndCreateErrors(t *testing.T) {
 // TestDestroyKillsDetachedChildren: a process that left the command's process group
 // (setsid, a daemon) is not reached by killing the group; Destroy must still end it.
 func TestDestroyKillsDetachedChildren(t *testing.T) {
-	inst := newSandbox(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
-	if !inst.(*Instance).group.Tracks() {
+	inst := backendtest.Create(t, newFactory(t)(t), backendtest.CreateRequest(t, ""))
+	if !inst.(*Instance).sb.Group().Tracks() {
 		testenv.Require(t, "limits", "no cgroup to track processes here: "+inst.(*Instance).LimitsReport().String())
 	}
 	code, out, _ := run(t, inst, "/workspace", nil, "sh", "-c", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")

@@ -19,7 +19,7 @@ func (i *Instance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size b
 	defer p.done()
 	code, err := ptyrun.Run(p.ctx, ptyrun.Cmd{
 		Argv: req.Argv, Path: p.path, Dir: p.dir, Env: p.env,
-		Stdin: req.Stdin, Stdout: req.Stdout, Group: i.group, Size: size, Resize: resize,
+		Stdin: req.Stdin, Stdout: req.Stdout, Group: i.sb.Group(), Size: size, Resize: resize,
 	})
 	if err != nil {
 		return code, fmt.Errorf("host: %w", err)

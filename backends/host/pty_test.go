@@ -13,32 +13,21 @@ import (
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/internal/ptyrun/ptytest"
-	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store/memstore"
 )
 
-func requirePTY(t *testing.T) {
-	t.Helper()
-	// The host backend needs no runtime, only the kernel's pty multiplexer.
-	reason := ""
-	if _, err := os.Stat("/dev/ptmx"); err != nil {
-		reason = "no /dev/ptmx: " + err.Error()
-	}
-	testenv.Require(t, "pty", reason)
-}
-
 func TestPTY(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	b := newFactory(t)(t)
-	inst := newSandbox(t, b, &backend.CreateRequest{ID: "pty-" + strconv.Itoa(os.Getpid()), Workdir: "/workspace"})
+	inst := backendtest.Create(t, b, &backend.CreateRequest{ID: "pty-" + strconv.Itoa(os.Getpid()), Workdir: "/workspace"})
 	ptytest.Run(t, inst.(backend.PTYExecer), ptytest.Options{
 		Workdir: "/workspace",
 		Env:     map[string]string{"TERM": "xterm"},
 		AfterCancel: func(t *testing.T, pid string) {
 			n, _ := strconv.Atoi(pid)
-			waitProcessGone(t, n)
+			ptytest.WaitGone(t, n)
 		},
 	})
 }
@@ -46,7 +35,7 @@ func TestPTY(t *testing.T) {
 // TestPTYSandboxed checks the terminal gets Exec's sandbox: workdir in the private root,
 // clean environment with the request's variables, limits.
 func TestPTYSandboxed(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	t.Setenv("MOAT_TEST_SECRET", "hunter2")
 	b, err := New(backend.Config{StateDir: t.TempDir(), Decode: func(v any) error {
 		v.(*Config).MaxOpenFiles = 91
@@ -55,7 +44,7 @@ func TestPTYSandboxed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst := newSandbox(t, b, &backend.CreateRequest{ID: "pty-env-" + strconv.Itoa(os.Getpid()), Workdir: "/workspace"})
+	inst := backendtest.Create(t, b, &backend.CreateRequest{ID: "pty-env-" + strconv.Itoa(os.Getpid()), Workdir: "/workspace"})
 	out := ptytest.NewBuffer()
 	code, err := inst.(backend.PTYExecer).ExecPTY(context.Background(), &backend.ExecRequest{
 		Argv: []string{"sh", "-c", "pwd; env; ulimit -n"}, Env: map[string]string{"GREETING": "hi"},
@@ -78,48 +67,18 @@ func TestPTYSandboxed(t *testing.T) {
 
 // TestPTYDestroyKills: Destroy ends a running terminal, and a destroyed sandbox has none.
 func TestPTYDestroyKills(t *testing.T) {
-	requirePTY(t)
-	b := newFactory(t)(t)
-	inst, err := b.Create(context.Background(), &backend.CreateRequest{ID: "pty-destroy-" + strconv.Itoa(os.Getpid())})
+	ptytest.Require(t)
+	inst, err := newFactory(t)(t).Create(context.Background(), &backend.CreateRequest{ID: "pty-destroy-" + strconv.Itoa(os.Getpid())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pe := inst.(backend.PTYExecer)
-	inR, inW := io.Pipe()
-	defer inW.Close()
-	out := ptytest.NewBuffer()
-	done := make(chan error, 1)
-	go func() {
-		_, err := pe.ExecPTY(context.Background(), &backend.ExecRequest{Argv: []string{"sh"}, Stdin: inR,
-			Stdout: out, Stderr: out}, backend.WinSize{Rows: 24, Cols: 80}, nil)
-		done <- err
-	}()
-	if _, err := io.WriteString(inW, "echo ready-$((2+3))\n"); err != nil {
-		t.Fatal(err)
-	}
-	out.WaitFor(t, regexp.MustCompile(`ready-5`), 0, 20*time.Second)
-	if err := inst.Destroy(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("terminal ended without an error by Destroy")
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Destroy did not end the terminal")
-	}
-	_, err = pe.ExecPTY(context.Background(), &backend.ExecRequest{Argv: []string{"sh"}, Stdout: out, Stderr: out},
-		backend.WinSize{Rows: 24, Cols: 80}, nil)
-	if !errdefs.Is(err, errdefs.KindNotFound) {
-		t.Fatalf("ExecPTY after Destroy: %v, want NotFound", err)
-	}
+	ptytest.DestroyKills(t, inst, ptytest.Options{})
 }
 
 // TestManagerTerminal goes through moat.Manager: Sandbox.Terminal defaults (sh, 24x80),
 // the spec's env and workdir, resize, exit code.
 func TestManagerTerminal(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	ctx := context.Background()
 	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{AllowUnisolated: true}}, moat.WithoutRegistered(), moat.WithBackend(Name, newFactory(t)(t)))
 	if err != nil {
@@ -196,20 +155,4 @@ func TestManagerTerminal(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("cancelled Terminal did not return")
 	}
-}
-
-func waitProcessGone(t *testing.T, pid int) {
-	t.Helper()
-	if pid <= 0 {
-		t.Fatalf("bad pid %d", pid)
-	}
-	for range 250 {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		// A zombie (state Z) is dead; init reaps it eventually.
-		if err != nil || strings.Contains(string(b), ") Z ") {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("process %d still alive after cancel", pid)
 }

@@ -1,8 +1,8 @@
 // Package agentd answers "what runs inside a sandbox to start commands fast?": the
 // moat-agent server. It listens on a unix socket and, per connection, runs one command
 // with the argv, env and workdir it is given, streaming stdio as frames of the protocol in
-// docs/agent-protocol.md (package agent/wire). It imports only the standard library and
-// agent/wire, so cmd/moat-agent builds into a small static binary.
+// docs/agent-protocol.md (package agent/wire). It imports only the standard library, agent/wire
+// and internal/proctree, so cmd/moat-agent builds into a small static binary.
 package agentd
 
 import (
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/agent/wire"
+	"github.com/moatsh/moat/internal/proctree"
 )
 
 // Version names this build of the agent in its HELLO.
@@ -357,7 +358,7 @@ func (p *process) kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.reaped {
-		killTree(p.proc.Pid)
+		proctree.Kill(p.proc.Pid, nil)
 	}
 }
 

@@ -21,25 +21,24 @@ func TestMapErr(t *testing.T) {
 		"57P01": errdefs.ErrUnavailable,
 		"22021": errdefs.ErrInvalidArgument,
 	} {
-		err := mapErr(ctx, "op", fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code, Message: "m"}))
+		err := dialect.MapErr(ctx, "op", fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code, Message: "m"}))
 		if !errors.Is(err, want) {
 			t.Errorf("SQLSTATE %s mapped to %v (kind %s), want %v", code, err, errdefs.KindOf(err), want)
 		}
 	}
-	if err := mapErr(ctx, "op", &pgconn.PgError{Code: "42P01"}); errdefs.KindOf(err) != errdefs.KindUnknown {
+	if err := dialect.MapErr(ctx, "op", &pgconn.PgError{Code: "42P01"}); errdefs.KindOf(err) != errdefs.KindUnknown {
 		t.Errorf("undefined_table got kind %s, want none", errdefs.KindOf(err))
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := mapErr(cctx, "op", errors.New("driver noise")); !errors.Is(err, context.Canceled) {
+	if err := dialect.MapErr(cctx, "op", errors.New("driver noise")); !errors.Is(err, context.Canceled) {
 		t.Errorf("error under a cancelled ctx: %v, want context.Canceled", err)
 	}
 }
 
 func TestRetrySerializationFailure(t *testing.T) {
-	s := &Store{}
 	calls := 0
-	err := s.retry(context.Background(), "op", func() error {
+	err := dialect.Retry(context.Background(), "op", func() error {
 		calls++
 		if calls < 3 {
 			return &pgconn.PgError{Code: "40001"}
@@ -50,7 +49,7 @@ func TestRetrySerializationFailure(t *testing.T) {
 		t.Fatalf("retry: err %v after %d calls; want success on the 3rd", err, calls)
 	}
 	calls = 0
-	err = s.retry(context.Background(), "op", func() error {
+	err = dialect.Retry(context.Background(), "op", func() error {
 		calls++
 		return &pgconn.PgError{Code: "40P01"}
 	})
@@ -58,7 +57,7 @@ func TestRetrySerializationFailure(t *testing.T) {
 		t.Fatalf("persistent deadlock: %v after %d calls; want Unavailable after %d", err, calls, retries+1)
 	}
 	calls = 0
-	err = s.retry(context.Background(), "op", func() error {
+	err = dialect.Retry(context.Background(), "op", func() error {
 		calls++
 		return &pgconn.PgError{Code: "23505"}
 	})

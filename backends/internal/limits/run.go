@@ -34,11 +34,11 @@ type Cmd struct {
 }
 
 // Grace periods for output after the main process exited: a background grandchild may
-// hold the pipes open forever, so reading stops when they stay idle this long, or after
-// this many bytes (more than any pipe buffer can hold from before the exit).
+// hold the pipes (or the terminal) open forever, so reading stops when they stay idle this
+// long, or after this many bytes (more than any pipe buffer can hold from before the exit).
 const (
-	outputIdleGrace  = 500 * time.Millisecond
-	outputAfterLimit = 4 << 20
+	OutputIdleGrace  = 500 * time.Millisecond
+	OutputAfterLimit = 4 << 20
 )
 
 // Run runs c in its own process group under c.Group's limits and returns its exit code
@@ -48,17 +48,7 @@ const (
 // briefly after the process exited (so background grandchildren cannot hang Run), and a
 // failing writer does not stop the draining.
 func Run(ctx context.Context, c Cmd) (int, error) {
-	argv, path := c.Argv, c.Path
-	if c.Group != nil {
-		argv = c.Group.Wrap(argv)
-	}
-	if path == "" || len(argv) != len(c.Argv) {
-		path = argv[0]
-	}
-	cmd := &exec.Cmd{Path: path, Args: argv, Dir: c.Dir, Env: c.Env}
-	if cmd.Env == nil {
-		cmd.Env = []string{} // nil would inherit moat's environment
-	}
+	cmd := c.Group.Command(c.Argv, c.Path, c.Dir, c.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	release, err := c.Group.sysProcAttr(cmd.SysProcAttr)
 	if err != nil {
@@ -118,10 +108,7 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 		if inW != nil {
 			inW.Close()
 		}
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return -1, errdefs.NotFoundf("limits: start %s: %w", c.Argv[0], err)
-		}
-		return -1, fmt.Errorf("limits: start %s: %w", c.Argv[0], err)
+		return -1, StartError("limits", c.Argv[0], err)
 	}
 	pid := cmd.Process.Pid
 	if c.Started != nil {
@@ -146,7 +133,7 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 		go func() {
 			defer wg.Done()
 			defer p.r.Close()
-			pump(p.w, p.r, &exited)
+			Pump(p.w, p.r, &exited)
 		}()
 	}
 
@@ -163,8 +150,8 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	close(waitDone)
 	exited.Store(true)
 	now := time.Now()
-	_ = outR.SetReadDeadline(now.Add(outputIdleGrace))
-	_ = errR.SetReadDeadline(now.Add(outputIdleGrace))
+	_ = outR.SetReadDeadline(now.Add(OutputIdleGrace))
+	_ = errR.SetReadDeadline(now.Add(OutputIdleGrace))
 	wg.Wait()
 	if inW != nil {
 		inW.Close() // unblocks the stdin copier if it is writing
@@ -172,10 +159,39 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return -1, fmt.Errorf("limits: exec %s: %w", c.Argv[0], err)
 	}
-	return exitCode(cmd.ProcessState, werr)
+	return ExitCode(cmd.ProcessState, werr)
 }
 
-func exitCode(ps *os.ProcessState, werr error) (int, error) {
+// Command returns the exec.Cmd that starts argv under g's limits: path is argv[0]
+// resolved ("" means argv[0]); when g puts wrappers in front of argv, the first wrapper is
+// started instead and they look argv[0] up in env's PATH themselves. The environment is
+// env and nothing else (nil is empty, never moat's own). A nil Group wraps nothing.
+func (g *Group) Command(argv []string, path, dir string, env []string) *exec.Cmd {
+	wrapped := argv
+	if g != nil {
+		wrapped = g.Wrap(argv)
+	}
+	if path == "" || len(wrapped) != len(argv) {
+		path = wrapped[0]
+	}
+	if env == nil {
+		env = []string{} // nil would inherit moat's environment
+	}
+	return &exec.Cmd{Path: path, Args: wrapped, Dir: dir, Env: env}
+}
+
+// StartError wraps a failure to start argv0 with prefix: NotFound when the executable is
+// missing.
+func StartError(prefix, argv0 string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		return errdefs.NotFoundf("%s: start %s: %w", prefix, argv0, err)
+	}
+	return fmt.Errorf("%s: start %s: %w", prefix, argv0, err)
+}
+
+// ExitCode is the exit code of a command Wait returned werr for: 128+signal for a
+// signaled process.
+func ExitCode(ps *os.ProcessState, werr error) (int, error) {
 	if ps == nil {
 		return -1, fmt.Errorf("limits: wait: %w", werr)
 	}
@@ -185,10 +201,12 @@ func exitCode(ps *os.ProcessState, werr error) (int, error) {
 	return ps.ExitCode(), nil
 }
 
-// pump copies r to w until EOF; after the process exited (exited set and a read deadline
-// armed by Run) it stops once r stays idle for outputIdleGrace or outputAfterLimit bytes
-// arrived. Time spent blocked in w.Write does not count as idle.
-func pump(w io.Writer, r *os.File, exited *atomic.Bool) {
+// Pump copies r (a pipe or a pty master) to w until EOF or another read error (a pty's
+// EIO once no process holds its slave side, a closed r). Once exited is set, with a read
+// deadline armed by the caller, it also stops when r stays idle for OutputIdleGrace or
+// OutputAfterLimit bytes arrived. Time spent blocked in w.Write does not count as idle. A
+// failing writer does not stop the draining, so the child never blocks on a full pipe.
+func Pump(w io.Writer, r *os.File, exited *atomic.Bool) {
 	buf := make([]byte, 64<<10)
 	var after int64
 	writeOK := true
@@ -196,18 +214,18 @@ func pump(w io.Writer, r *os.File, exited *atomic.Bool) {
 		n, err := r.Read(buf)
 		if n > 0 && writeOK {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				writeOK = false // keep draining so the child never blocks on a full pipe
+				writeOK = false
 			}
 		}
 		if exited.Load() {
 			after += int64(n)
-			if after > outputAfterLimit {
+			if after > OutputAfterLimit {
 				return
 			}
-			_ = r.SetReadDeadline(time.Now().Add(outputIdleGrace))
+			_ = r.SetReadDeadline(time.Now().Add(OutputIdleGrace))
 		}
 		if err != nil {
-			return // EOF, deadline, or closed
+			return
 		}
 	}
 }

@@ -11,11 +11,9 @@ package ptyrun
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +25,6 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/internal/limits"
-	"github.com/moatsh/moat/errdefs"
 )
 
 // Cmd is one child process to run on a terminal.
@@ -53,13 +50,6 @@ type Cmd struct {
 	NoCtty bool
 }
 
-// Grace periods for terminal output after the command exited, as in limits.Run: a
-// background process may hold the terminal open forever.
-const (
-	outputIdleGrace  = 500 * time.Millisecond
-	outputAfterLimit = 4 << 20
-)
-
 // eof is the terminal's end-of-file character (VEOF, ^D by default).
 const eof = 0x04
 
@@ -71,13 +61,6 @@ const eof = 0x04
 // of the session gets SIGKILL and Run returns ctx.Err() wrapped. A missing executable is
 // errdefs NotFound.
 func Run(ctx context.Context, c Cmd) (int, error) {
-	argv, path := c.Argv, c.Path
-	if c.Group != nil {
-		argv = c.Group.Wrap(argv)
-	}
-	if path == "" || len(argv) != len(c.Argv) {
-		path = argv[0]
-	}
 	if err := ctx.Err(); err != nil {
 		return -1, fmt.Errorf("ptyrun: exec %s: %w", c.Argv[0], err)
 	}
@@ -93,11 +76,8 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 		}
 	}
 
-	cmd := &exec.Cmd{Path: path, Args: argv, Dir: c.Dir, Env: c.Env,
-		Stdin: slave, Stdout: slave, Stderr: slave}
-	if cmd.Env == nil {
-		cmd.Env = []string{} // nil would inherit moat's environment
-	}
+	cmd := c.Group.Command(c.Argv, c.Path, c.Dir, c.Env)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	// Setsid makes the child a session (and process group) leader; Setctty with Ctty 0
 	// makes its stdin, the slave, its controlling terminal, so job control, ^C and
 	// SIGWINCH reach the foreground process group.
@@ -111,10 +91,7 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	release()
 	if err != nil {
 		slave.Close()
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return -1, errdefs.NotFoundf("ptyrun: start %s: %w", c.Argv[0], err)
-		}
-		return -1, fmt.Errorf("ptyrun: start %s: %w", c.Argv[0], err)
+		return -1, limits.StartError("ptyrun", c.Argv[0], err)
 	}
 	pid := cmd.Process.Pid
 	// Our copy of the slave stays open while the child runs: typeInput asks it how much
@@ -147,7 +124,7 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	outDone := make(chan struct{})
 	go func() {
 		defer close(outDone)
-		pump(c.Stdout, master, &exited)
+		limits.Pump(c.Stdout, master, &exited)
 	}()
 
 	waitDone := make(chan struct{})
@@ -162,21 +139,14 @@ func Run(ctx context.Context, c Cmd) (int, error) {
 	close(waitDone)
 	closeSlave.Do(func() { slave.Close() })
 	exited.Store(true)
-	_ = master.SetReadDeadline(time.Now().Add(outputIdleGrace))
-	<-outDone
+	_ = master.SetReadDeadline(time.Now().Add(limits.OutputIdleGrace))
+	<-outDone // output stops as in limits.Run: a background process may hold the terminal open
 	if err := ctx.Err(); err != nil {
 		// Processes that left the session leader's group (shell jobs) die with it.
 		killSession(pid)
 		return -1, fmt.Errorf("ptyrun: exec %s: %w", c.Argv[0], err)
 	}
-	ps := cmd.ProcessState
-	if ps == nil {
-		return -1, fmt.Errorf("ptyrun: wait: %w", werr)
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), nil
-	}
-	return ps.ExitCode(), nil
+	return limits.ExitCode(cmd.ProcessState, werr)
 }
 
 // open returns a new pty pair. The master stays in non-blocking mode (never call its Fd
@@ -307,34 +277,6 @@ func inputState(slave *os.File) (unread int, canon bool, veof byte, err error) {
 		return err
 	})
 	return unread, canon, veof, err
-}
-
-// pump copies terminal output to w until the terminal closes (EIO once no process holds
-// the slave side: a normal end) or, after the command exited, until it stays idle for
-// outputIdleGrace or outputAfterLimit bytes arrived. A failing writer does not stop the
-// draining, so the child never blocks on a full terminal.
-func pump(w io.Writer, r *os.File, exited *atomic.Bool) {
-	buf := make([]byte, 32<<10)
-	var after int64
-	writeOK := true
-	for {
-		n, err := r.Read(buf)
-		if n > 0 && writeOK {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				writeOK = false
-			}
-		}
-		if exited.Load() {
-			after += int64(n)
-			if after > outputAfterLimit {
-				return
-			}
-			_ = r.SetReadDeadline(time.Now().Add(outputIdleGrace))
-		}
-		if err != nil {
-			return // EIO (terminal closed), deadline, or master closed
-		}
-	}
 }
 
 // killSession SIGKILLs the session led by sid: its process group and the processes an

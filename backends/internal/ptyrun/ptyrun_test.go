@@ -34,27 +34,18 @@ func (h hostPTY) ExecPTY(ctx context.Context, req *backend.ExecRequest, size bac
 		Stdin: req.Stdin, Stdout: req.Stdout, Group: h.group, Size: size, Resize: resize})
 }
 
-func requirePTY(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if _, err := os.Stat("/dev/ptmx"); err != nil {
-		reason = "no /dev/ptmx: " + err.Error()
-	}
-	testenv.Require(t, "pty", reason)
-}
-
 func TestTerminal(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	ptytest.Run(t, hostPTY{}, ptytest.Options{AfterCancel: func(t *testing.T, pid string) {
 		n, _ := strconv.Atoi(pid)
-		waitGone(t, n)
+		ptytest.WaitGone(t, n)
 	}})
 }
 
 // TestTerminalWithLimits runs under a limits group (rlimits via the prlimit wrapper, and
 // cgroups where writable), so the wrapper's argv and CLONE_INTO_CGROUP paths are covered.
 func TestTerminalWithLimits(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		testenv.Require(t, "limits", "prlimit (util-linux) not installed")
 	}
@@ -78,7 +69,7 @@ func TestTerminalWithLimits(t *testing.T) {
 }
 
 func TestSignalExitCode(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	out := ptytest.NewBuffer()
 	code, err := hostPTY{}.ExecPTY(context.Background(), &backend.ExecRequest{
 		Argv: []string{"sh", "-c", "kill -9 $$"}, Workdir: "/", Stdout: out, Stderr: out},
@@ -91,7 +82,7 @@ func TestSignalExitCode(t *testing.T) {
 // TestBackgroundHolderDoesNotHang: a process that keeps the terminal open after the
 // command exited must not keep Run waiting for the terminal to close.
 func TestBackgroundHolderDoesNotHang(t *testing.T) {
-	requirePTY(t)
+	ptytest.Require(t)
 	out := ptytest.NewBuffer()
 	begin := time.Now()
 	code, err := hostPTY{}.ExecPTY(context.Background(), &backend.ExecRequest{
@@ -109,16 +100,4 @@ func TestBackgroundHolderDoesNotHang(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-}
-
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	for range 250 {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil || strings.Contains(string(b), ") Z ") {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("process %d still alive after cancel", pid)
 }

@@ -1,7 +1,9 @@
 // Package statedir answers "where does a local backend keep its sandboxes, and how are
 // they found again?": the layout <StateDir>/sandboxes/<id>/ with a .moat.json meta file,
 // shared by the bwrap and host backends — handles that carry the meta, Attach's checks,
-// and List.
+// and List. Dir and Sandbox hold the rest of what the two backends do alike around that
+// directory (Create's checks, limits groups, tracked commands, Status, Destroy), so each
+// keeps only how it runs a command.
 package statedir
 
 import (

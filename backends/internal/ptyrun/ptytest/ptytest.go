@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
 )
 
 // Options adapt the checks to a backend.
@@ -293,4 +296,53 @@ func Run(t *testing.T, pe backend.PTYExecer, o Options) {
 			}
 		}
 	})
+}
+
+// Require skips t (or fails it under MOAT_TEST_REQUIRE) when this machine has no pty
+// multiplexer.
+func Require(t *testing.T) {
+	t.Helper()
+	reason := ""
+	if _, err := os.Stat("/dev/ptmx"); err != nil {
+		reason = "no /dev/ptmx: " + err.Error()
+	}
+	testenv.Require(t, "pty", reason)
+}
+
+// DestroyKills checks that Destroy ends a terminal that is running in inst, with an
+// error, and that a destroyed sandbox starts none (NotFound). o gives the requests'
+// workdir and environment.
+func DestroyKills(t *testing.T, inst backend.Instance, o Options) {
+	t.Helper()
+	pe := inst.(backend.PTYExecer)
+	size := backend.WinSize{Rows: 24, Cols: 80}
+	out, done := start(context.Background(), pe, o, []string{"sh", "-c", "echo up-$((2+3)); sleep 60"}, nil, size, nil)
+	out.WaitFor(t, regexp.MustCompile(`up-5`), 0, 20*time.Second)
+	if err := inst.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(t, done, out, 15*time.Second); r.err == nil {
+		t.Fatal("terminal ended without an error by Destroy")
+	}
+	_, done = start(context.Background(), pe, o, []string{"sh"}, nil, size, nil)
+	if r := wait(t, done, out, 15*time.Second); !errdefs.Is(r.err, errdefs.KindNotFound) {
+		t.Fatalf("ExecPTY after Destroy: %v, want NotFound", r.err)
+	}
+}
+
+// WaitGone waits until process pid (as this machine sees it) has exited.
+func WaitGone(t *testing.T, pid int) {
+	t.Helper()
+	if pid <= 0 {
+		t.Fatalf("bad pid %d", pid)
+	}
+	for range 250 {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		// A zombie (state Z) is dead; its parent or init reaps it eventually.
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("process %d still alive after cancel", pid)
 }
