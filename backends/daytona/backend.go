@@ -350,8 +350,8 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var out sandboxList
-	r := request{method: http.MethodGet, url: b.c.apiPath("/sandbox?limit=1"), idempotent: true}
-	resp, err := b.c.once(ctx, r)
+	r := request{method: http.MethodGet, url: b.c.apiPath("/sandbox?limit=1"), idempotent: true, noRetry: true}
+	resp, err := b.c.do(ctx, r)
 	if err == nil {
 		defer drainClose(resp.Body)
 		if derr := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); derr != nil {

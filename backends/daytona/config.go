@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -122,24 +123,21 @@ func New(c Config) (*Backend, error) {
 		startTimeout: startTimeout,
 		pollMin:      10 * time.Millisecond,
 		pollMax:      500 * time.Millisecond,
-		c: &client{
-			apiURL:      strings.TrimRight(c.APIURL, "/"),
-			token:       c.APIKey,
-			orgID:       c.OrganizationID,
-			hc:          &http.Client{Transport: http.DefaultTransport},
-			maxAttempts: c.MaxAttempts,
-			baseBackoff: 200 * time.Millisecond,
-			maxBackoff:  10 * time.Second,
-		},
+		c: newClient(strings.TrimRight(c.APIURL, "/"), c.APIKey, c.OrganizationID, restapi.Policy{
+			MaxAttempts:   c.MaxAttempts,
+			BaseBackoff:   200 * time.Millisecond,
+			MaxBackoff:    10 * time.Second,
+			RetryAfterCap: 2 * time.Minute,
+		}),
 	}, nil
 }
 
 // SetHTTPClient replaces the HTTP client (tests, proxies). Call before use.
-func (b *Backend) SetHTTPClient(hc *http.Client) { b.c.hc = hc }
+func (b *Backend) SetHTTPClient(hc *http.Client) { b.c.rc.HTTP = hc }
 
 // SetRetryBackoff sets the first retry delay and the cap (tests). Call before use.
 func (b *Backend) SetRetryBackoff(base, max time.Duration) {
-	b.c.baseBackoff, b.c.maxBackoff = base, max
+	b.c.rc.Policy.BaseBackoff, b.c.rc.Policy.MaxBackoff = base, max
 }
 
 func (c Config) String() string {

@@ -51,9 +51,10 @@
 // Errors keep the provider's message and carry errdefs kinds: 401 Unauthenticated, 403
 // PermissionDenied, 404/410 NotFound, 409 Conflict, 429 ResourceExhausted, 400/422
 // InvalidArgument, 408/504 DeadlineExceeded, 5xx Unavailable; an HTML or garbage body is
-// quoted (64-byte prefix). Idempotent calls retry on 429, 5xx and connection errors with
-// exponential backoff and jitter, honouring Retry-After, bounded by ctx and max_attempts;
-// creates and execs retry only on 429.
+// quoted (64-byte prefix). Retries follow restapi's one policy: idempotent calls retry on
+// 429, 5xx and connection errors with exponential backoff and jitter, honouring Retry-After
+// up to 2 minutes (a longer one ends the call), bounded by ctx and max_attempts; creates
+// and execs retry only on 429 and failed dials.
 //
 // Not supported: Pauser (Daytona's pause is limited to VM-class sandboxes), PTY, the
 // socket.io event stream (the client polls, as the SDK does without it), interactive stdin.

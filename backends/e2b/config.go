@@ -164,12 +164,16 @@ func New(c Config, o Options) (*Backend, error) {
 		cfg: c,
 		log: log.With("backend", Name),
 		c: &client{
-			http:        hc,
-			apiURL:      c.APIURL,
-			apiKey:      c.Token,
-			maxAttempts: c.MaxRetries,
-			backoff:     restapi.Backoff{Base: o.BaseBackoff, Max: o.MaxBackoff},
-			userAgent:   "moat-e2b/1",
+			http:   hc,
+			apiURL: c.APIURL,
+			apiKey: c.Token,
+			policy: restapi.Policy{
+				MaxAttempts:   c.MaxRetries,
+				BaseBackoff:   o.BaseBackoff,
+				MaxBackoff:    o.MaxBackoff,
+				RetryAfterCap: 2 * time.Minute,
+			},
+			userAgent: "moat-e2b/1",
 		},
 	}, nil
 }

@@ -355,7 +355,7 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	c := *b.client
-	c.MaxAttempts = 1 // a probe reports, it does not insist
+	c.Policy.MaxAttempts = 1 // a probe reports, it does not insist
 	if _, err := c.ListSandboxes(ctx, b.cfg.ProjectID, "", "", 1); err != nil {
 		switch errdefs.KindOf(err) {
 		case errdefs.KindUnavailable, errdefs.KindResourceExhausted:

@@ -52,9 +52,10 @@
 //     PermissionDenied, 404 → NotFound, 409 → Conflict, 410/sandbox_stopped →
 //     FailedPrecondition, 429 → ResourceExhausted, 408 → DeadlineExceeded, 5xx →
 //     Unavailable, 400/422 → InvalidArgument (the shared mapping of backends/internal/restapi
-//     with Vercel's 410 and 504 on top). 429 is retried for every call and 5xx/connection errors for
-//     idempotent ones, with exponential backoff, jitter and Retry-After, bounded by ctx and
-//     Client.MaxAttempts.
+//     with Vercel's 410 and 504 on top). Retries follow restapi's one policy: 429 and failed
+//     dials for every call, 5xx and other connection errors for idempotent ones, with
+//     exponential backoff, jitter and Retry-After (a longer one than 30 s ends the call),
+//     bounded by ctx and Client.Policy.MaxAttempts.
 //
 // # Unsupported
 //

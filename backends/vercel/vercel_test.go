@@ -67,7 +67,7 @@ func newBackend(t *testing.T, url, token string) *vercel.Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Client().BaseDelay = 5 * time.Millisecond
+	b.Client().Policy.BaseBackoff = 5 * time.Millisecond
 	return b
 }
 
@@ -276,8 +276,8 @@ func TestServerErrorsExhaustRetries(t *testing.T) {
 	if !strings.Contains(err.Error(), "An unexpected internal error occurred") {
 		t.Errorf("error lost the provider's message: %v", err)
 	}
-	if n := e.srv.Requests() - before; n != e.b.Client().MaxAttempts {
-		t.Errorf("%d requests; want MaxAttempts = %d", n, e.b.Client().MaxAttempts)
+	if n := e.srv.Requests() - before; n != e.b.Client().Policy.MaxAttempts {
+		t.Errorf("%d requests; want MaxAttempts = %d", n, e.b.Client().Policy.MaxAttempts)
 	}
 	// Commands are not idempotent: a 500 is not retried.
 	e.srv.FailNext(100, http.StatusInternalServerError, 0)
