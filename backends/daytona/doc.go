@@ -4,14 +4,15 @@
 //
 // # Settings ([backends.daytona] in moat.toml; explicit config beats the environment)
 //
-//	api_key            DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN   Bearer token; never logged
+//	token              DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN   Bearer token; never logged
+//	                   (api_key: deprecated alias, logs a warning)
 //	api_url            DAYTONA_API_URL (DAYTONA_SERVER_URL)      default https://app.daytona.io/api
 //	organization_id    DAYTONA_ORGANIZATION_ID                   only with a JWT
 //	target             DAYTONA_TARGET                            region ("us", "eu")
 //	snapshot, user, auto_stop_minutes, start_timeout ("2m"), max_attempts (5)
 //
 // Probe is Unavailable "daytona: no API key configured (set DAYTONA_API_KEY or
-// [backends.daytona] api_key)" without a key, else it lists one sandbox (5 s timeout):
+// [backends.daytona] token)" without a key, else it lists one sandbox (5 s timeout):
 // Unavailable with the provider's message on 401/403/5xx/connection errors, Degraded on 429.
 //
 // # What maps to what

@@ -9,14 +9,16 @@
 //	api_url      control-plane URL (https://api.<domain>) env E2B_API_URL
 //	sandbox_url  envd base URL override                  env E2B_SANDBOX_URL
 //	template     default template (default "base")
-//	timeout      default sandbox lifetime, seconds (300)
+//	timeout      default sandbox lifetime, a duration ("5m")
 //	user         OS user for commands and files ("root")
 //	metadata     extra E2B metadata on every sandbox
 //	envs         extra environment for every sandbox
-//	max_retries  attempts for retryable calls (4)
-//	request_timeout  seconds per control-plane call (60)
+//	max_attempts attempts for retryable calls (4)
+//	request_timeout  bound of a control-plane call, a duration ("60s")
 //
-// Explicit settings win over the environment aliases.
+// Explicit settings win over the environment aliases. Deprecated forms, still accepted
+// with a warning: max_retries (the same attempt count as max_attempts), and a bare number
+// of seconds for timeout and request_timeout.
 //
 // # Mapping
 //

@@ -51,7 +51,7 @@ func newHarness(t testing.TB, runner backend.Backend, image string, fo e2bfake.O
 
 func newClient(t testing.TB, url, token string) *e2b.Backend {
 	t.Helper()
-	b, err := e2b.New(e2b.Config{Token: token, APIURL: url, SandboxURL: url, MaxRetries: 4},
+	b, err := e2b.New(e2b.Config{Token: token, APIURL: url, SandboxURL: url, MaxAttempts: 4},
 		e2b.Options{BaseBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

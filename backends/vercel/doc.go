@@ -11,7 +11,8 @@
 //	team_id     team scope (query teamId)             env VERCEL_TEAM_ID
 //	project_id  project sandboxes are created in      env VERCEL_PROJECT_ID
 //	runtime     node24 (default) | node22 | node26 | python3.13; anything else is rejected
-//	timeout_ms  default lifetime when the spec has no TTL
+//	timeout     default lifetime when the spec has no TTL, a duration ("5m"); the
+//	            deprecated timeout_ms (milliseconds) is still accepted, with a warning
 //	vcpus       default vCPUs (1 or even, <= 8; 2048 MB RAM each)
 //	ports       ports exposed on every sandbox
 //	region      region (Vercel's default iad1)
