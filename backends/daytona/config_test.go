@@ -7,9 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pelletier/go-toml/v2"
-
-	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -20,11 +18,9 @@ func TestDeprecatedAPIKey(t *testing.T) {
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
 	defer slog.SetDefault(prev)
-	f, _ := backend.Lookup(Name)
+	// The factory passes no logger to New yet: warnings go to slog.Default.
 	open := func(section string) (*Backend, error) {
-		b, err := f(backend.Config{Decode: func(v any) error {
-			return toml.NewDecoder(strings.NewReader(section)).DisallowUnknownFields().Decode(v)
-		}})
+		b, _, err := providertest.OpenTOML(Name, section)
 		if err != nil {
 			return nil, err
 		}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -14,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
-
-	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -228,15 +225,8 @@ func TestEnvdBase(t *testing.T) {
 // TestConfigKeys checks the canonical duration and max_attempts keys and the deprecated
 // forms (max_retries, bare seconds), each warned about once.
 func TestConfigKeys(t *testing.T) {
-	f, _ := backend.Lookup(Name)
 	open := func(section string) (*Backend, string, error) {
-		var logs bytes.Buffer
-		b, err := f(backend.Config{
-			Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-			Decode: func(v any) error {
-				return toml.NewDecoder(strings.NewReader(section)).DisallowUnknownFields().Decode(v)
-			},
-		})
+		b, logs, err := providertest.OpenTOML(Name, section)
 		if err != nil {
 			return nil, logs.String(), err
 		}

@@ -1,17 +1,14 @@
 package vercel
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -86,15 +83,8 @@ func TestVCPUsFor(t *testing.T) {
 }
 
 func TestDeprecatedTimeoutMs(t *testing.T) {
-	f, _ := backend.Lookup(Name)
 	open := func(section string) (*Backend, string, error) {
-		var logs bytes.Buffer
-		b, err := f(backend.Config{
-			Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-			Decode: func(v any) error {
-				return toml.NewDecoder(strings.NewReader(section)).DisallowUnknownFields().Decode(v)
-			},
-		})
+		b, logs, err := providertest.OpenTOML(Name, section)
 		if err != nil {
 			return nil, logs.String(), err
 		}

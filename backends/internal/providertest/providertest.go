@@ -1,16 +1,21 @@
 // Package providertest answers "what do the tests of the hosted-provider backends (vercel,
 // daytona, e2b) share?": the local backends their fakes run commands on (the restricted
 // host, docker when its daemon is reachable) and servers that misbehave the same way for
-// every client (an endless JSON answer).
+// every client (an endless JSON answer), and building a backend from a moat.toml section.
 package providertest
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pelletier/go-toml/v2"
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/docker"
@@ -61,4 +66,22 @@ func EndlessJSON(prefix string) http.Handler {
 			}
 		}
 	})
+}
+
+// OpenTOML builds the registered backend name from its [backends.<name>] section given as
+// TOML text, decoded strictly as moat.toml is, with no environment and a logger writing
+// to the returned buffer (where deprecation warnings land).
+func OpenTOML(name, section string) (backend.Backend, *bytes.Buffer, error) {
+	f, ok := backend.Lookup(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("providertest: no backend %q registered", name)
+	}
+	var logs bytes.Buffer
+	b, err := f(backend.Config{
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Decode: func(v any) error {
+			return toml.NewDecoder(strings.NewReader(section)).DisallowUnknownFields().Decode(v)
+		},
+	})
+	return b, &logs, err
 }
