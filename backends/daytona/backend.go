@@ -131,7 +131,7 @@ const handleVersion = 1
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
 	if b.c.token == "" {
-		return nil, errdefs.Newf(errdefs.ErrUnauthenticated, "daytona: no API key configured (set DAYTONA_API_KEY or [backends.daytona] api_key)")
+		return nil, errdefs.Newf(errdefs.ErrUnauthenticated, "daytona: no API key configured (set DAYTONA_API_KEY or [backends.daytona] token)")
 	}
 	opts, err := decodeOptions(req.Options)
 	if err != nil {
@@ -347,13 +347,13 @@ func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
 // Probe implements backend.Prober with one cheap authenticated call.
 func (b *Backend) Probe(ctx context.Context) backend.Health {
 	if b.c.token == "" {
-		return backend.Health{State: backend.Unavailable, Reason: "daytona: no API key configured (set DAYTONA_API_KEY or [backends.daytona] api_key)"}
+		return backend.Health{State: backend.Unavailable, Reason: "daytona: no API key configured (set DAYTONA_API_KEY or [backends.daytona] token)"}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var out sandboxList
-	r := request{method: http.MethodGet, url: b.c.apiPath("/sandbox?limit=1"), idempotent: true}
-	resp, err := b.c.once(ctx, r)
+	r := request{method: http.MethodGet, url: b.c.apiPath("/sandbox?limit=1"), idempotent: true, noRetry: true}
+	resp, err := b.c.do(ctx, r)
 	if err == nil {
 		defer drainClose(resp.Body)
 		if derr := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); derr != nil {

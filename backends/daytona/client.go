@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/moatsh/moat/backends/internal/restapi"
@@ -25,13 +23,24 @@ const wireVersion = "0.218.0"
 // client is a hand-written typed HTTP client for the Daytona platform API and the
 // per-sandbox toolbox API. It is safe for concurrent use.
 type client struct {
-	apiURL      string // e.g. https://app.daytona.io/api, no trailing slash
-	token       string
-	orgID       string
-	hc          *http.Client
-	maxAttempts int
-	baseBackoff time.Duration
-	maxBackoff  time.Duration
+	apiURL string // e.g. https://app.daytona.io/api, no trailing slash
+	token  string
+	orgID  string
+	// rc sends every call with the shared retry policy.
+	rc restapi.Client
+}
+
+// newClient returns a client with Daytona's error decoding and the given policy.
+func newClient(apiURL, token, orgID string, p restapi.Policy) *client {
+	c := &client{apiURL: apiURL, token: token, orgID: orgID}
+	c.rc = restapi.Client{
+		Name:    "daytona",
+		HTTP:    &http.Client{Transport: http.DefaultTransport},
+		Policy:  p,
+		Secrets: []string{token},
+		Error:   c.errorFrom,
+	}
+	return c
 }
 
 // apiError is a non-2xx answer, already mapped to an errdefs kind.
@@ -50,9 +59,11 @@ type request struct {
 	url         string // absolute
 	body        []byte
 	contentType string
-	// idempotent calls are retried on 5xx and connection errors; every call is retried on
-	// 429, which the provider answers before doing any work.
+	// idempotent calls are retried on 5xx and any connection error; every call is retried
+	// on 429 and failed dials (see restapi.Request.Idempotent).
 	idempotent bool
+	// noRetry makes the call one attempt (probes).
+	noRetry bool
 }
 
 // apiPath builds an absolute URL under the platform API.
@@ -116,95 +127,42 @@ func (c *client) doJSONLimit(ctx context.Context, method, u string, in, out any,
 
 // do performs r with retries and returns a 2xx response whose body the caller must close.
 func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
-	attempts := max(c.maxAttempts, 1)
-	var lastErr error
-	for attempt := 0; attempt < attempts; attempt++ {
-		if attempt > 0 {
-			if err := restapi.Sleep(ctx, c.backoff(attempt, lastErr)); err != nil {
-				return nil, fmt.Errorf("daytona: %s %s: %w (last error: %v)", r.method, redactURL(r.url), err, lastErr)
+	return c.rc.Do(ctx, restapi.Request{
+		What:       r.method + " " + redactURL(r.url),
+		Idempotent: r.idempotent,
+		NoRetry:    r.noRetry,
+		Build: func(ctx context.Context) (*http.Request, error) {
+			var body io.Reader
+			if r.body != nil {
+				body = bytes.NewReader(r.body)
 			}
-		}
-		resp, err := c.once(ctx, r)
-		if err == nil {
-			return resp, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil || !c.retryable(r, err) {
-			return nil, err
-		}
-	}
-	return nil, lastErr
+			req, err := http.NewRequestWithContext(ctx, r.method, r.url, body)
+			if err != nil {
+				return nil, errdefs.InvalidArgumentf("daytona: build request %s %s: %v", r.method, redactURL(r.url), err)
+			}
+			if r.contentType != "" {
+				req.Header.Set("Content-Type", r.contentType)
+			}
+			req.Header.Set("Accept", "application/json")
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			req.Header.Set("X-Daytona-Source", "moat")
+			req.Header.Set("X-Daytona-SDK-Version", wireVersion)
+			req.Header.Set("User-Agent", "moat-daytona/"+wireVersion)
+			if c.orgID != "" {
+				req.Header.Set("X-Daytona-Organization-ID", c.orgID)
+			}
+			return req, nil
+		},
+	})
 }
 
-// retryAfterError carries a Retry-After hint from a 429/503 answer.
-type retryAfterError struct {
-	*apiError
-	after time.Duration
-}
-
-func (c *client) retryable(r request, err error) bool {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return restapi.RetryableStatus(ae.Status, r.idempotent)
-	}
-	// Transport errors: the request may or may not have reached the provider.
-	return r.idempotent
-}
-
-// backoff is the wait before retry number attempt: restapi's jittered exponential backoff,
-// at least the Retry-After hint of lastErr (capped at two minutes; a longer wait is ctx's
-// to allow, not the server's).
-func (c *client) backoff(attempt int, lastErr error) time.Duration {
-	var hint time.Duration
-	var ra *retryAfterError
-	if errors.As(lastErr, &ra) {
-		hint = min(ra.after, 2*time.Minute)
-	}
-	b := restapi.Backoff{Base: max(c.baseBackoff, time.Millisecond), Max: c.maxBackoff}
-	return b.Delay(attempt, hint)
-}
-
-func (c *client) once(ctx context.Context, r request) (*http.Response, error) {
-	var body io.Reader
-	if r.body != nil {
-		body = bytes.NewReader(r.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, r.url, body)
-	if err != nil {
-		return nil, errdefs.InvalidArgumentf("daytona: build request %s %s: %v", r.method, redactURL(r.url), err)
-	}
-	if r.contentType != "" {
-		req.Header.Set("Content-Type", r.contentType)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("X-Daytona-Source", "moat")
-	req.Header.Set("X-Daytona-SDK-Version", wireVersion)
-	req.Header.Set("User-Agent", "moat-daytona/"+wireVersion)
-	if c.orgID != "" {
-		req.Header.Set("X-Daytona-Organization-ID", c.orgID)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, restapi.TransportError(ctx, fmt.Sprintf("daytona: %s %s", r.method, redactURL(r.url)), err, c.token)
-	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return resp, nil
-	}
-	defer drainClose(resp.Body)
-	b := restapi.ReadErrorBody(resp.Body)
-	ae := c.errorFrom(r, resp.StatusCode, resp.Header.Get("Content-Type"), b)
-	if d, _ := restapi.RetryAfter(resp.Header); d > 0 {
-		return nil, &retryAfterError{apiError: ae, after: d}
-	}
-	return nil, ae
-}
-
-// errorFrom maps an error answer to an errdefs kind, keeping the provider's message. Both
-// Daytona error shapes carry "message": the platform API's NestJS filter ({statusCode,
-// error, message, path, timestamp}) and the toolbox daemon's ({statusCode, message, code,
-// ...}).
-func (c *client) errorFrom(r request, status int, ctype string, body []byte) *apiError {
+// errorFrom maps the error answer of the call named what ("GET /api/sandbox") to an
+// *apiError with an errdefs kind, keeping the provider's message. Both Daytona error shapes
+// carry "message": the platform API's NestJS filter ({statusCode, error, message, path,
+// timestamp}) and the toolbox daemon's ({statusCode, message, code, ...}).
+func (c *client) errorFrom(resp *http.Response, what string) error {
+	status, ctype := resp.StatusCode, resp.Header.Get("Content-Type")
+	body := restapi.ReadErrorBody(resp.Body)
 	var eb struct {
 		Message json.RawMessage `json:"message"`
 		Error   string          `json:"error"`
@@ -235,7 +193,7 @@ func (c *client) errorFrom(r request, status int, ctype string, body []byte) *ap
 		}
 	}
 	msg = restapi.Redact(msg, c.token)
-	text := fmt.Sprintf("daytona: %s %s: %s (HTTP %d)", r.method, redactURL(r.url), msg, status)
+	text := fmt.Sprintf("daytona: %s: %s (HTTP %d)", what, msg, status)
 	return &apiError{Status: status, Code: eb.Code, err: errdefs.New(kindFor(status), text)}
 }
 

@@ -2,12 +2,15 @@ package daytona
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/confkey"
+	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -21,8 +24,12 @@ const DefaultAPIURL = "https://app.daytona.io/api"
 // fields left empty: explicit configuration wins.
 type Config struct {
 	// APIKey is the Daytona API key (or a JWT, then set OrganizationID), sent as
-	// "Authorization: Bearer". Env: DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN. Never logged.
-	APIKey string `toml:"api_key" json:"-"` // never serialized: a secret
+	// "Authorization: Bearer"; key token, like every provider's credential. Env:
+	// DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN. Never logged.
+	APIKey string `toml:"token" json:"-"` // never serialized: a secret
+	// APIKeyDeprecated is the old name of token (api_key). Deprecated: setting both to
+	// different values is InvalidArgument.
+	APIKeyDeprecated string `toml:"api_key" json:"-"`
 	// APIURL is the platform API base URL, including the /api prefix. Self-hosted Daytona
 	// needs it. Env: DAYTONA_API_URL (deprecated DAYTONA_SERVER_URL). Default
 	// https://app.daytona.io/api.
@@ -86,8 +93,12 @@ func init() {
 }
 
 // New returns a Daytona backend for c (environment aliases are not consulted here; the
-// registered factory applies them). It does no I/O.
+// registered factory applies them). It does no I/O. A deprecated key is folded into its
+// canonical field with a warning on slog.Default (the backend has no logger of its own).
 func New(c Config) (*Backend, error) {
+	if err := c.resolveKeys(nil); err != nil {
+		return nil, err
+	}
 	if c.APIURL == "" {
 		c.APIURL = DefaultAPIURL
 	}
@@ -117,24 +128,30 @@ func New(c Config) (*Backend, error) {
 		startTimeout: startTimeout,
 		pollMin:      10 * time.Millisecond,
 		pollMax:      500 * time.Millisecond,
-		c: &client{
-			apiURL:      strings.TrimRight(c.APIURL, "/"),
-			token:       c.APIKey,
-			orgID:       c.OrganizationID,
-			hc:          &http.Client{Transport: http.DefaultTransport},
-			maxAttempts: c.MaxAttempts,
-			baseBackoff: 200 * time.Millisecond,
-			maxBackoff:  10 * time.Second,
-		},
+		c: newClient(strings.TrimRight(c.APIURL, "/"), c.APIKey, c.OrganizationID, restapi.Policy{
+			MaxAttempts:   c.MaxAttempts,
+			BaseBackoff:   200 * time.Millisecond,
+			MaxBackoff:    10 * time.Second,
+			RetryAfterCap: 2 * time.Minute,
+		}),
 	}, nil
 }
 
+// resolveKeys folds the deprecated keys into their canonical fields, with one warning each
+// on log (nil: slog.Default). New calls it. Its place is right after decoding, before the
+// environment aliases fill the fields left empty: only then does an explicit api_key beat
+// DAYTONA_API_KEY (folded later, an api_key and a different DAYTONA_API_KEY count as both
+// set). Calling it twice is harmless.
+func (c *Config) resolveKeys(log *slog.Logger) error {
+	return confkey.Fold(log, Name, "api_key", "token", &c.APIKeyDeprecated, &c.APIKey)
+}
+
 // SetHTTPClient replaces the HTTP client (tests, proxies). Call before use.
-func (b *Backend) SetHTTPClient(hc *http.Client) { b.c.hc = hc }
+func (b *Backend) SetHTTPClient(hc *http.Client) { b.c.rc.HTTP = hc }
 
 // SetRetryBackoff sets the first retry delay and the cap (tests). Call before use.
 func (b *Backend) SetRetryBackoff(base, max time.Duration) {
-	b.c.baseBackoff, b.c.maxBackoff = base, max
+	b.c.rc.Policy.BaseBackoff, b.c.rc.Policy.MaxBackoff = base, max
 }
 
 func (c Config) String() string {

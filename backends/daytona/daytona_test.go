@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,10 +16,9 @@ import (
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/daytona"
 	"github.com/moatsh/moat/backends/daytona/daytonafake"
-	"github.com/moatsh/moat/backends/docker"
 	"github.com/moatsh/moat/backends/host"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/internal/testenv"
 )
 
 const testToken = "dtn-test-token-5f3a9c0e1b7d"
@@ -38,15 +36,6 @@ func fakeServer(t testing.TB, local backend.Backend) (*daytonafake.Server, strin
 	return fake, srv.URL + "/api"
 }
 
-func hostBackend(t testing.TB) backend.Backend {
-	t.Helper()
-	b, err := host.New(backend.Config{StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func client(t testing.TB, apiURL, token string) *daytona.Backend {
 	t.Helper()
 	b, err := daytona.New(daytona.Config{APIKey: token, APIURL: apiURL, MaxAttempts: 4})
@@ -57,27 +46,11 @@ func client(t testing.TB, apiURL, token string) *daytona.Backend {
 	return b
 }
 
-func dockerBackend(t testing.TB) backend.Backend {
-	t.Helper()
-	b, err := docker.New(docker.Config{Image: testenv.DockerImage()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	reason := ""
-	if h := b.Probe(ctx); h.State != backend.Ready {
-		reason = h.Reason
-	}
-	testenv.Require(t, "docker", reason)
-	return b
-}
-
 // TestConformance runs the suite against the Daytona client, over real HTTP, through the
 // fake, whose sandboxes are docker containers of the busybox test image: the file API and
 // commands then see the same filesystem, as in a real Daytona sandbox.
 func TestConformance(t *testing.T) {
-	local := dockerBackend(t)
+	local := providertest.DockerRunner(t)
 	_, apiURL := fakeServer(t, local)
 	backendtest.Run(t, backendtest.Factory{
 		New: func(t testing.TB) backend.Backend { return client(t, apiURL, testToken) },
@@ -109,7 +82,7 @@ func run(ctx context.Context, inst backend.Instance, argv ...string) (int, strin
 }
 
 func TestExecRoundTripOnHost(t *testing.T) {
-	_, apiURL := fakeServer(t, hostBackend(t))
+	_, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	code, out, errs, err := run(testCtx(t), inst, "sh", "-c", `printf 'a\000b'; printf "$1" >&2; exit 7`, "sh", "it's \"quoted\" $HOME `x`")
 	if err != nil || code != 7 || out != "a\x00b" || errs != "it's \"quoted\" $HOME `x`" {
@@ -129,7 +102,7 @@ func TestExecRoundTripOnHost(t *testing.T) {
 }
 
 func TestHugeOutput(t *testing.T) {
-	_, apiURL := fakeServer(t, hostBackend(t))
+	_, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	code, out, _, err := run(testCtx(t), inst, "head", "-c", "12582912", "/dev/urandom")
 	if err != nil || code != 0 || len(out) != 12<<20 {
@@ -138,7 +111,7 @@ func TestHugeOutput(t *testing.T) {
 }
 
 func TestRetriesHonourRetryAfter(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	b := client(t, apiURL, testToken)
 	inst := newSandbox(t, b)
 	fake.Fail429(2, 1)
@@ -153,7 +126,7 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 }
 
 func TestServerErrorsExhaustToUnavailable(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	b := client(t, apiURL, testToken)
 	inst := newSandbox(t, b)
 	before := fake.Requests()
@@ -169,7 +142,7 @@ func TestServerErrorsExhaustToUnavailable(t *testing.T) {
 }
 
 func TestUnauthenticatedHidesToken(t *testing.T) {
-	_, apiURL := fakeServer(t, hostBackend(t))
+	_, apiURL := fakeServer(t, providertest.HostRunner(t))
 	const wrong = "dtn-WRONG-secret-token-9e8d7c6b5a"
 	b := client(t, apiURL, wrong)
 	_, err := b.Create(testCtx(t), backendtest.CreateRequest(t, ""))
@@ -197,7 +170,7 @@ func TestProbeWithoutKey(t *testing.T) {
 }
 
 func TestGarbageBodyIsClear(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	b := client(t, apiURL, testToken)
 	inst := newSandbox(t, b)
 	fake.InjectFaults(4, daytonafake.Fault{Status: http.StatusBadGateway, ContentType: "text/html", Body: "<html><body><h1>502 Bad Gateway</h1> cloudflare</body></html>"})
@@ -214,7 +187,7 @@ func TestGarbageBodyIsClear(t *testing.T) {
 }
 
 func TestVanishedSandbox(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	var st struct {
 		ID string `json:"id"`
@@ -235,7 +208,7 @@ func TestVanishedSandbox(t *testing.T) {
 }
 
 func TestCancelStopsRemoteCommand(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error, 1)
@@ -297,7 +270,7 @@ func TestEnvAliasPrecedence(t *testing.T) {
 }
 
 func TestUnknownOptionIsInvalidArgument(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	b := client(t, apiURL, testToken)
 	req := backendtest.CreateRequest(t, "")
 	req.Options = json.RawMessage(`{"snapshot":"x","no_such_option":1}`)
@@ -311,7 +284,7 @@ func TestUnknownOptionIsInvalidArgument(t *testing.T) {
 }
 
 func TestConcurrentExecsOnHost(t *testing.T) {
-	_, apiURL := fakeServer(t, hostBackend(t))
+	_, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	var wg sync.WaitGroup
 	errs := make(chan error, 10)
@@ -340,7 +313,7 @@ func TestExecScriptHasNoSingleQuote(t *testing.T) {
 }
 
 func TestOutputStreamsWhileRunning(t *testing.T) {
-	_, apiURL := fakeServer(t, hostBackend(t))
+	_, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	w := &firstWrite{at: make(chan time.Time, 1)}
 	start := time.Now()
@@ -371,16 +344,7 @@ func (f *firstWrite) Write(p []byte) (int, error) {
 // TestHugeJSONAnswerIsBounded: an endless 200 answer is refused once it passes the bound,
 // rather than buffered until ctx ends (or memory does).
 func TestHugeJSONAnswerIsBounded(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"`)
-		chunk := strings.Repeat("a", 64<<10)
-		for r.Context().Err() == nil {
-			if _, err := io.WriteString(w, chunk); err != nil {
-				return
-			}
-		}
-	}))
+	srv := httptest.NewServer(providertest.EndlessJSON(`{"id":"`))
 	defer srv.Close()
 	b := client(t, srv.URL, testToken)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -4,14 +4,15 @@
 //
 // # Settings ([backends.daytona] in moat.toml; explicit config beats the environment)
 //
-//	api_key            DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN   Bearer token; never logged
+//	token              DAYTONA_API_KEY, then DAYTONA_JWT_TOKEN   Bearer token; never logged
+//	                   (api_key: deprecated alias, logs a warning)
 //	api_url            DAYTONA_API_URL (DAYTONA_SERVER_URL)      default https://app.daytona.io/api
 //	organization_id    DAYTONA_ORGANIZATION_ID                   only with a JWT
 //	target             DAYTONA_TARGET                            region ("us", "eu")
 //	snapshot, user, auto_stop_minutes, start_timeout ("2m"), max_attempts (5)
 //
 // Probe is Unavailable "daytona: no API key configured (set DAYTONA_API_KEY or
-// [backends.daytona] api_key)" without a key, else it lists one sandbox (5 s timeout):
+// [backends.daytona] token)" without a key, else it lists one sandbox (5 s timeout):
 // Unavailable with the provider's message on 401/403/5xx/connection errors, Degraded on 429.
 //
 // # What maps to what
@@ -51,9 +52,10 @@
 // Errors keep the provider's message and carry errdefs kinds: 401 Unauthenticated, 403
 // PermissionDenied, 404/410 NotFound, 409 Conflict, 429 ResourceExhausted, 400/422
 // InvalidArgument, 408/504 DeadlineExceeded, 5xx Unavailable; an HTML or garbage body is
-// quoted (64-byte prefix). Idempotent calls retry on 429, 5xx and connection errors with
-// exponential backoff and jitter, honouring Retry-After, bounded by ctx and max_attempts;
-// creates and execs retry only on 429.
+// quoted (64-byte prefix). Retries follow restapi's one policy: idempotent calls retry on
+// 429, 5xx and connection errors with exponential backoff and jitter, honouring Retry-After
+// up to 2 minutes (a longer one ends the call), bounded by ctx and max_attempts; creates
+// and execs retry only on 429 and failed dials.
 //
 // Not supported: Pauser (Daytona's pause is limited to VM-class sandboxes), PTY, the
 // socket.io event stream (the client polls, as the SDK does without it), interactive stdin.

@@ -7,6 +7,7 @@ import (
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/daytona"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/moattest"
 )
 
@@ -24,7 +25,7 @@ func handleID(t *testing.T, h backend.Handle) string {
 // TestHandleSurvivesRestart attaches from a handle that went through JSON, as a restarted
 // moatd reads it from its store, with a new client, and uses the sandbox.
 func TestHandleSurvivesRestart(t *testing.T) {
-	_, apiURL := fakeServer(t, hostBackend(t))
+	_, apiURL := fakeServer(t, providertest.HostRunner(t))
 	inst := newSandbox(t, client(t, apiURL, testToken))
 	raw, err := json.Marshal(inst.Handle())
 	if err != nil {
@@ -46,7 +47,7 @@ func TestHandleSurvivesRestart(t *testing.T) {
 // TestManagerRecreatesVanishedSandbox: a sandbox deleted on Daytona's side is created
 // again from the stored spec by the next Reconcile, and the record says so.
 func TestManagerRecreatesVanishedSandbox(t *testing.T) {
-	fake, apiURL := fakeServer(t, hostBackend(t))
+	fake, apiURL := fakeServer(t, providertest.HostRunner(t))
 	moattest.CheckRecreate(t, moattest.Recreate{
 		Name: daytona.Name,
 		New:  func(t *testing.T) backend.Backend { return client(t, apiURL, testToken) },

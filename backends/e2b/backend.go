@@ -64,7 +64,7 @@ func (b *Backend) Descriptor() backend.Descriptor {
 
 // callCtx bounds a control-plane call by the configured request timeout.
 func (b *Backend) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, time.Duration(b.cfg.RequestTimeout)*time.Second)
+	return context.WithTimeout(ctx, b.cfg.requestTimeout)
 }
 
 func (b *Backend) needToken() error {
@@ -106,7 +106,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	}
 	body := &newSandbox{
 		TemplateID: b.cfg.Template,
-		Timeout:    b.cfg.Timeout,
+		Timeout:    int(b.cfg.timeout / time.Second),
 		Metadata:   map[string]string{},
 		AutoPause:  opts.AutoPause,
 	}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
@@ -21,12 +20,11 @@ import (
 // mapping of provider errors to errdefs kinds. It never puts the API key or an envd access
 // token into an error or a log line.
 type client struct {
-	http        *http.Client
-	apiURL      string // control plane base, no trailing slash
-	apiKey      string
-	maxAttempts int
-	backoff     restapi.Backoff
-	userAgent   string
+	http      *http.Client
+	apiURL    string // control plane base, no trailing slash
+	apiKey    string
+	policy    restapi.Policy // shared by control-plane and envd calls
+	userAgent string
 }
 
 // apiError is the control plane's error body: {code:int, message, error_code?}.
@@ -61,51 +59,39 @@ func (c *client) do(ctx context.Context, r request, out any) (http.Header, error
 	if len(r.query) > 0 {
 		u += "?" + r.query.Encode()
 	}
-	var lastErr error
-	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, r.method, u, bodyReader(payload))
-		if err != nil {
-			return nil, errdefs.InvalidArgumentf("e2b: build request %s %s: %v", r.method, r.path, err)
-		}
-		req.Header.Set("X-API-Key", c.apiKey)
-		req.Header.Set("Accept", "application/json")
-		req.Header.Set("User-Agent", c.userAgent)
-		if payload != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := c.http.Do(req)
-		var retryAfter time.Duration
-		if err != nil {
-			lastErr = restapi.TransportError(ctx, "e2b: "+r.method+" "+r.path, err, c.apiKey)
-			// A connection error on a non-idempotent call may have reached the server: only
-			// retry when nothing could have been sent (dial failure).
-			if ctx.Err() != nil || !(r.idempotent || restapi.NothingSent(err)) {
-				return nil, lastErr
+	rc := restapi.Client{
+		Name: "e2b", HTTP: c.http, Policy: c.policy, Secrets: []string{c.apiKey},
+		Error:     func(resp *http.Response, what string) error { return readAPIError(resp, what, c.apiKey) },
+		Retryable: func(status int, idempotent bool, _ error) bool { return retryable(status, idempotent) },
+	}
+	resp, err := rc.Do(ctx, restapi.Request{
+		What:       r.method + " " + r.path,
+		Idempotent: r.idempotent,
+		NoRetry:    r.noRetry,
+		Build: func(ctx context.Context) (*http.Request, error) {
+			req, err := http.NewRequestWithContext(ctx, r.method, u, bodyReader(payload))
+			if err != nil {
+				return nil, errdefs.InvalidArgumentf("e2b: build request %s %s: %v", r.method, r.path, err)
 			}
-		} else {
-			if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-				defer resp.Body.Close()
-				if out != nil && resp.StatusCode != http.StatusNoContent {
-					if err := decodeJSON(resp.Body, out); err != nil {
-						return nil, errdefs.Unavailablef("e2b: %s %s: %v", r.method, r.path, err)
-					}
-				}
-				return resp.Header, nil
+			req.Header.Set("X-API-Key", c.apiKey)
+			req.Header.Set("Accept", "application/json")
+			req.Header.Set("User-Agent", c.userAgent)
+			if payload != nil {
+				req.Header.Set("Content-Type", "application/json")
 			}
-			lastErr = readAPIError(resp, r.method+" "+r.path, c.apiKey)
-			resp.Body.Close()
-			if !retryable(resp.StatusCode, r.idempotent) {
-				return nil, lastErr
-			}
-			retryAfter, _ = restapi.RetryAfter(resp.Header)
-		}
-		if attempt >= c.maxAttempts || r.noRetry {
-			return nil, lastErr
-		}
-		if err := restapi.Sleep(ctx, c.backoff.Delay(attempt, retryAfter)); err != nil {
-			return nil, errdefs.Wrap(kindOfCtx(err), fmt.Errorf("e2b: %s %s: %w (last error: %v)", r.method, r.path, err, lastErr))
+			return req, nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := decodeJSON(resp.Body, out); err != nil {
+			return nil, errdefs.Unavailablef("e2b: %s %s: %v", r.method, r.path, err)
 		}
 	}
+	return resp.Header, nil
 }
 
 func bodyReader(b []byte) io.Reader {

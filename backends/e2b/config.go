@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/confkey"
 	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
 )
@@ -20,8 +21,12 @@ const Name = "e2b"
 const (
 	DefaultDomain   = "e2b.app"
 	DefaultTemplate = "base"
-	DefaultTimeout  = 300 // seconds, the official SDK's default sandbox lifetime
+	DefaultTimeout  = 5 * time.Minute // the official SDK's default sandbox lifetime
 	DefaultUser     = "root"
+	// DefaultRequestTimeout bounds a control-plane call that has no shorter deadline.
+	DefaultRequestTimeout = time.Minute
+	// DefaultMaxAttempts is how often a retryable call is tried.
+	DefaultMaxAttempts = 4
 )
 
 // Config is the [backends.e2b] section of moat.toml. Environment aliases fill only the fields
@@ -42,9 +47,10 @@ type Config struct {
 	// Template is the default template (image) for sandboxes whose spec names none.
 	// Default "base".
 	Template string `toml:"template" json:"template"`
-	// Timeout is the default sandbox lifetime in seconds when the spec has no TTL; E2B
-	// kills (or, with auto_pause, pauses) the sandbox after it. Default 300.
-	Timeout int `toml:"timeout" json:"timeout"`
+	// Timeout is the default sandbox lifetime (Go duration, whole seconds) when the spec
+	// has no TTL; E2B kills (or, with auto_pause, pauses) the sandbox after it. Default
+	// "5m". Deprecated form: a bare number of seconds (timeout = 300).
+	Timeout confkey.Duration `toml:"timeout" json:"timeout"`
 	// User is the OS user commands and file operations run as. Default "root" (E2B's own
 	// default is "user", which cannot apt-get install).
 	User string `toml:"user" json:"user"`
@@ -52,12 +58,19 @@ type Config struct {
 	Metadata map[string]string `toml:"metadata" json:"metadata"`
 	// Envs are environment variables set for every sandbox, below the spec's env.
 	Envs map[string]string `toml:"envs" json:"envs"`
-	// MaxRetries bounds attempts of retryable calls (429, 5xx, connection errors).
-	// Default 4.
-	MaxRetries int `toml:"max_retries" json:"max_retries"`
-	// RequestTimeout bounds every control-plane call that has no shorter deadline, in
-	// seconds. Default 60.
-	RequestTimeout int `toml:"request_timeout" json:"request_timeout"`
+	// MaxAttempts bounds how often a retryable call (429, 5xx, connection errors) is
+	// tried, the first attempt included. Default 4.
+	MaxAttempts int `toml:"max_attempts" json:"max_attempts,omitempty"`
+	// MaxRetriesDeprecated is the old name of max_attempts (max_retries): it always
+	// counted attempts, not retries, so its value carries over unchanged. Deprecated.
+	MaxRetriesDeprecated int `toml:"max_retries" json:"-"`
+	// RequestTimeout bounds every control-plane call that has no shorter deadline (Go
+	// duration). Default "60s". Deprecated form: a bare number of seconds
+	// (request_timeout = 60).
+	RequestTimeout confkey.Duration `toml:"request_timeout" json:"request_timeout"`
+
+	// requestTimeout and timeout are RequestTimeout and Timeout resolved by New.
+	requestTimeout, timeout time.Duration
 }
 
 // The settings an operator may give through the environment or the settings API.
@@ -93,18 +106,35 @@ func (c *Config) applyDefaults() {
 	if c.Template == "" {
 		c.Template = DefaultTemplate
 	}
-	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
 	}
 	if c.User == "" {
 		c.User = DefaultUser
 	}
-	if c.MaxRetries <= 0 {
-		c.MaxRetries = 4
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
 	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = 60
+	if c.requestTimeout <= 0 {
+		c.requestTimeout = DefaultRequestTimeout
 	}
+}
+
+// resolveKeys folds the deprecated keys into their canonical fields (one warning each on
+// log) and resolves the durations.
+func (c *Config) resolveKeys(log *slog.Logger) error {
+	if err := confkey.Fold(log, Name, "max_retries", "max_attempts", &c.MaxRetriesDeprecated, &c.MaxAttempts); err != nil {
+		return err
+	}
+	var err error
+	if c.timeout, err = c.Timeout.Resolve(log, Name, "timeout", time.Second); err != nil {
+		return err
+	}
+	if c.timeout%time.Second != 0 {
+		return errdefs.InvalidArgumentf("e2b: config: timeout %s is not a whole number of seconds", c.timeout)
+	}
+	c.requestTimeout, err = c.RequestTimeout.Resolve(log, Name, "request_timeout", time.Second)
+	return err
 }
 
 func (c *Config) validate() error {
@@ -147,6 +177,13 @@ type Options struct {
 
 // New builds the backend from an already env-resolved Config. It does no I/O.
 func New(c Config, o Options) (*Backend, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := c.resolveKeys(log); err != nil {
+		return nil, err
+	}
 	c.applyDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -161,20 +198,20 @@ func New(c Config, o Options) (*Backend, error) {
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 10 * time.Second
 	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &Backend{
 		cfg: c,
 		log: log.With("backend", Name),
 		c: &client{
-			http:        hc,
-			apiURL:      c.APIURL,
-			apiKey:      c.Token,
-			maxAttempts: c.MaxRetries,
-			backoff:     restapi.Backoff{Base: o.BaseBackoff, Max: o.MaxBackoff},
-			userAgent:   "moat-e2b/1",
+			http:   hc,
+			apiURL: c.APIURL,
+			apiKey: c.Token,
+			policy: restapi.Policy{
+				MaxAttempts:   c.MaxAttempts,
+				BaseBackoff:   o.BaseBackoff,
+				MaxBackoff:    o.MaxBackoff,
+				RetryAfterCap: 2 * time.Minute,
+			},
+			userAgent: "moat-e2b/1",
 		},
 	}, nil
 }

@@ -9,14 +9,16 @@
 //	api_url      control-plane URL (https://api.<domain>) env E2B_API_URL
 //	sandbox_url  envd base URL override                  env E2B_SANDBOX_URL
 //	template     default template (default "base")
-//	timeout      default sandbox lifetime, seconds (300)
+//	timeout      default sandbox lifetime, a duration ("5m")
 //	user         OS user for commands and files ("root")
 //	metadata     extra E2B metadata on every sandbox
 //	envs         extra environment for every sandbox
-//	max_retries  attempts for retryable calls (4)
-//	request_timeout  seconds per control-plane call (60)
+//	max_attempts attempts for retryable calls (4)
+//	request_timeout  bound of a control-plane call, a duration ("60s")
 //
-// Explicit settings win over the environment aliases.
+// Explicit settings win over the environment aliases. Deprecated forms, still accepted
+// with a warning: max_retries (the same attempt count as max_attempts), and a bare number
+// of seconds for timeout and request_timeout.
 //
 // # Mapping
 //
@@ -48,9 +50,10 @@
 // Errors keep E2B's message and map 400/422 → InvalidArgument, 401 → Unauthenticated, 403 →
 // PermissionDenied, 404/410 → NotFound, 408 → DeadlineExceeded, 409 → Conflict, 413/429/507
 // → ResourceExhausted, 501 → Unsupported, other 5xx → Unavailable (backends/internal/restapi's
-// mapping with E2B's 501, 504 and 507 on top). Idempotent calls retry 429/5xx (not
-// 501)/connection errors with exponential backoff and jitter, honouring Retry-After; create
-// retries only 429 and failed dials. The edge proxy's 502 on envd calls
+// mapping with E2B's 501, 504 and 507 on top). Retries follow restapi's one policy:
+// idempotent calls retry 429/5xx (not 501)/connection errors with exponential backoff and
+// jitter, honouring Retry-After up to 2 minutes (a longer one ends the call), bounded by
+// ctx and max_attempts; create retries only 429 and failed dials. The edge proxy's 502 on envd calls
 // is confirmed with the control plane: a sandbox the API no longer knows is NotFound.
 //
 // Unsupported: Stopper (E2B has pause, not stop), PTY exec, deleting snapshots, per-sandbox CPU and

@@ -17,10 +17,9 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
-	"github.com/moatsh/moat/backends/docker"
 	"github.com/moatsh/moat/backends/e2b"
 	"github.com/moatsh/moat/backends/e2b/e2bfake"
-	"github.com/moatsh/moat/backends/host"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/testenv"
 )
@@ -51,19 +50,8 @@ func newHarness(t testing.TB, runner backend.Backend, image string, fo e2bfake.O
 
 func newClient(t testing.TB, url, token string) *e2b.Backend {
 	t.Helper()
-	b, err := e2b.New(e2b.Config{Token: token, APIURL: url, SandboxURL: url, MaxRetries: 4},
+	b, err := e2b.New(e2b.Config{Token: token, APIURL: url, SandboxURL: url, MaxAttempts: 4},
 		e2b.Options{BaseBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// hostRunner is the restricted-host backend: real processes, quick. Absolute paths in argv
-// are host paths there, so focused tests only use /tmp paths in commands.
-func hostRunner(t testing.TB) backend.Backend {
-	t.Helper()
-	b, err := host.New(backend.Config{StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,29 +94,11 @@ func run(ctx context.Context, inst backend.Instance, stdin io.Reader, argv ...st
 	return code, out.String(), errb.String(), err
 }
 
-// dockerRunner returns the docker backend when the daemon is reachable.
-func dockerRunner(t *testing.T) backend.Backend {
-	t.Helper()
-	b, err := docker.New(docker.Config{Image: testenv.DockerImage()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	reason := ""
-	if h := b.Probe(ctx); h.State != backend.Ready {
-		reason = h.Reason
-	}
-	testenv.Require(t, "docker", reason)
-	t.Cleanup(func() { _ = b.Close() })
-	return b
-}
-
 // TestConformance runs the suite against the e2b client through the fake over real HTTP.
 // The fake's sandboxes run in docker containers: like an E2B VM (and unlike the
 // restricted-host backend) a container shows commands and the file API one filesystem.
 func TestConformance(t *testing.T) {
-	runner := dockerRunner(t)
+	runner := providertest.DockerRunner(t)
 	h := newHarness(t, runner, testenv.DockerImage(), e2bfake.Options{})
 	backendtest.Run(t, backendtest.Factory{
 		New:   func(t testing.TB) backend.Backend { return newClient(t, h.srv.URL, testToken) },
@@ -137,7 +107,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestExecBasics(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{KeepaliveInterval: 30 * time.Millisecond})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{KeepaliveInterval: 30 * time.Millisecond})
 	inst := h.create(t)
 	ctx := testCtx(t)
 
@@ -170,7 +140,7 @@ func TestExecBasics(t *testing.T) {
 }
 
 func TestStdin(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	in := bytes.Repeat([]byte("0123456789abcdef\x00\xff"), 100_000) // 1.8 MB, several chunks
 	code, out, _, err := run(testCtx(t), inst, bytes.NewReader(in), "cat")
@@ -189,7 +159,7 @@ type errReader struct{}
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("broken source") }
 
 func TestHugeOutput(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	const n = 24 << 20
 	var count countWriter
@@ -206,7 +176,7 @@ type countWriter struct{ n int64 }
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 func TestCancelKillsRemoteProcess(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	id := sandboxID(t, inst)
 	marker := filepath.Join(t.TempDir(), "survived")
@@ -260,7 +230,7 @@ func (n *notifyWriter) Write(p []byte) (int, error) {
 }
 
 func TestRetryAfterHonoured(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	id := sandboxID(t, inst)
 	h.fake.Inject(e2bfake.Fault{Count: 2, Status: http.StatusTooManyRequests, RetryAfter: "1", PathPrefix: "/sandboxes/"})
@@ -278,7 +248,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 }
 
 func TestServerErrorsExhaust(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	id := sandboxID(t, inst)
 	h.fake.Inject(e2bfake.Fault{Count: 100, Status: http.StatusInternalServerError, PathPrefix: "/sandboxes/"})
@@ -307,7 +277,7 @@ func TestServerErrorsExhaust(t *testing.T) {
 }
 
 func TestWrongTokenNotLeaked(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	const secret = "e2b_SECRET_distinctive_token_4711"
 	b := newClient(t, h.srv.URL, secret)
 	_, err := b.Create(testCtx(t), createReq())
@@ -335,7 +305,7 @@ func TestWrongTokenNotLeaked(t *testing.T) {
 }
 
 func TestGarbageBodies(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	html := "<html><head><title>403 Forbidden</title></head><body>cloudflare</body></html>"
 	h.fake.Inject(e2bfake.Fault{Status: http.StatusForbidden, Body: html, ContentType: "text/html", PathPrefix: "/sandboxes/"})
@@ -351,7 +321,7 @@ func TestGarbageBodies(t *testing.T) {
 }
 
 func TestVanishedSandbox(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	if !h.fake.Vanish(sandboxID(t, inst)) {
 		t.Fatal("vanish")
@@ -375,7 +345,7 @@ func TestVanishedSandbox(t *testing.T) {
 }
 
 func TestTTLBecomesTimeout(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	req := createReq()
 	req.TTL = 1500 * time.Millisecond // rounds up to 2 s
 	inst, err := h.b.Create(testCtx(t), req)
@@ -392,7 +362,7 @@ func TestTTLBecomesTimeout(t *testing.T) {
 }
 
 func TestCreateOptions(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	req := createReq()
 	req.Options = json.RawMessage(`{"template":"x","cpu_count":4}`)
 	if _, err := h.b.Create(testCtx(t), req); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "cpu_count") {
@@ -414,7 +384,7 @@ func TestCreateOptions(t *testing.T) {
 }
 
 func TestPauseResumeAndPorts(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	ctx := testCtx(t)
 	p := inst.(backend.Pauser)
@@ -443,7 +413,7 @@ func TestPauseResumeAndPorts(t *testing.T) {
 }
 
 func TestEnvAliasPrecedence(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	factory, ok := backend.Lookup("e2b")
 	if !ok {
 		t.Fatal("e2b not registered")

@@ -62,50 +62,51 @@ func (e *envd) unary(ctx context.Context, procedure string, in, out any, idempot
 	if err != nil {
 		return errdefs.InvalidArgumentf("e2b: encode %s: %v", procedure, err)
 	}
-	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base+"/"+procedure, bytes.NewReader(payload))
-		if err != nil {
-			return errdefs.InvalidArgumentf("e2b: build %s: %v", procedure, err)
-		}
-		e.setHeaders(req.Header)
-		e.authHeader(req.Header)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Connect-Protocol-Version", connectProtocolVersion)
-		setConnectTimeout(ctx, req.Header)
-		resp, err := e.c.http.Do(req)
-		var lastErr error
-		var retryAfter time.Duration
-		if err != nil {
-			lastErr = restapi.TransportError(ctx, "e2b: "+procedure, err, e.accessToken, e.c.apiKey)
-			if ctx.Err() != nil || !(idempotent || restapi.NothingSent(err)) {
-				return lastErr
-			}
-		} else if resp.StatusCode == http.StatusOK {
-			defer resp.Body.Close()
-			if out == nil {
-				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-				return nil
-			}
-			if err := decodeJSON(resp.Body, out); err != nil {
-				return errdefs.Unavailablef("e2b: %s: %v", procedure, err)
-			}
-			return nil
-		} else {
-			lastErr = readEnvdError(resp, procedure, e.accessToken, e.c.apiKey)
-			resp.Body.Close()
-			if _, gone := lastErr.(*goneError); gone || !(retryable(resp.StatusCode, idempotent) ||
-				(idempotent && errdefs.Is(lastErr, errdefs.KindUnavailable))) {
-				return lastErr
-			}
-			retryAfter, _ = restapi.RetryAfter(resp.Header)
-		}
-		if attempt >= e.c.maxAttempts {
-			return lastErr
-		}
-		if err := restapi.Sleep(ctx, e.c.backoff.Delay(attempt, retryAfter)); err != nil {
-			return errdefs.Wrap(kindOfCtx(err), fmt.Errorf("e2b: %s: %w (last error: %v)", procedure, err, lastErr))
-		}
+	rc := restapi.Client{
+		Name: "e2b", HTTP: e.c.http, Policy: e.c.policy, Secrets: []string{e.accessToken, e.c.apiKey},
+		Error: func(resp *http.Response, what string) error {
+			return readEnvdError(resp, what, e.accessToken, e.c.apiKey)
+		},
+		Retryable: envdRetryable,
 	}
+	resp, err := rc.Do(ctx, restapi.Request{
+		What:       procedure,
+		Idempotent: idempotent,
+		Build: func(ctx context.Context) (*http.Request, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base+"/"+procedure, bytes.NewReader(payload))
+			if err != nil {
+				return nil, errdefs.InvalidArgumentf("e2b: build %s: %v", procedure, err)
+			}
+			e.setHeaders(req.Header)
+			e.authHeader(req.Header)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Connect-Protocol-Version", connectProtocolVersion)
+			setConnectTimeout(ctx, req.Header)
+			return req, nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	if err := decodeJSON(resp.Body, out); err != nil {
+		return errdefs.Unavailablef("e2b: %s: %v", procedure, err)
+	}
+	return nil
+}
+
+// envdRetryable is the control plane's rule plus: an idempotent call is retried on any
+// Unavailable answer (a Connect "unavailable" code), and never when the edge proxy says
+// the sandbox is gone (502: no retry brings it back).
+func envdRetryable(status int, idempotent bool, err error) bool {
+	if _, gone := err.(*goneError); gone {
+		return false
+	}
+	return retryable(status, idempotent) || (idempotent && errdefs.Is(err, errdefs.KindUnavailable))
 }
 
 // setConnectTimeout passes ctx's deadline on as Connect-Timeout-Ms so envd stops the work

@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -217,5 +219,40 @@ func TestEnvdBase(t *testing.T) {
 	}
 	if _, err := New(Config{APIURL: "ftp://x"}, Options{}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("bad api_url: %v", err)
+	}
+}
+
+// TestConfigKeys checks the canonical duration and max_attempts keys and the deprecated
+// forms (max_retries, bare seconds), each warned about once.
+func TestConfigKeys(t *testing.T) {
+	open := func(section string) (*Backend, string, error) {
+		b, logs, err := providertest.OpenTOML(Name, section)
+		if err != nil {
+			return nil, logs.String(), err
+		}
+		return b.(*Backend), logs.String(), nil
+	}
+	b, logs, err := open("timeout = \"10m\"\nrequest_timeout = \"30s\"\nmax_attempts = 2")
+	if err != nil || b.cfg.timeout != 10*time.Minute || b.cfg.requestTimeout != 30*time.Second || b.c.policy.MaxAttempts != 2 || logs != "" {
+		t.Fatalf("canonical keys: %v %+v logs %q", err, b, logs)
+	}
+	b, _, err = open("")
+	if err != nil || b.cfg.timeout != DefaultTimeout || b.cfg.requestTimeout != DefaultRequestTimeout || b.c.policy.MaxAttempts != DefaultMaxAttempts {
+		t.Fatalf("defaults: %v", err)
+	}
+	b, logs, err = open("timeout = 600\nrequest_timeout = 20\nmax_retries = 3")
+	if err != nil || b.cfg.timeout != 10*time.Minute || b.cfg.requestTimeout != 20*time.Second || b.c.policy.MaxAttempts != 3 {
+		t.Fatalf("deprecated forms: %v", err)
+	}
+	for _, w := range []string{"timeout = 600 is deprecated", "request_timeout = 20 is deprecated", "max_retries is deprecated; use max_attempts"} {
+		if strings.Count(logs, w) != 1 {
+			t.Errorf("want one warning %q in %q", w, logs)
+		}
+	}
+	if _, _, err := open("max_retries = 3\nmax_attempts = 5"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("both set: %v", err)
+	}
+	if _, _, err := open(`timeout = "1500ms"`); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("fractional seconds: %v", err)
 	}
 }

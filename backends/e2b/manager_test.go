@@ -9,13 +9,14 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/e2b"
 	"github.com/moatsh/moat/backends/e2b/e2bfake"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/moattest"
 )
 
 // TestHandleSurvivesRestart attaches from a handle that went through JSON, as a restarted
 // moatd reads it from its store, with a new client, and uses the sandbox.
 func TestHandleSurvivesRestart(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	inst := h.create(t)
 	raw, err := json.Marshal(inst.Handle())
 	if err != nil {
@@ -39,7 +40,7 @@ func TestHandleSurvivesRestart(t *testing.T) {
 // TestManagerRecreatesVanishedSandbox: a sandbox killed on E2B's side is created again
 // from the stored spec by the next Reconcile, and the record says so.
 func TestManagerRecreatesVanishedSandbox(t *testing.T) {
-	h := newHarness(t, hostRunner(t), "", e2bfake.Options{})
+	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	moattest.CheckRecreate(t, moattest.Recreate{
 		Name: e2b.Name,
 		New:  func(t *testing.T) backend.Backend { return newClient(t, h.srv.URL, testToken) },

@@ -38,6 +38,10 @@ type Backend struct {
 
 // New returns a Backend for c (after Fill). It does no I/O.
 func New(c Config, logger *slog.Logger) (*Backend, error) {
+	logger = nopLogger(logger)
+	if err := c.resolveKeys(logger); err != nil {
+		return nil, err
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -49,7 +53,7 @@ func New(c Config, logger *slog.Logger) (*Backend, error) {
 			c.ProjectID = project
 		}
 	}
-	return &Backend{cfg: c, client: NewClient(c.APIURL, c.Token, c.TeamID, nil), log: nopLogger(logger)}, nil
+	return &Backend{cfg: c, client: NewClient(c.APIURL, c.Token, c.TeamID, nil), log: logger}, nil
 }
 
 // Client returns the backend's API client (tests tune its retry timing).
@@ -186,8 +190,8 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	switch {
 	case req.TTL > 0:
 		body.Timeout = req.TTL.Milliseconds()
-	case b.cfg.TimeoutMs > 0:
-		body.Timeout = b.cfg.TimeoutMs
+	case b.cfg.timeout > 0:
+		body.Timeout = b.cfg.timeout.Milliseconds()
 	}
 	if v := vcpusFor(req.Limits, opts.VCPUs, b.cfg.VCPUs); v > 0 {
 		body.Resources = &Resources{VCPUs: v}
@@ -357,7 +361,7 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	c := *b.client
-	c.MaxAttempts = 1 // a probe reports, it does not insist
+	c.Policy.MaxAttempts = 1 // a probe reports, it does not insist
 	if _, err := c.ListSandboxes(ctx, b.cfg.ProjectID, "", "", 1); err != nil {
 		switch errdefs.KindOf(err) {
 		case errdefs.KindUnavailable, errdefs.KindResourceExhausted:

@@ -27,16 +27,12 @@ type Client struct {
 	baseURL   string // no trailing slash
 	token     string
 	teamID    string
-	http      *http.Client
 	userAgent string
+	rc        restapi.Client
 
-	// MaxAttempts bounds how often one call is tried (>= 1).
-	MaxAttempts int
-	// BaseDelay is the first backoff delay; it doubles per attempt, with jitter.
-	BaseDelay time.Duration
-	// MaxRetryAfter is the longest Retry-After the client waits for; a longer one ends the
-	// call with ResourceExhausted at once (the SDK's limit is 20 s).
-	MaxRetryAfter time.Duration
+	// Policy is how often and how patiently a call is tried: 4 attempts, 300 ms first
+	// backoff, Retry-After waited up to 30 s (the SDK's limit is 20 s). Set it before use.
+	Policy restapi.Policy
 }
 
 // NewClient returns a client for baseURL ("" = DefaultBaseURL). hc may be nil.
@@ -50,14 +46,17 @@ func NewClient(baseURL, token, teamID string, hc *http.Client) *Client {
 		hc = &http.Client{}
 	}
 	return &Client{
-		baseURL:       strings.TrimRight(baseURL, "/"),
-		token:         token,
-		teamID:        teamID,
-		http:          hc,
-		userAgent:     "moat-vercel/1 (go)",
-		MaxAttempts:   4,
-		BaseDelay:     300 * time.Millisecond,
-		MaxRetryAfter: 30 * time.Second,
+		baseURL:   strings.TrimRight(baseURL, "/"),
+		token:     token,
+		teamID:    teamID,
+		userAgent: "moat-vercel/1 (go)",
+		rc: restapi.Client{
+			Name:    "vercel",
+			HTTP:    hc,
+			Secrets: []string{token},
+			Error:   func(resp *http.Response, what string) error { return readError(resp, what, token) },
+		},
+		Policy: restapi.Policy{MaxAttempts: 4, BaseBackoff: 300 * time.Millisecond, RetryAfterCap: 30 * time.Second},
 	}
 }
 
@@ -97,13 +96,13 @@ type request struct {
 	body        []byte // resent on retries
 	contentType string
 	header      map[string]string
-	// idempotent calls are retried on 5xx and connection errors too; every call is
-	// retried on 429, which the server answers before doing anything.
+	// idempotent calls are retried on 5xx and any connection error too; every call is
+	// retried on 429 and failed dials (see restapi.Request.Idempotent).
 	idempotent bool
 }
 
-// do sends r, retrying as allowed, and returns a 2xx response whose body the caller must
-// close. Any other outcome is an error with an errdefs kind.
+// do sends r, retrying as c.Policy allows, and returns a 2xx response whose body the caller
+// must close. Any other outcome is an error with an errdefs kind.
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	q := url.Values{}
 	for k, v := range r.query {
@@ -116,63 +115,33 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	what := r.method + " " + r.path
-	attempts := max(c.MaxAttempts, 1)
-	var lastErr error
-	for attempt := 1; ; attempt++ {
-		resp, err := c.once(ctx, r, u)
-		var retryAfter time.Duration
-		switch {
-		case err != nil:
-			lastErr = restapi.TransportError(ctx, "vercel: "+what, err, c.token)
-			if ctx.Err() != nil || !r.idempotent {
-				return nil, lastErr
+	rc := c.rc
+	rc.Policy = c.Policy
+	return rc.Do(ctx, restapi.Request{
+		What:       r.method + " " + r.path,
+		Idempotent: r.idempotent,
+		Build: func(ctx context.Context) (*http.Request, error) {
+			var body io.Reader
+			if r.body != nil {
+				body = bytes.NewReader(r.body)
 			}
-		case resp.StatusCode >= 200 && resp.StatusCode < 300:
-			return resp, nil
-		default:
-			apiErr := readError(resp, what, c.token)
-			lastErr = apiErr
-			if !restapi.RetryableStatus(resp.StatusCode, r.idempotent) {
-				return nil, apiErr
+			req, err := http.NewRequestWithContext(ctx, r.method, u, body)
+			if err != nil {
+				return nil, errdefs.InvalidArgumentf("vercel: %s %s: %v", r.method, r.path, err)
 			}
-			if ra, ok := restapi.RetryAfter(resp.Header); ok {
-				if ra > c.MaxRetryAfter {
-					return nil, apiErr
-				}
-				retryAfter = ra
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			ct := r.contentType
+			if ct == "" {
+				ct = "application/json" // the SDK sends it on every request, GETs included
 			}
-		}
-		if attempt >= attempts {
-			return nil, lastErr
-		}
-		backoff := restapi.Backoff{Base: c.BaseDelay}
-		if err := restapi.Sleep(ctx, backoff.Delay(attempt, retryAfter)); err != nil {
-			return nil, fmt.Errorf("vercel: %s: %w (last error: %v)", what, err, lastErr)
-		}
-	}
-}
-
-func (c *Client) once(ctx context.Context, r request, u string) (*http.Response, error) {
-	var body io.Reader
-	if r.body != nil {
-		body = bytes.NewReader(r.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	ct := r.contentType
-	if ct == "" {
-		ct = "application/json" // the SDK sends it on every request, GETs included
-	}
-	req.Header.Set("Content-Type", ct)
-	req.Header.Set("User-Agent", c.userAgent)
-	for k, v := range r.header {
-		req.Header.Set(k, v)
-	}
-	return c.http.Do(req)
+			req.Header.Set("Content-Type", ct)
+			req.Header.Set("User-Agent", c.userAgent)
+			for k, v := range r.header {
+				req.Header.Set(k, v)
+			}
+			return req, nil
+		},
+	})
 }
 
 // readError turns a non-2xx answer into an error with an errdefs kind, keeping the

@@ -8,8 +8,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/confkey"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -38,9 +40,13 @@ type Config struct {
 	// Runtime is the default runtime: node24 (default), node22, node26 or python3.13. A
 	// sandbox spec's image overrides it. Any other value is rejected.
 	Runtime string `toml:"runtime" json:"runtime,omitempty"`
-	// TimeoutMs is how long a sandbox runs before Vercel stops it, in milliseconds, when
-	// the spec sets no TTL (Vercel's default: 5 minutes; max 45 min Hobby, 5 h Pro).
-	TimeoutMs int64 `toml:"timeout_ms" json:"timeout_ms,omitempty"`
+	// Timeout is how long a sandbox runs before Vercel stops it (Go duration, e.g. "5m";
+	// whole milliseconds) when the spec sets no TTL. Empty leaves Vercel's default of 5
+	// minutes (max 45 min Hobby, 5 h Pro).
+	Timeout confkey.Duration `toml:"timeout" json:"timeout,omitempty"`
+	// TimeoutMsDeprecated is the old form of timeout: milliseconds (timeout_ms = 300000).
+	// Deprecated: setting both is InvalidArgument.
+	TimeoutMsDeprecated int64 `toml:"timeout_ms" json:"-"`
 	// VCPUs is the default vCPU count (1 or an even number up to 8; 2048 MB RAM each) when
 	// the spec sets no CPU or memory limit.
 	VCPUs int `toml:"vcpus" json:"vcpus,omitempty"`
@@ -54,6 +60,9 @@ type Config struct {
 	// APIURL is the API base URL (default https://vercel.com/api, the SDK's).
 	// Env: VERCEL_API_URL.
 	APIURL string `toml:"api_url" json:"api_url,omitempty"`
+
+	// timeout is Timeout resolved by New.
+	timeout time.Duration
 }
 
 func init() {
@@ -90,6 +99,32 @@ func (c *Config) Fill(cfg backend.Config) {
 	cfg.Fill(settingAPIURL, &c.APIURL)
 }
 
+// resolveKeys folds the deprecated keys into their canonical fields (one warning each on
+// log) and resolves the durations.
+func (c *Config) resolveKeys(log *slog.Logger) error {
+	if c.TimeoutMsDeprecated != 0 {
+		if c.Timeout != (confkey.Duration{}) {
+			return errdefs.InvalidArgumentf("vercel: config: timeout and its deprecated alias timeout_ms are both set; keep only timeout")
+		}
+		if c.TimeoutMsDeprecated < 0 {
+			return errdefs.InvalidArgumentf("vercel: timeout_ms must not be negative")
+		}
+		c.Timeout = confkey.D(time.Duration(c.TimeoutMsDeprecated) * time.Millisecond)
+		log.Warn("vercel: config key timeout_ms is deprecated; use timeout (a duration such as \"5m\")",
+			"backend", Name, "deprecated", "timeout_ms", "use", "timeout")
+		c.TimeoutMsDeprecated = 0
+	}
+	d, err := c.Timeout.Resolve(log, Name, "timeout", time.Millisecond)
+	if err != nil {
+		return err
+	}
+	if d%time.Millisecond != 0 {
+		return errdefs.InvalidArgumentf("vercel: config: timeout %s is not a whole number of milliseconds", d)
+	}
+	c.timeout = d
+	return nil
+}
+
 // validate checks the fields that need no I/O; credentials are checked by Probe.
 func (c *Config) validate() error {
 	if c.APIURL != "" {
@@ -100,9 +135,6 @@ func (c *Config) validate() error {
 	}
 	if c.Runtime != "" && !slices.Contains(Runtimes, c.Runtime) {
 		return errdefs.InvalidArgumentf("vercel: unknown runtime %q (want one of %s)", c.Runtime, strings.Join(Runtimes, ", "))
-	}
-	if c.TimeoutMs < 0 {
-		return errdefs.InvalidArgumentf("vercel: timeout_ms must not be negative")
 	}
 	if c.VCPUs != 0 && !validVCPUs(c.VCPUs) {
 		return errdefs.InvalidArgumentf("vercel: vcpus must be 1 or an even number up to 8, not %d", c.VCPUs)

@@ -2,9 +2,14 @@ package vercel
 
 import (
 	"encoding/base64"
+	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/internal/providertest"
+	"github.com/moatsh/moat/errdefs"
 )
 
 func TestEnvAliasPrecedence(t *testing.T) {
@@ -74,5 +79,32 @@ func TestVCPUsFor(t *testing.T) {
 		if got := vcpusFor(tc.l, tc.opt, tc.def); got != tc.want {
 			t.Errorf("vcpusFor(%+v, %d, %d) = %d; want %d", tc.l, tc.opt, tc.def, got, tc.want)
 		}
+	}
+}
+
+func TestDeprecatedTimeoutMs(t *testing.T) {
+	open := func(section string) (*Backend, string, error) {
+		b, logs, err := providertest.OpenTOML(Name, section)
+		if err != nil {
+			return nil, logs.String(), err
+		}
+		return b.(*Backend), logs.String(), nil
+	}
+	b, logs, err := open(`timeout = "10m"`)
+	if err != nil || b.cfg.timeout != 10*time.Minute || logs != "" {
+		t.Fatalf("timeout = \"10m\": %v, %v, logs %q", b, err, logs)
+	}
+	b, logs, err = open(`timeout_ms = 120000`)
+	if err != nil || b.cfg.timeout != 2*time.Minute {
+		t.Fatalf("timeout_ms: %v", err)
+	}
+	if strings.Count(logs, "timeout_ms is deprecated; use timeout") != 1 {
+		t.Errorf("want one deprecation warning, got %q", logs)
+	}
+	if _, _, err := open("timeout = \"1m\"\ntimeout_ms = 1000"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("both set: %v", err)
+	}
+	if _, _, err := open(`timeout = "1.5ms"`); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("sub-millisecond timeout: %v", err)
 	}
 }

@@ -11,7 +11,8 @@
 //	team_id     team scope (query teamId)             env VERCEL_TEAM_ID
 //	project_id  project sandboxes are created in      env VERCEL_PROJECT_ID
 //	runtime     node24 (default) | node22 | node26 | python3.13; anything else is rejected
-//	timeout_ms  default lifetime when the spec has no TTL
+//	timeout     default lifetime when the spec has no TTL, a duration ("5m"); the
+//	            deprecated timeout_ms (milliseconds) is still accepted, with a warning
 //	vcpus       default vCPUs (1 or even, <= 8; 2048 MB RAM each)
 //	ports       ports exposed on every sandbox
 //	region      region (Vercel's default iad1)
@@ -52,9 +53,10 @@
 //     PermissionDenied, 404 → NotFound, 409 → Conflict, 410/sandbox_stopped →
 //     FailedPrecondition, 429 → ResourceExhausted, 408 → DeadlineExceeded, 5xx →
 //     Unavailable, 400/422 → InvalidArgument (the shared mapping of backends/internal/restapi
-//     with Vercel's 410 and 504 on top). 429 is retried for every call and 5xx/connection errors for
-//     idempotent ones, with exponential backoff, jitter and Retry-After, bounded by ctx and
-//     Client.MaxAttempts.
+//     with Vercel's 410 and 504 on top). Retries follow restapi's one policy: 429 and failed
+//     dials for every call, 5xx and other connection errors for idempotent ones, with
+//     exponential backoff, jitter and Retry-After (a longer one than 30 s ends the call),
+//     bounded by ctx and Client.Policy.MaxAttempts.
 //
 // # Unsupported
 //

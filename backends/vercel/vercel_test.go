@@ -17,6 +17,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/backends/host"
+	"github.com/moatsh/moat/backends/internal/providertest"
 	"github.com/moatsh/moat/backends/vercel"
 	"github.com/moatsh/moat/backends/vercel/vercelfake"
 	"github.com/moatsh/moat/errdefs"
@@ -67,7 +68,7 @@ func newBackend(t *testing.T, url, token string) *vercel.Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Client().BaseDelay = 5 * time.Millisecond
+	b.Client().Policy.BaseBackoff = 5 * time.Millisecond
 	return b
 }
 
@@ -276,8 +277,8 @@ func TestServerErrorsExhaustRetries(t *testing.T) {
 	if !strings.Contains(err.Error(), "An unexpected internal error occurred") {
 		t.Errorf("error lost the provider's message: %v", err)
 	}
-	if n := e.srv.Requests() - before; n != e.b.Client().MaxAttempts {
-		t.Errorf("%d requests; want MaxAttempts = %d", n, e.b.Client().MaxAttempts)
+	if n := e.srv.Requests() - before; n != e.b.Client().Policy.MaxAttempts {
+		t.Errorf("%d requests; want MaxAttempts = %d", n, e.b.Client().Policy.MaxAttempts)
 	}
 	// Commands are not idempotent: a 500 is not retried.
 	e.srv.FailNext(100, http.StatusInternalServerError, 0)
@@ -590,16 +591,7 @@ func TestCallsBoundedByContext(t *testing.T) {
 // TestHugeJSONAnswerIsBounded: an endless 200 answer is refused once it passes the bound,
 // rather than buffered until ctx ends (or memory does).
 func TestHugeJSONAnswerIsBounded(t *testing.T) {
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"sandbox":{"name":"`)
-		chunk := strings.Repeat("a", 64<<10)
-		for r.Context().Err() == nil {
-			if _, err := io.WriteString(w, chunk); err != nil {
-				return
-			}
-		}
-	}))
+	ts := httptest.NewServer(providertest.EndlessJSON(`{"sandbox":{"name":"`))
 	defer ts.Close()
 	b := newBackend(t, ts.URL, testToken)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

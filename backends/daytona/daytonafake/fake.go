@@ -33,6 +33,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
+	"github.com/moatsh/moat/backends/internal/fakeprovider"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -57,14 +58,9 @@ type Options struct {
 	Workdir string
 }
 
-// Fault is an injected answer for the next requests.
-type Fault struct {
-	Status      int           // HTTP status to answer with; 0 only delays
-	RetryAfter  string        // Retry-After header value, if any
-	ContentType string        // default application/json
-	Body        string        // default a NestJS-style error body
-	Delay       time.Duration // wait before answering (or before serving normally)
-}
+// Fault is an injected answer for the next requests: Status 0 only delays; ContentType
+// defaults to application/json and Body to a NestJS-style error body.
+type Fault = fakeprovider.Fault
 
 // Server is the fake. It implements http.Handler and is safe for concurrent use.
 type Server struct {
@@ -75,9 +71,10 @@ type Server struct {
 	sandboxes map[string]*sbx
 	snapshots map[string]string // snapshot name -> local image
 	previews  map[string]preview
-	faults    []Fault
-	requests  int
 	running   int // session commands running now
+
+	faults   fakeprovider.Faults
+	requests fakeprovider.Counter
 }
 
 type preview struct {
@@ -161,10 +158,9 @@ func New(opts Options) *Server {
 
 // InjectFaults makes the next n requests (any endpoint) answer with f.
 func (s *Server) InjectFaults(n int, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range n {
-		s.faults = append(s.faults, f)
+	if n > 0 {
+		f.Count = n
+		s.faults.Inject(f)
 	}
 }
 
@@ -182,11 +178,8 @@ func (s *Server) DelayNext(n int, d time.Duration) { s.InjectFaults(n, Fault{Del
 // Vanish deletes sandbox id behind its owner's back, as the provider's auto-delete would.
 // It reports whether the sandbox existed.
 func (s *Server) Vanish(id string) bool {
-	s.mu.Lock()
-	sb := s.sandboxes[id]
-	delete(s.sandboxes, id)
-	s.mu.Unlock()
-	if sb == nil {
+	sb, ok := fakeprovider.Remove(&s.mu, s.sandboxes, id)
+	if !ok {
 		return false
 	}
 	s.destroyLocal(sb)
@@ -194,11 +187,7 @@ func (s *Server) Vanish(id string) bool {
 }
 
 // Requests returns how many requests the server has received.
-func (s *Server) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests
-}
+func (s *Server) Requests() int { return s.requests.Total() }
 
 // RunningCommands returns how many session commands are running now.
 func (s *Server) RunningCommands() int {
@@ -208,70 +197,31 @@ func (s *Server) RunningCommands() int {
 }
 
 // SandboxIDs returns the ids of the live sandboxes, sorted.
-func (s *Server) SandboxIDs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ids := make([]string, 0, len(s.sandboxes))
-	for id := range s.sandboxes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
-}
+func (s *Server) SandboxIDs() []string { return fakeprovider.Keys(&s.mu, s.sandboxes) }
 
 // Close destroys every sandbox's local instance.
 func (s *Server) Close() {
-	s.mu.Lock()
-	all := s.sandboxes
-	s.sandboxes = map[string]*sbx{}
-	s.mu.Unlock()
-	for _, sb := range all {
+	for _, sb := range fakeprovider.TakeAll(&s.mu, &s.sandboxes) {
 		s.destroyLocal(sb)
 	}
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.requests++
-	var f *Fault
-	if len(s.faults) > 0 {
-		f = &s.faults[0]
-		s.faults = s.faults[1:]
-	}
-	s.mu.Unlock()
-	if f != nil {
-		if f.Delay > 0 {
-			select {
-			case <-time.After(f.Delay):
-			case <-r.Context().Done():
-				return
-			}
+	s.requests.Count(r)
+	if f, ok := s.faults.Take(r.URL.Path); ok {
+		if f.Status == http.StatusTooManyRequests {
+			w.Header().Set("X-RateLimit-Limit-authenticated", "50000")
+			w.Header().Set("X-RateLimit-Remaining-authenticated", "0")
+			w.Header().Set("X-RateLimit-Reset-authenticated", "1")
 		}
-		if f.Status != 0 {
-			if f.RetryAfter != "" {
-				w.Header().Set("Retry-After", f.RetryAfter)
-			}
-			if f.Status == http.StatusTooManyRequests {
-				w.Header().Set("X-RateLimit-Limit-authenticated", "50000")
-				w.Header().Set("X-RateLimit-Remaining-authenticated", "0")
-				w.Header().Set("X-RateLimit-Reset-authenticated", "1")
-			}
-			if f.Body != "" {
-				ct := f.ContentType
-				if ct == "" {
-					ct = "application/json"
-				}
-				w.Header().Set("Content-Type", ct)
-				w.WriteHeader(f.Status)
-				io.WriteString(w, f.Body)
-				return
-			}
-			msg := http.StatusText(f.Status)
-			if f.Status == http.StatusTooManyRequests {
+		if fakeprovider.Apply(w, r, f, "application/json", func(w http.ResponseWriter, r *http.Request, status int) {
+			msg := http.StatusText(status)
+			if status == http.StatusTooManyRequests {
 				msg = "ThrottlerException: Too Many Requests"
 			}
-			apiError(w, r, f.Status, msg)
+			apiError(w, r, status, msg)
+		}) {
 			return
 		}
 	}
@@ -288,12 +238,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authorized(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
-		return false
-	}
-	return s.opts.Token == "" || tok == s.opts.Token
+	tok, ok := fakeprovider.Bearer(r)
+	return ok && (s.opts.Token == "" || tok == s.opts.Token)
 }
 
 // apiError writes the platform API's error shape (NestJS AllExceptionsFilter).
@@ -319,16 +265,7 @@ func daemonError(w http.ResponseWriter, r *http.Request, status int, code, msg s
 	})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	w.Write(b)
-}
+var writeJSON = fakeprovider.WriteJSON
 
 func newID() string {
 	var b [16]byte

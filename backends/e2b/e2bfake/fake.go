@@ -24,6 +24,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
+	"github.com/moatsh/moat/backends/internal/fakeprovider"
 )
 
 // DefaultEnvdVersion is the envd version the fake reports: new enough for octet-stream
@@ -49,19 +50,8 @@ type Options struct {
 }
 
 // Fault is an injected misbehaviour for the next Count requests (whose path starts with
-// PathPrefix, when set).
-type Fault struct {
-	Count      int
-	PathPrefix string
-	// Status, when non-zero, answers with this status and Body (default: E2B's JSON error)
-	// instead of serving the request.
-	Status      int
-	RetryAfter  string // Retry-After header value
-	Body        string
-	ContentType string
-	// Delay is waited (bounded by the request's context) before serving or failing.
-	Delay time.Duration
-}
+// PathPrefix, when set). Without a Body, a Status answers with E2B's JSON error.
+type Fault = fakeprovider.Fault
 
 // Server is the fake. It implements http.Handler and is safe for concurrent use.
 type Server struct {
@@ -71,8 +61,9 @@ type Server struct {
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
 	snapshots map[string]string // snapshot id or name → local image
-	faults    []*Fault
-	requests  map[string]int // "METHOD /path" → count
+
+	faults   fakeprovider.Faults
+	requests fakeprovider.Counter
 }
 
 // sandbox is one fake sandbox.
@@ -108,28 +99,17 @@ func New(opts Options) *Server {
 		log:       log,
 		sandboxes: map[string]*sandbox{},
 		snapshots: map[string]string{},
-		requests:  map[string]int{},
 	}
 }
 
 // Inject queues a fault.
-func (s *Server) Inject(f Fault) {
-	if f.Count <= 0 {
-		f.Count = 1
-	}
-	s.mu.Lock()
-	s.faults = append(s.faults, &f)
-	s.mu.Unlock()
-}
+func (s *Server) Inject(f Fault) { s.faults.Inject(f) }
 
 // Vanish removes a sandbox as if E2B had killed it (timeout, crash): the control plane
 // answers 404 and the edge proxy 502 from now on.
 func (s *Server) Vanish(id string) bool {
-	s.mu.Lock()
-	sb := s.sandboxes[id]
-	delete(s.sandboxes, id)
-	s.mu.Unlock()
-	if sb == nil {
+	sb, ok := fakeprovider.Remove(&s.mu, s.sandboxes, id)
+	if !ok {
 		return false
 	}
 	s.teardown(sb)
@@ -137,23 +117,10 @@ func (s *Server) Vanish(id string) bool {
 }
 
 // Sandboxes returns the ids of the live sandboxes.
-func (s *Server) Sandboxes() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ids := make([]string, 0, len(s.sandboxes))
-	for id := range s.sandboxes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
-}
+func (s *Server) Sandboxes() []string { return fakeprovider.Keys(&s.mu, s.sandboxes) }
 
 // Requests returns how many requests "METHOD /path" (path without query) the fake saw.
-func (s *Server) Requests(methodPath string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[methodPath]
-}
+func (s *Server) Requests(methodPath string) int { return s.requests.Of(methodPath) }
 
 // Processes returns the number of processes running in sandbox id.
 func (s *Server) Processes(id string) int {
@@ -170,11 +137,7 @@ func (s *Server) Processes(id string) int {
 
 // Close destroys every sandbox's local instance.
 func (s *Server) Close() {
-	s.mu.Lock()
-	all := s.sandboxes
-	s.sandboxes = map[string]*sandbox{}
-	s.mu.Unlock()
-	for _, sb := range all {
+	for _, sb := range fakeprovider.TakeAll(&s.mu, &s.sandboxes) {
 		s.teardown(sb)
 	}
 }
@@ -192,55 +155,14 @@ func (s *Server) teardown(sb *sandbox) {
 	}
 }
 
-// takeFault pops the fault matching path, if any.
-func (s *Server) takeFault(path string) *Fault {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, f := range s.faults {
-		if f.PathPrefix != "" && !strings.HasPrefix(path, f.PathPrefix) {
-			continue
-		}
-		f.Count--
-		if f.Count <= 0 {
-			s.faults = append(s.faults[:i], s.faults[i+1:]...)
-		}
-		c := *f
-		return &c
-	}
-	return nil
-}
-
 // ServeHTTP implements http.Handler. envd paths are routed by the E2b-Sandbox-Id header
 // (or a <port>-<id>.<domain> host), everything else is the control plane.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.requests[r.Method+" "+r.URL.Path]++
-	s.mu.Unlock()
-	if f := s.takeFault(r.URL.Path); f != nil {
-		if f.Delay > 0 {
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
-		if f.Status != 0 {
-			if f.RetryAfter != "" {
-				w.Header().Set("Retry-After", f.RetryAfter)
-			}
-			if f.Body != "" {
-				ct := f.ContentType
-				if ct == "" {
-					ct = "text/plain; charset=utf-8"
-				}
-				w.Header().Set("Content-Type", ct)
-				w.WriteHeader(f.Status)
-				_, _ = w.Write([]byte(f.Body))
-				return
-			}
-			apiError(w, f.Status, http.StatusText(f.Status))
+	s.requests.Count(r)
+	if f, ok := s.faults.Take(r.URL.Path); ok {
+		if fakeprovider.Apply(w, r, f, "text/plain; charset=utf-8", func(w http.ResponseWriter, _ *http.Request, status int) {
+			apiError(w, status, http.StatusText(status))
+		}) {
 			return
 		}
 	}
@@ -263,11 +185,7 @@ func apiError(w http.ResponseWriter, status int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"code": status, "message": msg})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+var writeJSON = fakeprovider.WriteJSON
 
 func randID(n int) string {
 	b := make([]byte, n)

@@ -1,11 +1,12 @@
 // Package restapi answers "how does a hosted-provider client handle the HTTP parts every
-// provider shares?": Retry-After parsing, exponential backoff with jitter, sleeping bounded
-// by ctx, which answers are worth another attempt, the errdefs kind of an HTTP status, and
+// provider shares?": one request loop with one retry policy (Client.Do with a Policy:
+// attempts, idempotency, backoff with jitter, Retry-After and its cap, sleeping bounded by
+// ctx), which answers are worth another attempt, the errdefs kind of an HTTP status, and
 // quoting or redacting text that goes into error messages.
 //
 // It holds only the logic the provider clients (vercel, daytona, e2b, ...) have in common.
-// Each provider keeps its own request loop, headers, error-body shapes and the few statuses
-// it maps differently, as small overrides on top of these functions.
+// Each provider keeps only its headers and URLs (Request.Build), its error-body shapes
+// (Client.Error) and the few statuses it maps or retries differently (Client.Retryable).
 package restapi
 
 import (
@@ -27,8 +28,8 @@ import (
 )
 
 // RetryAfterCap bounds what ParseRetryAfter returns. It only keeps absurd values (a huge
-// delay-seconds, a date centuries ahead) from overflowing a time.Duration; each client
-// applies its own, much smaller, limit on top.
+// delay-seconds, a date centuries ahead) from overflowing a time.Duration; each client's
+// Policy.RetryAfterCap is the much smaller limit on top.
 const RetryAfterCap = 24 * time.Hour
 
 // ParseRetryAfter parses the value of a Retry-After header (RFC 9110 §10.2.3) relative to

@@ -42,6 +42,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
+	"github.com/moatsh/moat/backends/internal/fakeprovider"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -74,8 +75,9 @@ type Server struct {
 	sessions  map[string]*session // by id
 	commands  map[string]*command // by id
 	snapshots map[string]*snapshotRec
-	faults    []fault
-	requests  int
+
+	faults   fakeprovider.Faults
+	requests fakeprovider.Counter
 }
 
 type sandbox struct {
@@ -121,12 +123,6 @@ type snapshotRec struct {
 	createdAt, updatedAt                      int64
 }
 
-type fault struct {
-	status     int
-	retryAfter time.Duration
-	delay      time.Duration
-}
-
 // New returns a fake server.
 func New(opts Options) *Server {
 	if opts.Cwd == "" {
@@ -143,19 +139,20 @@ func New(opts Options) *Server {
 // FailNext makes the next n requests (after authentication) answer status with Vercel's
 // error envelope; for 429 a Retry-After of retryAfter (whole seconds, rounded up) is set.
 func (s *Server) FailNext(n, status int, retryAfter time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range n {
-		s.faults = append(s.faults, fault{status: status, retryAfter: retryAfter})
+	if n <= 0 {
+		return
 	}
+	f := fakeprovider.Fault{Count: n, Status: status}
+	if status == http.StatusTooManyRequests && retryAfter > 0 {
+		f.RetryAfter = strconv.Itoa(int((retryAfter + time.Second - 1) / time.Second))
+	}
+	s.faults.Inject(f)
 }
 
 // DelayNext delays the next n requests by d before they are served.
 func (s *Server) DelayNext(n int, d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range n {
-		s.faults = append(s.faults, fault{delay: d})
+	if n > 0 {
+		s.faults.Inject(fakeprovider.Fault{Count: n, Delay: d})
 	}
 }
 
@@ -193,23 +190,10 @@ func (s *Server) Vanish(id string) bool {
 }
 
 // Requests returns how many requests reached the server (including failed ones).
-func (s *Server) Requests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests
-}
+func (s *Server) Requests() int { return s.requests.Total() }
 
 // SandboxNames returns the names of the live sandboxes, sorted.
-func (s *Server) SandboxNames() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	names := make([]string, 0, len(s.sandboxes))
-	for n := range s.sandboxes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (s *Server) SandboxNames() []string { return fakeprovider.Keys(&s.mu, s.sandboxes) }
 
 // Close stops every session and destroys the local sandboxes.
 func (s *Server) Close() {
@@ -252,11 +236,7 @@ func newID(prefix string) string {
 
 // ---- HTTP plumbing ------------------------------------------------------------------
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+var writeJSON = fakeprovider.WriteJSON
 
 // apiError writes Vercel's error envelope.
 func apiError(w http.ResponseWriter, status int, code, msg string, extra ...any) {
@@ -267,16 +247,25 @@ func apiError(w http.ResponseWriter, status int, code, msg string, extra ...any)
 	writeJSON(w, status, map[string]any{"error": body})
 }
 
+// faultEnvelope is Vercel's error envelope for an injected fault's status.
+func faultEnvelope(w http.ResponseWriter, _ *http.Request, status int) {
+	switch {
+	case status == http.StatusTooManyRequests:
+		apiError(w, status, "rate_limited", "Too many requests, try again later")
+	case status >= 500:
+		apiError(w, status, "internal_server_error", "An unexpected internal error occurred")
+	default:
+		apiError(w, status, "bad_request", "injected failure")
+	}
+}
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.requests++
-	s.mu.Unlock()
+	s.requests.Count(r)
 
 	// Vercel's gateway rejects a missing or unknown token with 403 before routing.
-	auth := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || tok == "" {
+	tok, ok := fakeprovider.Bearer(r)
+	if !ok {
 		apiError(w, http.StatusForbidden, "forbidden", "The request is missing an authentication token", "missingToken", true)
 		return
 	}
@@ -289,36 +278,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	s.mu.Lock()
-	var f *fault
-	if len(s.faults) > 0 {
-		f = &s.faults[0]
-		s.faults = s.faults[1:]
-	}
-	s.mu.Unlock()
-	if f != nil {
-		if f.delay > 0 {
-			select {
-			case <-time.After(f.delay):
-			case <-r.Context().Done():
-				return
-			}
-		}
-		switch {
-		case f.status == http.StatusTooManyRequests:
-			if f.retryAfter > 0 {
-				secs := int((f.retryAfter + time.Second - 1) / time.Second)
-				w.Header().Set("Retry-After", strconv.Itoa(secs))
-			}
-			apiError(w, f.status, "rate_limited", "Too many requests, try again later")
-			return
-		case f.status >= 500:
-			apiError(w, f.status, "internal_server_error", "An unexpected internal error occurred")
-			return
-		case f.status != 0:
-			apiError(w, f.status, "bad_request", "injected failure")
-			return
-		}
+	if f, ok := s.faults.Take(r.URL.Path); ok && fakeprovider.Apply(w, r, f, "", faultEnvelope) {
+		return
 	}
 
 	p := strings.TrimPrefix(r.URL.Path, "/api")

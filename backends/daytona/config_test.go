@@ -1,0 +1,43 @@
+package daytona
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/moatsh/moat/backends/internal/providertest"
+	"github.com/moatsh/moat/errdefs"
+)
+
+// TestDeprecatedAPIKey checks that api_key, the old name of token, still works with one
+// warning, and that it cannot disagree with token.
+func TestDeprecatedAPIKey(t *testing.T) {
+	var logs bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	defer slog.SetDefault(prev)
+	// The factory passes no logger to New yet: warnings go to slog.Default.
+	open := func(section string) (*Backend, error) {
+		b, _, err := providertest.OpenTOML(Name, section)
+		if err != nil {
+			return nil, err
+		}
+		return b.(*Backend), nil
+	}
+	b, err := open(`token = "k1"`)
+	if err != nil || b.c.token != "k1" || logs.Len() != 0 {
+		t.Fatalf("token: %v, logs %q", err, logs.String())
+	}
+	b, err = open(`api_key = "k2"`)
+	if err != nil || b.c.token != "k2" {
+		t.Fatalf("api_key: %v", err)
+	}
+	if strings.Count(logs.String(), "api_key is deprecated; use token") != 1 {
+		t.Errorf("want one deprecation warning, got %q", logs.String())
+	}
+	if _, err := open("token = \"a\"\napi_key = \"b\""); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("both set: %v", err)
+	}
+}
