@@ -89,6 +89,9 @@ const (
 // the first non-empty environment alias, the backend's default.
 type Setting struct {
 	Key string `json:"key"`
+	// Aliases are deprecated names of the key, still accepted by the settings API and read
+	// from values saved under them before the rename.
+	Aliases []string `json:"aliases,omitempty"`
 	// Env lists the environment aliases, most preferred first.
 	Env []string `json:"env,omitempty"`
 	// Secret settings are write-only: no API returns them and no log prints them.
@@ -322,8 +325,10 @@ func (c Config) Fill(s Setting, dst *string) {
 // Value returns the value of s that does not come from the section: the saved one, else
 // the first non-empty environment alias, else "".
 func (c Config) Value(s Setting) string {
-	if v := strings.TrimSpace(c.Saved[s.Key]); v != "" {
-		return v
+	for _, k := range append([]string{s.Key}, s.Aliases...) {
+		if v := strings.TrimSpace(c.Saved[k]); v != "" {
+			return v
+		}
 	}
 	if c.Getenv == nil {
 		return ""

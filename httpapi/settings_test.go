@@ -83,19 +83,22 @@ func TestSettings(t *testing.T) {
 	if strings.Join(names, ",") != "daytona,e2b,vercel" {
 		t.Errorf("settings list names %v, want daytona,e2b,vercel", names)
 	}
-	if d := got["daytona"]; !d.TokenConfigured || !d.FromEnv || !d.Secrets["api_key"].FromEnv {
+	if d := got["daytona"]; !d.TokenConfigured || !d.FromEnv || !d.Secrets["token"].FromEnv {
 		t.Errorf("daytona from env: %+v", d)
 	}
 	if e := got["e2b"]; e.TokenConfigured || e.FromEnv {
 		t.Errorf("e2b without key: %+v", e)
 	}
-	f.call(t, "PUT", "/v1/settings/backends/daytona", `{"api_key":"explicit-key"}`)
+	// api_key is daytona's deprecated name of token: still accepted.
+	if code, body, _ := f.call(t, "PUT", "/v1/settings/backends/daytona", `{"api_key":"explicit-key"}`); code != 200 || !strings.Contains(body, `"token":{"configured":true,"from_env":false`) {
+		t.Errorf("PUT daytona api_key (deprecated alias): %d %s", code, body)
+	}
 	_, body, _ = f.call(t, "GET", "/v1/settings/backends/daytona", "")
 	if !strings.Contains(body, `"from_env":false`) || strings.Contains(body, "explicit-key") {
 		t.Errorf("daytona after explicit: %s", body)
 	}
 	// null removes the saved value: the environment applies again.
-	f.call(t, "PUT", "/v1/settings/backends/daytona", `{"api_key":null}`)
+	f.call(t, "PUT", "/v1/settings/backends/daytona", `{"token":null}`)
 	_, body, _ = f.call(t, "GET", "/v1/settings/backends/daytona", "")
 	if !strings.Contains(body, `"from_env":true`) {
 		t.Errorf("daytona after removal: %s", body)
@@ -109,6 +112,7 @@ func TestSettings(t *testing.T) {
 		{"/v1/settings/backends/vercel", `{"token":"a\nb"}`, 400},
 		{"/v1/settings/backends/e2b", `{"domain":"attacker.example"}`, 412}, // no saved key: refused
 		{"/v1/settings/backends/vercel", `{"api_url":"ftp://x","token":"t"}`, 400},
+		{"/v1/settings/backends/daytona", `{"token":"x","api_key":"y"}`, 400},
 		{"/v1/settings/backends/nosuch", `{"token":"x"}`, 404},
 		{"/v1/settings/backends/fake", `{"token":"x"}`, 404},
 	} {

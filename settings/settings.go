@@ -19,7 +19,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -121,6 +121,10 @@ func Apply(d backend.Descriptor, saved map[string]string, changes map[string]*st
 	if len(fields) == 0 {
 		return nil, errdefs.NotFoundf("settings: backend %q has no settings", d.Name)
 	}
+	changes, err := canonical(d, changes)
+	if err != nil {
+		return nil, err
+	}
 	for k, v := range changes {
 		f, ok := field(d.Settings, k)
 		if !ok {
@@ -141,9 +145,15 @@ func Apply(d backend.Descriptor, saved map[string]string, changes map[string]*st
 			return nil, errdefs.InvalidArgumentf("settings: %s.%s: value must be one line of UTF-8 text of at most %d bytes", d.Name, k, maxValue)
 		}
 	}
-	next := maps.Clone(saved)
-	if next == nil {
-		next = map[string]string{}
+	next := map[string]string{}
+	for k, v := range saved { // values saved under a deprecated name move to the key
+		if f, ok := field(d.Settings, k); ok && f.Key != k {
+			if _, set := saved[f.Key]; !set {
+				next[f.Key] = v
+			}
+			continue
+		}
+		next[k] = v
 	}
 	for k, v := range changes {
 		if v == nil || *v == "" {
@@ -171,13 +181,31 @@ func Save(ctx context.Context, st store.Store, backendName string, saved map[str
 	return st.PutSetting(ctx, key(backendName), b)
 }
 
+// field finds the setting called k, by its key or a deprecated alias.
 func field(fields []backend.Setting, k string) (backend.Setting, bool) {
 	for _, f := range fields {
-		if f.Key == k {
+		if f.Key == k || slices.Contains(f.Aliases, k) {
 			return f, true
 		}
 	}
 	return backend.Setting{}, false
+}
+
+// canonical renames changes given under a deprecated alias to the setting's key. A change
+// that names both is InvalidArgument.
+func canonical(d backend.Descriptor, changes map[string]*string) (map[string]*string, error) {
+	out := make(map[string]*string, len(changes))
+	for k, v := range changes {
+		name := k
+		if f, ok := field(d.Settings, k); ok {
+			name = f.Key
+		}
+		if _, dup := out[name]; dup {
+			return nil, errdefs.InvalidArgumentf("settings: %s.%s is given twice (once under its deprecated name)", d.Name, name)
+		}
+		out[name] = v
+	}
+	return out, nil
 }
 
 // checkEndpointSecrets refuses saved settings that would send a secret taken from the

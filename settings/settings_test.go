@@ -16,7 +16,7 @@ func ptr(s string) *string { return &s }
 // A descriptor of the shape hosted backends have: a secret, an endpoint, a plain value and
 // an operator-only key. The package names no backend, so the test makes its own.
 var prov = backend.Descriptor{Name: "prov", Settings: []backend.Setting{
-	{Key: "token", Env: []string{"PROV_TOKEN", "PROV_OLD_TOKEN"}, Secret: true},
+	{Key: "token", Aliases: []string{"api_key"}, Env: []string{"PROV_TOKEN", "PROV_OLD_TOKEN"}, Secret: true},
 	{Key: "api_url", Env: []string{"PROV_API_URL"}, Endpoint: true},
 	{Key: "team", Env: []string{"PROV_TEAM"}},
 	{Key: "socket", Env: []string{"PROV_SOCKET"}, OperatorOnly: true},
@@ -92,6 +92,26 @@ func TestPrecedenceAndSecrecy(t *testing.T) {
 	}
 	if _, err := Apply(backend.Descriptor{Name: "docker"}, nil, map[string]*string{"x": ptr("y")}); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("backend without settings: %v", err)
+	}
+}
+
+// A key renamed in a later release keeps working under its old name, in requests and in
+// what was saved before the rename.
+func TestDeprecatedAlias(t *testing.T) {
+	old := map[string]string{"api_key": "saved-before-rename"}
+	if v := (backend.Config{Saved: old}).Value(prov.Settings[0]); v != "saved-before-rename" {
+		t.Errorf("value saved under the old name: %q", v)
+	}
+	next, err := Apply(prov, old, map[string]*string{"team": ptr("t")})
+	if err != nil || next["token"] != "saved-before-rename" || next["api_key"] != "" {
+		t.Fatalf("old name moves to the key on the next write: %v %v", next, err)
+	}
+	next, err = Apply(prov, nil, map[string]*string{"api_key": ptr("via-old-name")})
+	if err != nil || next["token"] != "via-old-name" || len(next) != 1 {
+		t.Fatalf("change under the old name: %v %v", next, err)
+	}
+	if _, err := Apply(prov, nil, map[string]*string{"api_key": ptr("a"), "token": ptr("b")}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+		t.Errorf("both names in one change: %v", err)
 	}
 }
 

@@ -59,8 +59,8 @@ type Config struct {
 
 // The settings an operator may give through the environment or the settings API.
 var (
-	settingAPIKey = backend.Setting{Key: "api_key", Env: []string{"DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN"}, Secret: true,
-		Doc: "Daytona API key (or a JWT, with organization_id)"}
+	settingAPIKey = backend.Setting{Key: "token", Aliases: []string{"api_key"}, Env: []string{"DAYTONA_API_KEY", "DAYTONA_JWT_TOKEN"},
+		Secret: true, Doc: "Daytona API key (or a JWT, with organization_id)"}
 	settingAPIURL = backend.Setting{Key: "api_url", Env: []string{"DAYTONA_API_URL", "DAYTONA_SERVER_URL"}, Endpoint: true,
 		Doc: "platform API URL including /api (default https://app.daytona.io/api)"}
 	settingOrganizationID = backend.Setting{Key: "organization_id", Env: []string{"DAYTONA_ORGANIZATION_ID"},
@@ -86,6 +86,10 @@ func init() {
 			if err := cfg.Decode(&c); err != nil {
 				return nil, errdefs.InvalidArgumentf("daytona: config: %v", err)
 			}
+		}
+		// Deprecated keys first, so an explicit api_key still beats DAYTONA_API_KEY.
+		if err := c.resolveKeys(cfg.Logger); err != nil {
+			return nil, err
 		}
 		c.fill(cfg)
 		return New(c)

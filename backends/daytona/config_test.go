@@ -3,7 +3,6 @@ package daytona
 import (
 	"bytes"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -14,13 +13,14 @@ import (
 // TestDeprecatedAPIKey checks that api_key, the old name of token, still works with one
 // warning, and that it cannot disagree with token.
 func TestDeprecatedAPIKey(t *testing.T) {
+	// The factory warns on the backend's logger (backend.Config.Logger).
 	var logs bytes.Buffer
-	prev := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
-	defer slog.SetDefault(prev)
-	// The factory passes no logger to New yet: warnings go to slog.Default.
 	open := func(section string) (*Backend, error) {
-		b, _, err := providertest.OpenTOML(Name, section)
+		b, l, err := providertest.OpenTOML(Name, section)
+		logs.Reset()
+		if l != nil {
+			logs.Write(l.Bytes())
+		}
 		if err != nil {
 			return nil, err
 		}
