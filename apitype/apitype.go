@@ -162,12 +162,13 @@ type FileList struct {
 	Entries []moat.FileInfo `json:"entries"`
 }
 
+// TrailerError is the HTTP trailer in which GET /v1/sandboxes/{id}/archive reports an error
+// that came after the archive had started: its value is an ErrorBody as JSON. A response
+// that carries it is incomplete.
+const TrailerError = "Moat-Error"
+
 // ArchiveResult is the answer of PUT /v1/sandboxes/{id}/archive.
-type ArchiveResult struct {
-	Files int   `json:"files"`
-	Dirs  int   `json:"dirs"`
-	Bytes int64 `json:"bytes"`
-}
+type ArchiveResult = moat.ArchiveResult
 
 // SessionBackend is the body and answer of /v1/sessions/{session}/backend.
 type SessionBackend struct {

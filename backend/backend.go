@@ -5,8 +5,8 @@
 // The manager validates, defaults and normalizes every request before a backend sees it:
 // backends never re-validate specs, paths or argv. A backend implements the small required
 // interfaces Backend and Instance; everything else is an optional ability discovered by type
-// assertion (FileTransferer, Lister, Prober, Pauser, Snapshotter, PortExposer, Stopper,
-// PTYExecer). Errors carry errdefs kinds.
+// assertion (FileTransferer, FileRemover, DirMaker, Archiver, Lister, Prober, Pauser,
+// Snapshotter, PortExposer, Stopper, PTYExecer). Errors carry errdefs kinds.
 package backend
 
 import (
@@ -227,6 +227,38 @@ type FileTransferer interface {
 	ReadFile(ctx context.Context, path string, w io.Writer) error
 	// ListDir lists a directory's entries sorted by name. NotFound when missing.
 	ListDir(ctx context.Context, path string) ([]FileInfo, error)
+}
+
+// FileRemover is an Instance that removes files natively. Without it the manager runs rm
+// in the sandbox. path is absolute, clean and never "/".
+type FileRemover interface {
+	// Remove deletes the file, symlink (never its target) or, with recursive, directory
+	// tree at path. NotFound when nothing is there; FailedPrecondition for a directory
+	// without recursive.
+	Remove(ctx context.Context, path string, recursive bool) error
+}
+
+// DirMaker is an Instance that makes directories natively. Without it the manager runs
+// mkdir in the sandbox.
+type DirMaker interface {
+	// Mkdir creates the directory at path with mode's permission bits, and its missing
+	// parents (0755). An existing directory (or symlink to one) is left as it is;
+	// AlreadyExists when something else is there.
+	Mkdir(ctx context.Context, path string, mode fs.FileMode) error
+}
+
+// Archiver is an Instance that moves whole trees as tar streams natively. Without it the
+// manager packs and unpacks through FileTransferer, one file at a time. The manager checks
+// every stream both ways (package internal/tarfs: names, types, size and entry caps), so an
+// Archiver only moves bytes; it must still resolve names and symlinks inside the sandbox.
+type Archiver interface {
+	// PutArchive unpacks the tar stream r into the existing directory dir. The stream holds
+	// only regular files and directories with clean relative names. Files are replaced.
+	PutArchive(ctx context.Context, dir string, r io.Reader) error
+	// GetArchive writes the tree at directory dir as a tar stream to w, names relative to
+	// dir ("./" prefixes allowed). NotFound when dir is missing, InvalidArgument when it is
+	// not a directory; either before anything is written to w.
+	GetArchive(ctx context.Context, dir string, w io.Writer) error
 }
 
 // Health is the result of a probe.

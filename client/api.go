@@ -31,6 +31,10 @@ type Handle interface {
 	WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error
 	ReadFile(ctx context.Context, path string, w io.Writer) error
 	ListDir(ctx context.Context, path string) ([]moat.FileInfo, error)
+	Remove(ctx context.Context, path string, recursive bool) error
+	Mkdir(ctx context.Context, path string, mode fs.FileMode) error
+	PutArchive(ctx context.Context, dir string, r io.Reader, lim moat.ArchiveLimits) (moat.ArchiveResult, error)
+	GetArchive(ctx context.Context, dir string, w io.Writer, lim moat.ArchiveLimits) error
 	Stop(ctx context.Context) error
 	Start(ctx context.Context) error
 	Pause(ctx context.Context) error

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
@@ -79,11 +80,38 @@ func (s *Sandbox) Remove(ctx context.Context, p string, recursive bool) error {
 	return s.c.doJSON(ctx, http.MethodDelete, sandboxPath(s.info.ID)+"/files", q, nil, nil)
 }
 
-// UploadArchive unpacks the tar stream r into directory dir.
-func (s *Sandbox) UploadArchive(ctx context.Context, dir string, r io.Reader) (apitype.ArchiveResult, error) {
-	var out apitype.ArchiveResult
+// Mkdir creates the directory at p and its missing parents; mode 0 means 0755. An
+// existing directory is fine.
+func (s *Sandbox) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
+	q := url.Values{"path": {p}}
+	if mode != 0 {
+		if mode&^fs.ModePerm != 0 {
+			return errdefs.InvalidArgumentf("client: directory mode %v: only permission bits are allowed", mode)
+		}
+		q.Set("mode", fmt.Sprintf("%04o", uint32(mode)))
+	}
+	return s.c.doJSON(ctx, http.MethodPut, sandboxPath(s.info.ID)+"/dirs", q, nil, nil)
+}
+
+// limitQuery adds lim's non-zero fields to q; the server applies them under its own caps.
+func limitQuery(q url.Values, lim moat.ArchiveLimits) url.Values {
+	if lim.MaxBytes > 0 {
+		q.Set("max_bytes", strconv.FormatInt(lim.MaxBytes, 10))
+	}
+	if lim.MaxEntries > 0 {
+		q.Set("max_entries", strconv.Itoa(lim.MaxEntries))
+	}
+	if lim.MaxFileBytes > 0 {
+		q.Set("max_file_bytes", strconv.FormatInt(lim.MaxFileBytes, 10))
+	}
+	return q
+}
+
+// PutArchive unpacks the tar stream r (streamed) into directory dir, creating it.
+func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim moat.ArchiveLimits) (moat.ArchiveResult, error) {
+	var out moat.ArchiveResult
 	resp, err := s.c.do(ctx, request{method: http.MethodPut, path: sandboxPath(s.info.ID) + "/archive",
-		query: url.Values{"path": {dir}}, body: r, contentType: apitype.MediaTar})
+		query: limitQuery(url.Values{"path": {dir}}, lim), body: r, contentType: apitype.MediaTar})
 	if err != nil {
 		return out, err
 	}
@@ -94,15 +122,27 @@ func (s *Sandbox) UploadArchive(ctx context.Context, dir string, r io.Reader) (a
 	return out, nil
 }
 
-// DownloadArchive writes directory dir as a tar stream to w.
-func (s *Sandbox) DownloadArchive(ctx context.Context, dir string, w io.Writer) error {
+// GetArchive writes directory dir as a tar stream to w, streamed. A transfer cut short is an
+// error, never a short archive reported as complete.
+func (s *Sandbox) GetArchive(ctx context.Context, dir string, w io.Writer, lim moat.ArchiveLimits) error {
 	resp, err := s.c.do(ctx, request{method: http.MethodGet, path: sandboxPath(s.info.ID) + "/archive",
-		query: url.Values{"path": {dir}}, accept: apitype.MediaTar})
+		query: limitQuery(url.Values{"path": {dir}}, lim), accept: apitype.MediaTar})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	return copyBody(ctx, w, resp)
+	if err := copyBody(ctx, w, resp); err != nil {
+		return err
+	}
+	// An error after the archive started comes in the trailer (read once the body is).
+	if t := resp.Trailer.Get(apitype.TrailerError); t != "" {
+		var b apitype.ErrorBody
+		if err := json.Unmarshal([]byte(t), &b); err != nil || b.Message == "" {
+			return errdefs.Unavailablef("client: archive cut short: %s", t)
+		}
+		return b.Err(http.StatusInternalServerError)
+	}
+	return nil
 }
 
 func decodeBody(resp *http.Response, v any) error {

@@ -75,7 +75,7 @@ func TestArchiveRefusesListedNamesThatEscape(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	derr := sb.DownloadArchive(ctx, "/workspace/proj", &out)
+	derr := sb.GetArchive(ctx, "/workspace/proj", &out, moat.ArchiveLimits{})
 	tr := tar.NewReader(&out)
 	for {
 		hdr, err := tr.Next()

@@ -148,6 +148,7 @@ func (s *Server) register() {
 	s.handle("PUT /v1/sandboxes/{id}/files", s.putFile)
 	s.handle("GET /v1/sandboxes/{id}/files", s.getFile)
 	s.handle("DELETE /v1/sandboxes/{id}/files", s.deleteFile)
+	s.handle("PUT /v1/sandboxes/{id}/dirs", s.putDir)
 	s.handle("PUT /v1/sandboxes/{id}/archive", s.putArchive)
 	s.handle("GET /v1/sandboxes/{id}/archive", s.getArchive)
 

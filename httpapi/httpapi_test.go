@@ -379,12 +379,12 @@ func TestArchiveAndDelete(t *testing.T) {
 		tar.Header{Typeflag: tar.TypeReg, Name: "sub/b.txt", Mode: 0o600, Linkname: "beta"},
 		tar.Header{Typeflag: tar.TypeDir, Name: "empty/", Mode: 0o755},
 	)
-	res, err := sb.UploadArchive(ctx, "/workspace/proj", good)
+	res, err := sb.PutArchive(ctx, "/workspace/proj", good, moat.ArchiveLimits{})
 	if err != nil || res.Files != 2 || res.Bytes != 9 {
 		t.Fatalf("upload: %+v, %v", res, err)
 	}
 	var out bytes.Buffer
-	if err := sb.DownloadArchive(ctx, "/workspace/proj", &out); err != nil {
+	if err := sb.GetArchive(ctx, "/workspace/proj", &out, moat.ArchiveLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	tr := tar.NewReader(&out)
@@ -418,7 +418,7 @@ func TestArchiveAndDelete(t *testing.T) {
 		"device":   tarOf(t, tar.Header{Typeflag: tar.TypeChar, Name: "dev"}),
 		"garbage":  bytes.NewBufferString(strings.Repeat("not a tar ", 100)),
 	} {
-		_, err := sb.UploadArchive(ctx, "/workspace/x", bad)
+		_, err := sb.PutArchive(ctx, "/workspace/x", bad, moat.ArchiveLimits{})
 		if errdefs.KindOf(err) != errdefs.KindInvalidArgument {
 			t.Errorf("%s: %v, want invalid_argument", name, err)
 		}
@@ -427,7 +427,7 @@ func TestArchiveAndDelete(t *testing.T) {
 	for i := range 11 {
 		many = append(many, tar.Header{Typeflag: tar.TypeReg, Name: "f" + string(rune('a'+i)), Linkname: "x"})
 	}
-	_, err = sb.UploadArchive(ctx, "/workspace/many", tarOf(t, many...))
+	_, err = sb.PutArchive(ctx, "/workspace/many", tarOf(t, many...), moat.ArchiveLimits{})
 	if errdefs.KindOf(err) != errdefs.KindResourceExhausted {
 		t.Errorf("too many entries: %v", err)
 	}

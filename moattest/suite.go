@@ -36,6 +36,8 @@ func Run(t *testing.T, open func(t *testing.T) Target) {
 		{"Files", testFiles},
 		{"LargeFile", testLargeFile},
 		{"PathTraversal", testPathTraversal},
+		{"RemoveMkdir", testRemoveMkdir},
+		{"Archive", testArchive},
 		{"StopStart", testStopStart},
 		{"PauseSnapshotPorts", testPauseSnapshotPorts},
 		{"SessionOverride", testSession},

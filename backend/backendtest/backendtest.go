@@ -41,7 +41,7 @@
 //	ln -s / esc; ln -s /tmp/moat-escape-final-TOKEN esc-final; ln -s /tmp/moat-escape-read-TOKEN esc-final-read
 //	moat-bt-no-such-binary arg; /moat-bt/no/such/binary arg   (must be errdefs NotFound)
 //
-// plus the fixed scripts of package execfs (sh, test, mkdir, cat, chmod, cd, find, stat): the
+// plus the fixed scripts of package execfs (sh, test, mkdir, cat, chmod, rm, cd, find, stat): the
 // file checks always run through execfs, and also through the instance's native
 // backend.FileTransferer when it has one. execfs itself gives commands absolute paths, so on
 // a backend whose commands see the host it is meaningless; such a backend has a native
@@ -50,7 +50,8 @@
 // which proves something only for backends on this machine and is harmless for remote ones.
 //
 // Optional abilities are tested when the type assertion holds: Lister, Prober (on the
-// Backend), Stopper, Pauser, Snapshotter, PortExposer (on the Instance). Snapshots the
+// Backend), Stopper, Pauser, Snapshotter, PortExposer, FileRemover with DirMaker (also
+// always through execfs), Archiver (on the Instance). Snapshots the
 // Snapshotter subtest makes are not deleted: the contract has no way to.
 //
 // A check that genuinely cannot apply to a backend is opted out of with Factory.Skip, whose
@@ -58,6 +59,7 @@
 package backendtest
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -666,7 +668,141 @@ func (s *suite) testFiles(t *testing.T) {
 			s.run(t, "Modes", func(t *testing.T) { s.testFileModes(t, name) })
 			s.run(t, "Errors", func(t *testing.T) { s.testFileErrors(t, name) })
 			s.run(t, "Escape", func(t *testing.T) { s.testEscape(t, name) })
+			s.run(t, "RemoveMkdir", func(t *testing.T) { s.testRemoveMkdir(t, name) })
+			if name == "native" {
+				s.run(t, "Archiver", s.testArchiver)
+			}
 		})
+	}
+}
+
+// treeOps are the remove and mkdir abilities of one file variant.
+type treeOps interface {
+	backend.FileRemover
+	backend.DirMaker
+}
+
+// testRemoveMkdir checks FileRemover and DirMaker: through execfs always, natively when the
+// instance has both.
+func (s *suite) testRemoveMkdir(t *testing.T, variant string) {
+	sb, ft := s.files(t, variant)
+	ops, ok := ft.(treeOps)
+	if !ok {
+		t.Skip("instance is not a backend.FileRemover and backend.DirMaker: the manager uses execfs")
+	}
+	c := ctx(t)
+	d := Workdir + "/mk dir/sub ✓"
+	if err := ops.Mkdir(c, d, 0o700); err != nil {
+		t.Fatalf("Mkdir(%s): %v", d, err)
+	}
+	if err := ops.Mkdir(c, d, 0o755); err != nil {
+		t.Errorf("Mkdir of an existing directory: %v, want nil", err)
+	}
+	list, err := ft.ListDir(c, Workdir+"/mk dir")
+	if err != nil || len(list) != 1 || !list[0].IsDir || list[0].Mode.Perm() != 0o700 {
+		t.Errorf("after Mkdir(%s, 0700): ListDir = %+v, %v", d, list, err)
+	}
+	writeFile(t, ft, d+"/f", []byte("x"), 0o644)
+	if err := ops.Mkdir(c, d+"/f", 0o755); !errdefs.Is(err, errdefs.KindAlreadyExists) {
+		t.Errorf("Mkdir over a file: %v, want already_exists", err)
+	}
+	if err := ops.Remove(c, Workdir+"/mk dir", false); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
+		t.Errorf("Remove of a directory without recursive: %v, want failed_precondition", err)
+	}
+	if err := ops.Remove(c, d+"/f", false); err != nil {
+		t.Errorf("Remove of a file: %v", err)
+	}
+	if err := ops.Remove(c, d+"/f", false); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Errorf("Remove twice: %v, want not_found", err)
+	}
+	// A symlink is removed itself, never its target, even recursively.
+	writeFile(t, ft, Workdir+"/target/keep", []byte("kept"), 0o644)
+	sb.runIn(t, Workdir, "ln", "-s", Workdir+"/target", "link")
+	if err := ops.Remove(c, Workdir+"/link", true); err != nil {
+		t.Errorf("Remove of a symlink: %v", err)
+	}
+	if got := readAll(t, ft, Workdir+"/target/keep"); string(got) != "kept" {
+		t.Errorf("removing a link to a directory changed its target: %q", got)
+	}
+	if err := ops.Remove(c, Workdir+"/mk dir", true); err != nil {
+		t.Errorf("Remove of a tree: %v", err)
+	}
+	if _, err := ft.ListDir(c, Workdir+"/mk dir"); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Errorf("tree still there after Remove: %v", err)
+	}
+}
+
+// testArchiver checks a native Archiver round trip: what goes in with PutArchive comes out
+// of GetArchive, names relative to the directory.
+func (s *suite) testArchiver(t *testing.T) {
+	sb := s.create(t)
+	a, ok := sb.inst.(backend.Archiver)
+	if !ok {
+		t.Skip("instance is not a backend.Archiver: the manager packs and unpacks through the FileTransferer")
+	}
+	ft := nativeOrExecfs(sb.inst)
+	c := ctx(t)
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	want := map[string]string{"a.txt": "alpha", "sub/b ✓.txt": "beta", "sub/deeper/c": ""}
+	for _, name := range []string{"a.txt", "sub/", "sub/b ✓.txt", "sub/deeper/", "sub/deeper/c", "empty/"} {
+		h := &tar.Header{Name: name, Mode: 0o644, Typeflag: tar.TypeReg, Size: int64(len(want[name]))}
+		if strings.HasSuffix(name, "/") {
+			h.Typeflag, h.Mode, h.Size = tar.TypeDir, 0o755, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(tw, want[name])
+	}
+	_ = tw.Close()
+	dir := Workdir + "/arch"
+	sb.run(t, "mkdir", "-p", dir)
+	if err := a.PutArchive(c, dir, &in); err != nil {
+		t.Fatalf("PutArchive: %v", err)
+	}
+	for name, body := range want {
+		if got := readAll(t, ft, dir+"/"+name); string(got) != body {
+			t.Errorf("%s after PutArchive = %q, want %q", name, got, body)
+		}
+	}
+	var out bytes.Buffer
+	if err := a.GetArchive(c, dir, &out); err != nil {
+		t.Fatalf("GetArchive: %v", err)
+	}
+	got := map[string]string{}
+	dirs := map[string]bool{}
+	tr := tar.NewReader(&out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("GetArchive stream: %v", err)
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		if strings.HasPrefix(name, "/") || slices.Contains(strings.Split(name, "/"), "..") {
+			t.Errorf("GetArchive entry %q is not relative to %s", h.Name, dir)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			dirs[strings.TrimSuffix(name, "/")] = true
+		case tar.TypeReg:
+			b, _ := io.ReadAll(tr)
+			got[name] = string(b)
+		}
+	}
+	for name, body := range want {
+		if got[name] != body {
+			t.Errorf("GetArchive[%q] = %q, want %q", name, got[name], body)
+		}
+	}
+	if !dirs["empty"] || !dirs["sub"] {
+		t.Errorf("GetArchive directories %v, want empty and sub", dirs)
+	}
+	if err := a.GetArchive(c, Workdir+"/no-such-dir", io.Discard); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Errorf("GetArchive of a missing directory: %v, want not_found", err)
 	}
 }
 

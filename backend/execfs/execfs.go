@@ -1,8 +1,9 @@
 // Package execfs answers "how do I move files in and out of a sandbox that can only run
 // commands?": a backend.FileTransferer built from any backend.Instance by running small,
-// fixed POSIX shell scripts inside it (sh, cat, mkdir, chmod, test, find, stat — all present
-// in busybox and Debian). User data never becomes part of a script: paths and modes are
-// passed as positional arguments ("$1", "$2", ...).
+// fixed POSIX shell scripts inside it (sh, cat, mkdir, chmod, rm, test, find, stat — all
+// present in busybox and Debian). User data never becomes part of a script: paths and modes
+// are passed as positional arguments ("$1", "$2", ...). Besides backend.FileTransferer it
+// is a backend.FileRemover and a backend.DirMaker.
 package execfs
 
 import (
@@ -28,6 +29,7 @@ const (
 	exitNotFound = 66
 	exitIsDir    = 67
 	exitNotDir   = 68
+	exitExists   = 69
 )
 
 // The fixed scripts. Each runs as: sh -c SCRIPT sh ARG1 ARG2 ...
@@ -44,6 +46,14 @@ const (
 	// It cds first so that a directory reached through a symlink is listed, not the link.
 	listScript = `[ -e "$1" ] || exit 66; [ -d "$1" ] || exit 68; cd -- "$1" || exit 1; ` +
 		`exec find . -mindepth 1 -maxdepth 1 -exec stat -c '%s %f %Y' -- {} ';' -print0`
+	// removeScript: $1 path, $2 "1" for recursive. A symlink is removed itself, whatever it
+	// points at; a directory only when recursive.
+	removeScript = `[ -e "$1" ] || [ -L "$1" ] || exit 66; [ -L "$1" ] && exec rm -f -- "$1"; ` +
+		`[ -d "$1" ] && [ "$2" != 1 ] && exit 67; exec rm -rf -- "$1"`
+	// mkdirScript: $1 path, $2 octal mode. A directory (or a link to one) there is fine;
+	// anything else is refused before mkdir runs.
+	mkdirScript = `[ -d "$1" ] && exit 0; [ -e "$1" ] && exit 69; [ -L "$1" ] && exit 69; ` +
+		`mkdir -p -- "$1" && exec chmod "$2" "$1"`
 )
 
 // maxStderr caps how much of a script's stderr is kept for error messages.
@@ -54,8 +64,8 @@ type FS struct {
 	inst backend.Instance
 }
 
-// New returns a FileTransferer that moves files through inst.Exec.
-func New(inst backend.Instance) backend.FileTransferer {
+// New returns an FS that moves files through inst.Exec.
+func New(inst backend.Instance) *FS {
 	return &FS{inst: inst}
 }
 
@@ -138,6 +148,57 @@ func (f *FS) ListDir(ctx context.Context, p string) ([]backend.FileInfo, error) 
 		return nil, fmt.Errorf("execfs: list %s: %w", p, err)
 	}
 	return infos, nil
+}
+
+// Remove deletes the file, symlink or (with recursive) directory tree at p: NotFound when
+// nothing is there, FailedPrecondition for a directory without recursive.
+func (f *FS) Remove(ctx context.Context, p string, recursive bool) error {
+	rec := "0"
+	if recursive {
+		rec = "1"
+	}
+	code, stderr, err := f.run(ctx, removeScript, p, rec)
+	if err != nil {
+		return fmt.Errorf("execfs: remove %s: %w", p, err)
+	}
+	switch code {
+	case 0:
+		return nil
+	case exitNotFound:
+		return errdefs.NotFoundf("execfs: remove %s: no such file or directory", p)
+	case exitIsDir:
+		return errdefs.FailedPreconditionf("execfs: remove %s: is a directory (remove it recursively)", p)
+	}
+	return scriptError("remove", p, code, stderr)
+}
+
+// Mkdir creates directory p with mode's permission bits and its missing parents. An
+// existing directory is fine; AlreadyExists when something else is there.
+func (f *FS) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
+	perm := strconv.FormatUint(uint64(unixPerm(mode)), 8)
+	code, stderr, err := f.run(ctx, mkdirScript, p, perm)
+	if err != nil {
+		return fmt.Errorf("execfs: mkdir %s: %w", p, err)
+	}
+	switch code {
+	case 0:
+		return nil
+	case exitExists:
+		return errdefs.AlreadyExistsf("execfs: mkdir %s: a file that is not a directory is there", p)
+	}
+	return scriptError("mkdir", p, code, stderr)
+}
+
+// run runs one of the fixed scripts with args, without input or output.
+func (f *FS) run(ctx context.Context, script string, args ...string) (int, *capBuffer, error) {
+	var stderr capBuffer
+	code, err := f.inst.Exec(ctx, &backend.ExecRequest{
+		Argv:    append([]string{"sh", "-c", script, "sh"}, args...),
+		Workdir: "/",
+		Stdout:  io.Discard,
+		Stderr:  &stderr,
+	})
+	return code, &stderr, err
 }
 
 // ParseList parses listScript's output: records of "size rawmode-hex mtime-seconds\n" then
@@ -299,4 +360,8 @@ func (c *capBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var _ backend.FileTransferer = (*FS)(nil)
+var (
+	_ backend.FileTransferer = (*FS)(nil)
+	_ backend.FileRemover    = (*FS)(nil)
+	_ backend.DirMaker       = (*FS)(nil)
+)

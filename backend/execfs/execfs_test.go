@@ -82,7 +82,7 @@ func environments(t *testing.T) map[string]*hostInstance {
 		return envs
 	}
 	bin := t.TempDir()
-	for _, applet := range []string{"sh", "cat", "mkdir", "chmod", "find", "stat", "test", "["} {
+	for _, applet := range []string{"sh", "cat", "mkdir", "chmod", "find", "stat", "test", "[", "rm"} {
 		if err := os.Symlink(bb, filepath.Join(bin, applet)); err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,47 @@ func environments(t *testing.T) map[string]*hostInstance {
 
 func TestHost(t *testing.T) {
 	for name, inst := range environments(t) {
-		t.Run(name, func(t *testing.T) { testFS(t, execfs.New(inst), t.TempDir()) })
+		t.Run(name, func(t *testing.T) {
+			testFS(t, execfs.New(inst), t.TempDir())
+			testRemoveMkdir(t, execfs.New(inst), t.TempDir())
+		})
+	}
+}
+
+// testRemoveMkdir checks Remove and Mkdir under root. Shared with the fake-backed test.
+func testRemoveMkdir(t *testing.T, f *execfs.FS, root string) {
+	ctx := context.Background()
+	d := root + "/new dir/sub ✓"
+	if err := f.Mkdir(ctx, d, 0o700); err != nil {
+		t.Fatalf("mkdir: %v", err)
+	}
+	if err := f.Mkdir(ctx, d, 0o700); err != nil {
+		t.Errorf("mkdir of an existing directory: %v", err)
+	}
+	infos, err := f.ListDir(ctx, root+"/new dir")
+	if err != nil || len(infos) != 1 || !infos[0].IsDir || infos[0].Mode.Perm() != 0o700 {
+		t.Fatalf("after mkdir: %+v %v", infos, err)
+	}
+	if err := f.WriteFile(ctx, d+"/f", strings.NewReader("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Mkdir(ctx, d+"/f", 0o755); !errdefs.Is(err, errdefs.KindAlreadyExists) {
+		t.Errorf("mkdir over a file: %v, want already_exists", err)
+	}
+	if err := f.Remove(ctx, root+"/new dir", false); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
+		t.Errorf("remove a directory without recursive: %v, want failed_precondition", err)
+	}
+	if err := f.Remove(ctx, d+"/f", false); err != nil {
+		t.Errorf("remove a file: %v", err)
+	}
+	if err := f.Remove(ctx, d+"/f", false); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Errorf("remove twice: %v, want not_found", err)
+	}
+	if err := f.Remove(ctx, root+"/new dir", true); err != nil {
+		t.Errorf("remove a tree: %v", err)
+	}
+	if _, err := f.ListDir(ctx, root+"/new dir"); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Errorf("tree still there: %v", err)
 	}
 }
 
@@ -299,9 +339,35 @@ func TestFake(t *testing.T) {
 	}
 	t.Cleanup(func() { inst.Destroy(context.Background()) })
 	testFS(t, execfs.New(inst), "/data")
+	testRemoveMkdir(t, execfs.New(inst), "/rm")
 	// The fake's native transferer sees what execfs wrote.
 	var buf bytes.Buffer
 	if err := inst.(backend.FileTransferer).ReadFile(context.Background(), "/data/héllo wörld ✓.txt", &buf); err != nil || buf.String() != "utf8\n" {
 		t.Errorf("native read of an execfs-written file = %q, %v", buf.String(), err)
+	}
+}
+
+// Removing a symlink removes the link, never what it points at, even recursively.
+func TestHostRemoveLinkKeepsTarget(t *testing.T) {
+	for name, inst := range environments(t) {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			target := filepath.Join(root, "target")
+			if err := os.MkdirAll(filepath.Join(target, "keep"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, filepath.Join(root, "link")); err != nil {
+				t.Fatal(err)
+			}
+			if err := execfs.New(inst).Remove(context.Background(), filepath.Join(root, "link"), true); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "link")); !os.IsNotExist(err) {
+				t.Errorf("link still there: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(target, "keep")); err != nil {
+				t.Errorf("the link's target lost its content: %v", err)
+			}
+		})
 	}
 }

@@ -51,6 +51,8 @@ const (
 	OpWriteFile = "writefile"
 	OpReadFile  = "readfile"
 	OpListDir   = "listdir"
+	OpRemove    = "remove"
+	OpMkdir     = "mkdir"
 	OpStop      = "stop"
 	OpStart     = "start"
 	OpPause     = "pause"
@@ -581,6 +583,42 @@ func (i *Instance) ListDir(ctx context.Context, p string) ([]backend.FileInfo, e
 	return infos, nil
 }
 
+// Remove deletes natively; the link itself for a symlink.
+func (i *Instance) Remove(ctx context.Context, p string, recursive bool) error {
+	if err := i.b.enter(ctx, OpRemove); err != nil {
+		return err
+	}
+	sb, err := i.running()
+	if err != nil {
+		return err
+	}
+	if err := sb.rt.fs.remove("/", p, recursive); err != nil {
+		if err == errIsDir {
+			return errdefs.FailedPreconditionf("fake: remove %s: is a directory", p)
+		}
+		return fsError("remove", p, err)
+	}
+	return i.b.leave(ctx, OpRemove)
+}
+
+// Mkdir creates a directory and its missing parents natively.
+func (i *Instance) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
+	if err := i.b.enter(ctx, OpMkdir); err != nil {
+		return err
+	}
+	sb, err := i.running()
+	if err != nil {
+		return err
+	}
+	if n, err := sb.rt.fs.stat("/", p, true); err == nil && !n.isDir() {
+		return errdefs.AlreadyExistsf("fake: mkdir %s: file exists", p)
+	}
+	if err := sb.rt.fs.mkdirAll("/", p, mode.Perm()); err != nil {
+		return fsError("mkdir", p, err)
+	}
+	return i.b.leave(ctx, OpMkdir)
+}
+
 // fsError prefixes an in-memory filesystem error, keeping its kind.
 func fsError(op, p string, err error) error {
 	return errdefs.Wrap(err, fmt.Errorf("fake: %s %s: %s", op, p, strings.ToLower(errText(err))))
@@ -652,6 +690,8 @@ var (
 	_ backend.Prober         = (*Backend)(nil)
 	_ backend.Instance       = (*Instance)(nil)
 	_ backend.FileTransferer = (*Instance)(nil)
+	_ backend.FileRemover    = (*Instance)(nil)
+	_ backend.DirMaker       = (*Instance)(nil)
 	_ backend.Stopper        = (*Instance)(nil)
 	_ backend.Pauser         = (*Instance)(nil)
 	_ backend.Snapshotter    = (*Instance)(nil)

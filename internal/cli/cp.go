@@ -2,8 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/tarfs"
 )
 
 // splitRef splits "ID:/path" into its parts; a plain local path has no id. A local path
@@ -64,7 +67,8 @@ func (a *app) cpCmd() *cobra.Command {
 }
 
 // upload copies a local file or tree to dst in the sandbox. When dst is an existing
-// directory the source goes inside it.
+// directory the source goes inside it. A tree travels as one tar stream (package tarfs
+// packs it; links and special files are left out, as the sandbox side would refuse them).
 func upload(ctx context.Context, sb client.Handle, src, dst string) error {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -74,96 +78,82 @@ func upload(ctx context.Context, sb client.Handle, src, dst string) error {
 		dst = path.Join(dst, filepath.Base(src))
 	}
 	if !st.IsDir() {
-		return uploadFile(ctx, sb, src, dst, st.Mode())
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return sb.WriteFile(ctx, dst, f, st.Mode().Perm())
 	}
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil // directories are created with their files; links and devices are skipped
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		return uploadFile(ctx, sb, p, path.Join(dst, filepath.ToSlash(rel)), info.Mode())
-	})
-}
-
-func uploadFile(ctx context.Context, sb client.Handle, src, dst string, mode fs.FileMode) error {
-	f, err := os.Open(src)
+	host, err := tarfs.OpenHostDir(src, false)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	return sb.WriteFile(ctx, dst, f, mode.Perm())
+	defer host.Close()
+	pr, pw := io.Pipe()
+	packed := make(chan error, 1)
+	go func() {
+		_, err := tarfs.Pack(ctx, pw, host, ".", tarfs.Limits{})
+		pw.CloseWithError(err)
+		packed <- err
+	}()
+	_, err = sb.PutArchive(ctx, dst, pr, moat.ArchiveLimits{})
+	pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
+	if perr := <-packed; perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return fmt.Errorf("cp: %s: %w", src, perr) // the local side failed first
+	}
+	return err
 }
 
-// download copies a sandbox file or tree to the local dst.
+// download copies a sandbox file or tree to the local dst. A tree comes as one tar stream
+// that package tarfs unpacks under dst only: names that escape it, links and special files
+// are refused, and no symlink already under dst leads a write outside it.
 func download(ctx context.Context, sb client.Handle, src, dst string) error {
 	if st, err := os.Stat(dst); err == nil && st.IsDir() {
 		dst = filepath.Join(dst, path.Base(src))
 	}
-	entries, err := sb.ListDir(ctx, src)
-	if err != nil {
+	if _, err := sb.ListDir(ctx, src); err != nil {
 		// Not a directory (or missing): copy it as a file, which reports NotFound properly.
-		return downloadFile(ctx, sb, src, dst, 0o644)
+		return downloadFile(ctx, sb, src, dst)
 	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		// Names come from the sandbox, which may lie: only a plain name stays inside dst.
-		if !plainName(e.Name) {
-			return errdefs.InvalidArgumentf("cp: %s lists an entry %q that is not a file name", src, e.Name)
-		}
-		s, d := path.Join(src, e.Name), filepath.Join(dst, e.Name)
-		switch {
-		case e.Mode&fs.ModeSymlink != 0:
-			// Skipped like other links (upload does the same); following one to "." or a
-			// parent would never end.
-		case e.IsDir:
-			if err := download(ctx, sb, s, d); err != nil {
-				return err
-			}
-		case e.Mode.IsRegular():
-			if err := downloadFile(ctx, sb, s, d, e.Mode.Perm()); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// plainName reports whether name is one path element both in the sandbox and on this
-// host: not empty, ".", "..", and without a separator or NUL.
-func plainName(name string) bool {
-	return name != "." && filepath.IsLocal(name) && filepath.Base(name) == name &&
-		!strings.ContainsAny(name, "/\x00")
-}
-
-func downloadFile(ctx context.Context, sb client.Handle, src, dst string, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".moat-cp-*")
+	host, err := tarfs.OpenHostDir(dst, true)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if err := sb.ReadFile(ctx, src, tmp); err != nil {
-		tmp.Close()
+	defer host.Close()
+	pr, pw := io.Pipe()
+	sent := make(chan error, 1)
+	go func() {
+		err := sb.GetArchive(ctx, src, pw, moat.ArchiveLimits{})
+		pw.CloseWithError(err)
+		sent <- err
+	}()
+	_, err = tarfs.Unpack(ctx, tarfs.NewReader(pr, tarfs.Limits{}), host, ".")
+	pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
+	if serr := <-sent; serr != nil && !errors.Is(serr, io.ErrClosedPipe) {
+		return serr // the sandbox side failed first
+	}
+	return err
+}
+
+// downloadFile copies one sandbox file to the local dst, replacing it only once complete.
+func downloadFile(ctx context.Context, sb client.Handle, src, dst string) error {
+	host, err := tarfs.OpenHostDir(filepath.Dir(dst), false)
+	if err != nil {
 		return err
 	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
+	defer host.Close()
+	pr, pw := io.Pipe()
+	read := make(chan error, 1)
+	go func() {
+		err := sb.ReadFile(ctx, src, pw)
+		pw.CloseWithError(err)
+		read <- err
+	}()
+	err = host.WriteFile(ctx, filepath.Base(dst), pr, 0o644)
+	pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
+	if rerr := <-read; rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) {
+		return rerr
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	// Rename last, so a failed copy never leaves a half-written destination.
-	return os.Rename(tmp.Name(), dst)
+	return err
 }

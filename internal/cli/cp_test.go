@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"archive/tar"
 	"context"
 	"io"
 	"io/fs"
@@ -14,65 +15,75 @@ import (
 	"github.com/moatsh/moat/errdefs"
 )
 
-// listingHandle is a sandbox whose directory listings say whatever the test wants, as a
-// compromised agent or a hostile provider could.
-type listingHandle struct {
+// archiveHandle is a sandbox whose archives hold whatever the test wants, as a compromised
+// or hostile server could send.
+type archiveHandle struct {
 	client.Handle
-	dirs map[string][]moat.FileInfo
+	entries []tar.Header
 }
 
-func (h listingHandle) ListDir(_ context.Context, p string) ([]moat.FileInfo, error) {
-	if ents, ok := h.dirs[p]; ok {
-		return ents, nil
+func (h archiveHandle) ListDir(context.Context, string) ([]moat.FileInfo, error) {
+	return nil, nil // every source is a directory
+}
+
+func (h archiveHandle) GetArchive(_ context.Context, _ string, w io.Writer, _ moat.ArchiveLimits) error {
+	tw := tar.NewWriter(w)
+	for _, hdr := range h.entries {
+		body := "content of " + hdr.Name
+		if hdr.Typeflag == tar.TypeReg {
+			hdr.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(&hdr); err != nil {
+			return err
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			_, _ = io.WriteString(tw, body)
+		}
 	}
-	return nil, errdefs.NotFoundf("test: %s is not a directory", p)
+	return tw.Close()
 }
 
-func (h listingHandle) ReadFile(_ context.Context, p string, w io.Writer) error {
-	_, err := io.WriteString(w, "content of "+p)
-	return err
-}
-
-// A listing entry that is not a plain name must not make cp write outside the destination.
-func TestDownloadRejectsEntriesThatAreNotNames(t *testing.T) {
-	for _, name := range []string{"../outside.txt", "..", ".", "", "a/b", "/abs", "nul\x00"} {
+// An archive entry that would land outside the destination is refused, and nothing is
+// written outside it.
+func TestDownloadRefusesEntriesOutsideTheDestination(t *testing.T) {
+	for _, bad := range []tar.Header{
+		{Typeflag: tar.TypeReg, Name: "../outside.txt", Mode: 0o644},
+		{Typeflag: tar.TypeReg, Name: "a/../../outside.txt", Mode: 0o644},
+		{Typeflag: tar.TypeReg, Name: "/abs", Mode: 0o644},
+		{Typeflag: tar.TypeSymlink, Name: "link", Linkname: "/etc"},
+		{Typeflag: tar.TypeLink, Name: "hard", Linkname: "/etc/passwd"},
+	} {
 		root := t.TempDir()
 		dst := filepath.Join(root, "a", "b")
-		h := listingHandle{dirs: map[string][]moat.FileInfo{
-			"/src": {{Name: "ok.txt", Mode: 0o644}, {Name: name, Mode: 0o644}},
-		}}
+		h := archiveHandle{entries: []tar.Header{{Typeflag: tar.TypeReg, Name: "ok.txt", Mode: 0o644}, bad}}
 		err := download(context.Background(), h, "/src", dst)
 		if !errdefs.Is(err, errdefs.KindInvalidArgument) {
-			t.Errorf("entry %q: err = %v, want invalid_argument", name, err)
+			t.Errorf("entry %q: err = %v, want invalid_argument", bad.Name, err)
 		}
-		var written []string
 		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
-				written = append(written, strings.TrimPrefix(p, root))
+			if err == nil && !d.IsDir() && !strings.HasPrefix(p, dst+string(filepath.Separator)) {
+				t.Errorf("entry %q: cp wrote %s outside its destination", bad.Name, p)
 			}
 			return nil
 		})
-		for _, w := range written {
-			if !strings.HasPrefix(w, "/a/b/") {
-				t.Errorf("entry %q: cp wrote %s outside its destination", name, w)
-			}
-		}
 	}
 }
 
-// A symbolic link to a directory is not followed (a link to "." would recurse forever).
-func TestDownloadDoesNotFollowLinkedDirectories(t *testing.T) {
-	dst := filepath.Join(t.TempDir(), "out")
-	h := listingHandle{dirs: map[string][]moat.FileInfo{
-		"/src": {{Name: "f", Mode: 0o644}, {Name: "loop", IsDir: true, Mode: fs.ModeSymlink | 0o777}},
-	}}
-	if err := download(context.Background(), h, "/src", dst); err != nil {
+// A symlink already in the destination does not lead a download outside it.
+func TestDownloadDoesNotWriteThroughLinks(t *testing.T) {
+	root := t.TempDir()
+	dst := filepath.Join(root, "out")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(filepath.Join(dst, "f")); err != nil || string(b) != "content of /src/f" {
-		t.Fatalf("f: %q %v", b, err)
+	if err := os.Symlink(root, filepath.Join(dst, "up")); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Lstat(filepath.Join(dst, "loop")); !os.IsNotExist(err) {
-		t.Fatalf("loop was copied: %v", err)
+	h := archiveHandle{entries: []tar.Header{{Typeflag: tar.TypeReg, Name: "up/pwned", Mode: 0o644}}}
+	if err := download(context.Background(), h, "/out", root); err == nil { // into root/out
+		t.Errorf("download through a symlink succeeded")
+	}
+	if _, err := os.Lstat(filepath.Join(root, "pwned")); !os.IsNotExist(err) {
+		t.Errorf("the download wrote through a symlink out of its destination: %v", err)
 	}
 }

@@ -392,7 +392,11 @@ async function listFiles() {
   const rows = entries.map((e) => {
     const p = joinPath(dir, e.name);
     const actions = e.is_dir
-      ? [el("button", { type: "button", onclick: () => { $("files-path").value = p; listFiles().catch(fail); } }, "Open")]
+      ? [el("button", { type: "button", onclick: () => { $("files-path").value = p; listFiles().catch(fail); } }, "Open"),
+         " ",
+         el("button", { type: "button", onclick: guard(() => downloadTar(p, e.name)) }, "Download .tar"),
+         " ",
+         el("button", { type: "button", class: "danger", onclick: guard(() => deleteFile(p, true)) }, "Delete")]
       : [el("button", { type: "button", onclick: guard(() => download(p, e.name)) }, "Download"),
          " ",
          el("button", { type: "button", class: "danger", onclick: guard(() => deleteFile(p)) }, "Delete")];
@@ -410,7 +414,15 @@ async function listFiles() {
 }
 
 async function download(path, name) {
-  const res = await api("GET", sbPath(selected, `/files?path=${enc(path)}`), { raw: true });
+  await save(await api("GET", sbPath(selected, `/files?path=${enc(path)}`), { raw: true }), name);
+}
+
+// downloadTar saves a directory as the server packs it (regular files and directories).
+async function downloadTar(path, name) {
+  await save(await api("GET", sbPath(selected, `/archive?path=${enc(path)}`), { raw: true }), name + ".tar");
+}
+
+async function save(res, name) {
   const url = URL.createObjectURL(await res.blob());
   const a = el("a", { href: url, download: name });
   document.body.append(a);
@@ -419,9 +431,9 @@ async function download(path, name) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-async function deleteFile(path) {
-  if (!confirm(`Delete ${path}?`)) return;
-  await api("DELETE", sbPath(selected, `/files?path=${enc(path)}`));
+async function deleteFile(path, recursive) {
+  if (!confirm(recursive ? `Delete ${path} and everything in it?` : `Delete ${path}?`)) return;
+  await api("DELETE", sbPath(selected, `/files?path=${enc(path)}${recursive ? "&recursive=1" : ""}`));
   flash(`Deleted ${path}.`);
   await listFiles();
 }

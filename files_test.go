@@ -1,0 +1,162 @@
+package moat_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/moatsh/moat"
+	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/backends/fake"
+	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/store/memstore"
+)
+
+// archBackend gives the fake's sandboxes a native Archiver that sends whatever the test
+// wants and records what it is given: a hostile or buggy backend.
+type archBackend struct {
+	*fake.Backend
+	mu   sync.Mutex
+	got  []string // entry names PutArchive received
+	send []tar.Header
+}
+
+type archInstance struct {
+	backend.Instance
+	b *archBackend
+}
+
+func (b *archBackend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	inst, err := b.Backend.Create(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return archInstance{inst, b}, nil
+}
+
+func (b *archBackend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	inst, err := b.Backend.Attach(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return archInstance{inst, b}, nil
+}
+
+func (i archInstance) PutArchive(_ context.Context, _ string, r io.Reader) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		i.b.mu.Lock()
+		i.b.got = append(i.b.got, h.Name)
+		i.b.mu.Unlock()
+	}
+}
+
+func (i archInstance) GetArchive(_ context.Context, _ string, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	for _, h := range i.b.send {
+		body := h.Linkname
+		if h.Typeflag == tar.TypeReg {
+			h.Size, h.Linkname = int64(len(body)), ""
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			return err
+		}
+		if h.Typeflag == tar.TypeReg {
+			_, _ = io.WriteString(tw, body)
+		}
+	}
+	return tw.Close()
+}
+
+var _ backend.Archiver = archInstance{}
+
+func archiveSandbox(t *testing.T) (*moat.Sandbox, *archBackend) {
+	ab := &archBackend{Backend: fake.New()}
+	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("fake", ab),
+		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	sb, err := m.Create(context.Background(), moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb, ab
+}
+
+// A native Archiver gets a re-encoded stream of only what tarfs accepted: an escaping entry
+// after a good one fails the upload and never reaches the backend.
+func TestPutArchiveChecksTheStreamBeforeTheBackend(t *testing.T) {
+	sb, ab := archiveSandbox(t)
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	for _, h := range []tar.Header{
+		{Typeflag: tar.TypeReg, Name: "./ok.txt", Size: 2, Mode: 0o644},
+		{Typeflag: tar.TypeSymlink, Name: "link", Linkname: "/etc"},
+	} {
+		_ = tw.WriteHeader(&h)
+		if h.Size > 0 {
+			_, _ = tw.Write([]byte("ok"))
+		}
+	}
+	_ = tw.Close()
+	_, err := sb.PutArchive(context.Background(), "/workspace/x", &in, moat.ArchiveLimits{})
+	if !errdefs.Is(err, errdefs.KindInvalidArgument) {
+		t.Errorf("put archive with a symlink: %v, want invalid_argument", err)
+	}
+	ab.mu.Lock()
+	defer ab.mu.Unlock()
+	if strings.Join(ab.got, ",") != "ok.txt" {
+		t.Errorf("the backend received %q, want only ok.txt", ab.got)
+	}
+}
+
+// What a native Archiver sends is checked too: links and devices are left out, and a name
+// that escapes fails the download.
+func TestGetArchiveChecksWhatTheBackendSends(t *testing.T) {
+	sb, ab := archiveSandbox(t)
+	ab.send = []tar.Header{
+		{Typeflag: tar.TypeDir, Name: "./"},
+		{Typeflag: tar.TypeReg, Name: "./a.txt", Linkname: "alpha"},
+		{Typeflag: tar.TypeSymlink, Name: "link", Linkname: "/etc/passwd"},
+		{Typeflag: tar.TypeChar, Name: "dev"},
+		{Typeflag: tar.TypeDir, Name: "d/"},
+	}
+	var out bytes.Buffer
+	if err := sb.GetArchive(context.Background(), "/workspace", &out, moat.ArchiveLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	tr := tar.NewReader(&out)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	if strings.Join(names, ",") != "a.txt,d/" {
+		t.Errorf("archive holds %q, want a.txt and d/", names)
+	}
+	ab.send = append(ab.send, tar.Header{Typeflag: tar.TypeReg, Name: "../../etc/cron.d/x", Linkname: "pwned"})
+	out.Reset()
+	err := sb.GetArchive(context.Background(), "/workspace", &out, moat.ArchiveLimits{})
+	if err == nil {
+		t.Errorf("an escaping entry from the backend was passed on")
+	}
+	if strings.Contains(out.String(), "pwned") {
+		t.Errorf("the escaping entry's content reached the caller")
+	}
+}
