@@ -83,8 +83,8 @@ var _ backend.Archiver = archInstance{}
 
 func archiveSandbox(t *testing.T) (*moat.Sandbox, *archBackend) {
 	ab := &archBackend{Backend: fake.New()}
-	m, err := moat.New(moat.WithStore(memstore.New()), moat.WithBackend("fake", ab),
-		moat.WithConfig(moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}},
+		moat.WithoutRegistered(), moat.WithBackend("fake", ab))
 	if err != nil {
 		t.Fatal(err)
 	}
