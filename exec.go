@@ -3,52 +3,26 @@ package moat
 import (
 	"io"
 	"strings"
-	"time"
 	"unicode/utf8"
+
+	"github.com/moatsh/moat/moattype"
 
 	"github.com/moatsh/moat/errdefs"
 )
 
 // DefaultMaxOutput caps each captured stream (stdout, stderr) when ExecRequest leaves
 // MaxOutputBytes at zero and gives no writer of its own.
-const DefaultMaxOutput = 1 << 20
+const DefaultMaxOutput = moattype.DefaultMaxOutput
 
-// ExecRequest is one command. Cmd is argv and runs without a shell; to run a shell command
-// line, say so explicitly with Shell (it runs as sh -c Shell). Exactly one of them is set.
-type ExecRequest struct {
-	Cmd   []string
-	Shell string
-	// Env is added to the sandbox's environment for this command.
-	Env map[string]string
-	// Workdir is where the command starts: absolute, or relative to the sandbox's workdir.
-	Workdir string
-	// Stdin feeds the command; nil means no input (EOF).
-	Stdin io.Reader
-	// Stdout and Stderr receive the output as it is produced. When nil, the output is
-	// captured into ExitResult.Stdout / Stderr.
-	Stdout io.Writer
-	Stderr io.Writer
-	// MaxOutputBytes caps each stream. Zero means DefaultMaxOutput for captured streams and
-	// no cap for caller writers. Beyond the cap output is drained and dropped (the command
-	// is not blocked), the Truncated flag is set, and the cut never splits a UTF-8
-	// character.
-	MaxOutputBytes int64
-	// Timeout bounds the command (0: only ctx bounds it).
-	Timeout time.Duration
-}
+// ExecRequest is one command (moattype.ExecRequest). Cmd is argv and runs without a shell;
+// Shell runs sh -c Shell. Exactly one of them is set.
+type ExecRequest = moattype.ExecRequest
 
 // ExitResult is how a command ended.
-type ExitResult struct {
-	ExitCode int `json:"exit_code"`
-	// Stdout and Stderr hold captured output (when the request gave no writer).
-	Stdout          []byte        `json:"-"`
-	Stderr          []byte        `json:"-"`
-	StdoutTruncated bool          `json:"stdout_truncated"`
-	StderrTruncated bool          `json:"stderr_truncated"`
-	Duration        time.Duration `json:"duration"`
-}
+type ExitResult = moattype.ExitResult
 
-func (r *ExecRequest) argv() ([]string, error) {
+// argvOf returns the argv r asks for: Cmd, or sh -c Shell.
+func argvOf(r *ExecRequest) ([]string, error) {
 	switch {
 	case len(r.Cmd) > 0 && r.Shell != "":
 		return nil, errdefs.InvalidArgumentf("moat: exec: set either cmd or shell, not both")

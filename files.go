@@ -10,6 +10,7 @@ import (
 	"github.com/moatsh/moat/backend/execfs"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/tarfs"
+	"github.com/moatsh/moat/moattype"
 )
 
 // File operations beyond read, write and list: remove, mkdir and whole trees as tar
@@ -20,10 +21,10 @@ import (
 
 // ArchiveLimits caps one archive transfer (PutArchive, GetArchive); a zero field takes its
 // default (1 GiB of content, 100000 entries, a file up to the whole).
-type ArchiveLimits = tarfs.Limits
+type ArchiveLimits = moattype.ArchiveLimits
 
 // ArchiveResult counts what an archive transfer carried.
-type ArchiveResult = tarfs.Result
+type ArchiveResult = moattype.ArchiveResult
 
 // remover returns the native remover of inst, or the exec fallback.
 func remover(inst backend.Instance) backend.FileRemover {

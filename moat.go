@@ -28,6 +28,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/moattype"
 	"github.com/moatsh/moat/router"
 	"github.com/moatsh/moat/store"
 )
@@ -264,20 +265,10 @@ func (m *Manager) newID(ctx context.Context) (string, error) {
 }
 
 // BackendStatus is one backend as `moat backends` and GET /v1/backends show it.
-type BackendStatus struct {
-	backend.Descriptor
-	Health backend.Health `json:"health"`
-	// Auto is true for the backend that "auto" picks now.
-	Auto bool `json:"auto"`
-}
+type BackendStatus = moattype.BackendStatus
 
 // BackendReport lists every backend and what auto picks, with the reasons.
-type BackendReport struct {
-	Backends []BackendStatus `json:"backends"`
-	Auto     string          `json:"auto"`
-	// AutoExplain is the router's reasoning in one line, or why nothing is usable.
-	AutoExplain string `json:"auto_explain"`
-}
+type BackendReport = moattype.BackendReport
 
 // Backends probes every backend (concurrently, each bounded by a few seconds) and reports
 // their state and which one auto picks.
@@ -422,7 +413,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		Image: m.cfg.Sandbox.Image, Workdir: m.cfg.Sandbox.Workdir, Limits: m.cfg.Sandbox.Limits,
 		TTL: m.cfg.Sandbox.TTL, Env: m.cfg.Sandbox.Env,
 	}
-	spec, err := spec.normalize(defaults)
+	spec, err := normalizeSpec(spec, defaults)
 	if err != nil {
 		return nil, err
 	}
@@ -632,11 +623,16 @@ func (m *Manager) lookup(ctx context.Context, idOrName string) (*store.Record, e
 }
 
 // ListFilter selects sandboxes in List.
-type ListFilter = store.Filter
+type ListFilter = moattype.ListFilter
 
 // List returns the records of matching sandboxes.
 func (m *Manager) List(ctx context.Context, f ListFilter) ([]Info, error) {
-	recs, err := m.store.List(ctx, f)
+	sf := store.Filter{Backend: f.Backend, SessionID: f.SessionID, Labels: f.Labels, Name: f.Name,
+		IncludeDestroyed: f.IncludeDestroyed}
+	for _, st := range f.Status {
+		sf.Status = append(sf.Status, store.Status(st))
+	}
+	recs, err := m.store.List(ctx, sf)
 	if err != nil {
 		return nil, err
 	}

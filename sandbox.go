@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moatsh/moat/moattype"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
 	"github.com/moatsh/moat/errdefs"
@@ -18,41 +20,27 @@ import (
 )
 
 // Status is a sandbox's recorded lifecycle state.
-type Status = store.Status
+type Status = moattype.Status
 
 // Sandbox statuses.
 const (
-	StatusCreating  = store.StatusCreating
-	StatusActive    = store.StatusActive
-	StatusPaused    = store.StatusPaused
-	StatusStopped   = store.StatusStopped
-	StatusError     = store.StatusError
-	StatusDestroyed = store.StatusDestroyed
+	StatusCreating  = moattype.StatusCreating
+	StatusActive    = moattype.StatusActive
+	StatusPaused    = moattype.StatusPaused
+	StatusStopped   = moattype.StatusStopped
+	StatusError     = moattype.StatusError
+	StatusDestroyed = moattype.StatusDestroyed
 )
 
 // FileInfo describes a directory entry in a sandbox.
-type FileInfo = backend.FileInfo
+type FileInfo = moattype.FileInfo
 
 // Info is a sandbox's record as users see it.
-type Info struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name,omitempty"`
-	Backend   string            `json:"backend"`
-	SessionID string            `json:"session_id,omitempty"`
-	Status    Status            `json:"status"`
-	LastError string            `json:"last_error,omitempty"`
-	Spec      Spec              `json:"spec"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Handle    backend.Handle    `json:"handle"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
-	LastUsed  time.Time         `json:"last_used"`
-	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
-}
+type Info = moattype.Info
 
 func infoOf(r *store.Record) (Info, error) {
 	info := Info{
-		ID: r.ID, Name: r.Name, Backend: r.Backend, SessionID: r.SessionID, Status: r.Status,
+		ID: r.ID, Name: r.Name, Backend: r.Backend, SessionID: r.SessionID, Status: Status(r.Status),
 		LastError: r.LastError, Labels: r.Labels, Handle: r.Handle,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastUsed: r.LastUsed,
 	}
@@ -139,8 +127,8 @@ func (s *Sandbox) usable(ctx context.Context) (backend.Instance, error) {
 }
 
 // ErrCommandNotFound is wrapped (with errdefs NotFound) by Exec errors whose program does
-// not exist in the sandbox, to tell them from a sandbox that does not exist.
-var ErrCommandNotFound = errors.New("command not found")
+// not exist in the sandbox (moattype.ErrCommandNotFound).
+var ErrCommandNotFound = moattype.ErrCommandNotFound
 
 // checkGone turns a NotFound from an operation on inst into the right error: when the
 // sandbox itself is gone the record says so; otherwise the NotFound is about the operation's
@@ -179,7 +167,7 @@ func (s *Sandbox) markGone(ctx context.Context, err error) error {
 // Errors are for commands that could not run (NotFound for a missing program) or were
 // cut short (ctx or Timeout: the command is killed).
 func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error) {
-	argv, err := req.argv()
+	argv, err := argvOf(&req)
 	if err != nil {
 		return ExitResult{}, err
 	}

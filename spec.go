@@ -10,78 +10,34 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/moatsh/moat/backend"
+	"github.com/moatsh/moat/moattype"
+
 	"github.com/moatsh/moat/errdefs"
 )
 
 // DefaultWorkdir is where commands start unless a spec says otherwise.
-const DefaultWorkdir = "/workspace"
+const DefaultWorkdir = moattype.DefaultWorkdir
 
 // Limits are resource limits of a sandbox; zero means the backend's default (no limit).
-type Limits = backend.Limits
+type Limits = moattype.Limits
 
 // NetworkMode is a sandbox's network: "none" (the default: loopback only) or "host" (the
 // backend's outbound network; only when [network] allow_outbound permits it).
-type NetworkMode = backend.NetworkMode
+type NetworkMode = moattype.NetworkMode
 
 // Network modes.
 const (
-	NetworkNone = backend.NetworkNone
-	NetworkHost = backend.NetworkHost
+	NetworkNone = moattype.NetworkNone
+	NetworkHost = moattype.NetworkHost
 )
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration string ("90s").
-type Duration time.Duration
+type Duration = moattype.Duration
 
-// MarshalJSON writes d as "1m30s".
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON accepts "1m30s" or a number of seconds.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("invalid duration %q: %w", s, err)
-		}
-		*d = Duration(v)
-		return nil
-	}
-	var secs float64
-	if err := json.Unmarshal(b, &secs); err != nil {
-		return fmt.Errorf("invalid duration %s: want a string like \"90s\" or seconds", b)
-	}
-	*d = Duration(secs * float64(time.Second))
-	return nil
-}
-
-// Spec describes a sandbox to create. The zero Spec is valid: the auto-detected backend,
-// its default image, /workspace, no network, no limits beyond the configured defaults.
-type Spec struct {
-	// Backend names the backend, or "" / "auto" to let the router pick (a session's
-	// override, then the configured default, then auto-detection).
-	Backend string `json:"backend,omitempty"`
-	// Image is the backend's image, template, runtime or rootfs; "" for the default.
-	Image string `json:"image,omitempty"`
-	// Name is an optional human name, unique among live sandboxes.
-	Name string `json:"name,omitempty"`
-	// SessionID ties the sandbox to an agent session (routing overrides, listing).
-	SessionID string            `json:"session_id,omitempty"`
-	Env       map[string]string `json:"env,omitempty"`
-	// Workdir is the absolute directory commands start in; created at create time.
-	Workdir string            `json:"workdir,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Limits  Limits            `json:"limits"`
-	// Network defaults to "none".
-	Network NetworkMode `json:"network,omitempty"`
-	// TTL destroys the sandbox this long after creation (0: never).
-	TTL Duration `json:"ttl,omitempty"`
-	// Recreate asks the manager to create the sandbox again from this spec when its
-	// backend lost it (a hosted provider reaped it, a container was removed).
-	Recreate bool `json:"recreate,omitempty"`
-	// Options are backend-specific create options, passed through to the backend.
-	Options json.RawMessage `json:"options,omitempty"`
-}
+// Spec describes a sandbox to create (moattype.Spec: the same type is on the wire). The zero
+// Spec is valid: the auto-detected backend, its default image, /workspace, no network, no
+// limits beyond the configured defaults.
+type Spec = moattype.Spec
 
 var (
 	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -89,9 +45,9 @@ var (
 	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
 )
 
-// normalize checks s and returns a normalized copy with defaults applied. It never changes
-// the caller's maps.
-func (s Spec) normalize(defaults Spec) (Spec, error) {
+// normalizeSpec checks s and returns a normalized copy with defaults applied. It never
+// changes the caller's maps.
+func normalizeSpec(s, defaults Spec) (Spec, error) {
 	out := s
 	if out.Image == "" {
 		out.Image = defaults.Image

@@ -2,29 +2,19 @@ package moat
 
 import (
 	"context"
-	"io"
 	"time"
+
+	"github.com/moatsh/moat/moattype"
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 )
 
 // WinSize is a terminal's size in character cells.
-type WinSize = backend.WinSize
+type WinSize = moattype.WinSize
 
-// TerminalRequest is an interactive command on a pseudo-terminal. Cmd defaults to
-// ["sh"]. The terminal's output (stdout and stderr merged, as on a real terminal) goes to
-// Stdout; Stdin carries keystrokes; Resize, when set, delivers new sizes until closed.
-type TerminalRequest struct {
-	Cmd     []string
-	Env     map[string]string
-	Workdir string
-	Stdin   io.Reader
-	Stdout  io.Writer
-	// Size is the initial size; zero means 24x80.
-	Size   WinSize
-	Resize <-chan WinSize
-}
+// TerminalRequest is an interactive command on a pseudo-terminal (moattype.TerminalRequest).
+type TerminalRequest = moattype.TerminalRequest
 
 // Terminal runs req on a pseudo-terminal in the sandbox and waits for it. Backends without
 // terminals (no backend.PTYExecer) return an Unsupported error. As with Exec, a non-zero
@@ -34,7 +24,7 @@ func (s *Sandbox) Terminal(ctx context.Context, req TerminalRequest) (ExitResult
 	if len(cmd) == 0 {
 		cmd = []string{"sh"}
 	}
-	argv, err := (&ExecRequest{Cmd: cmd}).argv()
+	argv, err := argvOf(&ExecRequest{Cmd: cmd})
 	if err != nil {
 		return ExitResult{}, err
 	}

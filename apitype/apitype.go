@@ -1,7 +1,7 @@
 // Package apitype answers "what does the moat HTTP API send and receive?": the JSON wire
 // types of API v1, shared by the server (httpapi) and the Go client (client). Types the
-// library already defines with JSON tags (moat.Spec, moat.Info, moat.BackendReport,
-// moat.FileInfo) are used as they are, so one definition serves both the library and the
+// library already defines with JSON tags (moattype.Spec, Info, BackendReport, FileInfo) are
+// used as they are, so one definition serves both the library and the
 // wire.
 package apitype
 
@@ -10,9 +10,8 @@ import (
 	"errors"
 	"unicode/utf8"
 
-	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/settings"
+	"github.com/moatsh/moat/moattype"
 )
 
 // Version is the API version prefix of every route.
@@ -42,24 +41,24 @@ type ErrorBody struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// ReasonCommandNotFound is ErrorBody.Reason for moat.ErrCommandNotFound.
+// ReasonCommandNotFound is ErrorBody.Reason for moattype.ErrCommandNotFound.
 const ReasonCommandNotFound = "command_not_found"
 
 // NewErrorBody describes err for the wire.
 func NewErrorBody(kind errdefs.Kind, err error) ErrorBody {
 	b := ErrorBody{Kind: kind, Message: err.Error()}
-	if errors.Is(err, moat.ErrCommandNotFound) {
+	if errors.Is(err, moattype.ErrCommandNotFound) {
 		b.Reason = ReasonCommandNotFound
 	}
 	return b
 }
 
 // Err turns a wire error back into an errdefs error of the same kind; a
-// command_not_found reason also satisfies errors.Is(err, moat.ErrCommandNotFound).
+// command_not_found reason also satisfies errors.Is(err, moattype.ErrCommandNotFound).
 func (b ErrorBody) Err(status int) error {
 	err := errdefs.FromHTTP(status, b.Kind, b.Message)
 	if b.Reason == ReasonCommandNotFound {
-		return reasonError{err, moat.ErrCommandNotFound}
+		return reasonError{err, moattype.ErrCommandNotFound}
 	}
 	return err
 }
@@ -70,10 +69,10 @@ func (e reasonError) Error() string   { return e.err.Error() }
 func (e reasonError) Unwrap() []error { return []error{e.err, e.reason} }
 
 // CreateSandboxRequest is the body of POST /v1/sandboxes.
-type CreateSandboxRequest = moat.Spec
+type CreateSandboxRequest = moattype.Spec
 
 // Sandbox is a sandbox as the API returns it.
-type Sandbox = moat.Info
+type Sandbox = moattype.Info
 
 // SandboxList is the answer of GET /v1/sandboxes.
 type SandboxList struct {
@@ -158,8 +157,8 @@ type TerminalRequest struct {
 
 // FileList is the answer of GET /v1/sandboxes/{id}/files?path=DIR&list=1.
 type FileList struct {
-	Path    string          `json:"path"`
-	Entries []moat.FileInfo `json:"entries"`
+	Path    string              `json:"path"`
+	Entries []moattype.FileInfo `json:"entries"`
 }
 
 // TrailerError is the HTTP trailer in which GET /v1/sandboxes/{id}/archive reports an error
@@ -168,7 +167,7 @@ type FileList struct {
 const TrailerError = "Moat-Error"
 
 // ArchiveResult is the answer of PUT /v1/sandboxes/{id}/archive.
-type ArchiveResult = moat.ArchiveResult
+type ArchiveResult = moattype.ArchiveResult
 
 // SessionBackend is the body and answer of /v1/sessions/{session}/backend.
 type SessionBackend struct {
@@ -177,11 +176,11 @@ type SessionBackend struct {
 }
 
 // SecretState says whether a write-only setting has a value and where it came from.
-type SecretState = settings.SecretState
+type SecretState = moattype.SecretState
 
 // BackendSettings is one backend's settings as GET /v1/settings/backends shows them:
 // non-secret values, and only "token_configured" / "from_env" for secrets.
-type BackendSettings = settings.View
+type BackendSettings = moattype.BackendSettings
 
 // BackendSettingsList is the answer of GET /v1/settings/backends.
 type BackendSettingsList struct {
@@ -226,7 +225,7 @@ type SnapshotRequest struct {
 }
 
 // Snapshot is a saved sandbox filesystem: put Image in a spec to start from it.
-type Snapshot = moat.Snapshot
+type Snapshot = moattype.Snapshot
 
 // PortResponse answers POST /v1/sandboxes/{id}/ports/{port}.
 type PortResponse struct {

@@ -17,54 +17,26 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/moatsh/moat/moattype"
 )
 
-// Isolation is how strongly a backend separates a sandbox from its host, weakest first.
-type Isolation string
+// Isolation is how strongly a backend separates a sandbox from its host (moattype.Isolation).
+type Isolation = moattype.Isolation
 
+// Isolation levels, weakest first.
 const (
-	IsolationNone      Isolation = "none"      // processes run on the host (restricted host)
-	IsolationNamespace Isolation = "namespace" // Linux namespaces without a container runtime (bwrap)
-	IsolationContainer Isolation = "container" // a container runtime (docker, podman)
-	IsolationMicroVM   Isolation = "microvm"   // own kernel on this machine (firecracker, apple container)
-	IsolationRemote    Isolation = "remote"    // on someone else's machine (hosted providers)
+	IsolationNone      = moattype.IsolationNone
+	IsolationNamespace = moattype.IsolationNamespace
+	IsolationContainer = moattype.IsolationContainer
+	IsolationMicroVM   = moattype.IsolationMicroVM
+	IsolationRemote    = moattype.IsolationRemote
 )
-
-// Rank orders isolation levels: none < namespace < container < microvm, remote.
-// Remote ranks with microvm: the host running moat cannot be reached from the sandbox.
-func (i Isolation) Rank() int {
-	switch i {
-	case IsolationNone:
-		return 0
-	case IsolationNamespace:
-		return 1
-	case IsolationContainer:
-		return 2
-	case IsolationMicroVM, IsolationRemote:
-		return 3
-	}
-	return -1
-}
 
 // Descriptor holds the static facts the router, the settings API, the web UI and the docs
-// rank and show. A backend states each fact here and nowhere else: every table of backends
-// (auto order, settings schema, environment aliases) is derived from the registered
-// backends' descriptors, so a backend that is not compiled in appears nowhere.
-type Descriptor struct {
-	Name           string    `json:"name"`
-	Isolation      Isolation `json:"isolation"`
-	Remote         bool      `json:"remote"`          // runs on a hosted provider
-	PackageManager string    `json:"package_manager"` // "apt-get", "dnf", "apk", "" when unknown
-	DefaultImage   string    `json:"default_image,omitempty"`
-	// AutoRank places the backend in backend = "auto": candidates are tried by ascending
-	// rank. 0 means auto never picks it (select it by name). The ranks in use follow
-	// DESIGN.md's order: local VMs and containers, namespace jails, hosted providers, and
-	// the restricted host last (see the Rank* constants).
-	AutoRank int `json:"auto_rank,omitempty"`
-	// Settings are the keys of the backend's [backends.<name>] section that an operator may
-	// also give through an environment alias or the settings API.
-	Settings []Setting `json:"settings,omitempty"`
-}
+// rank and show (moattype.Descriptor; it is on the wire as GET /v1/backends shows it). A
+// backend states each fact there and nowhere else.
+type Descriptor = moattype.Descriptor
 
 // Auto ranks of the backends moat knows of, in DESIGN.md's order. A new backend picks a
 // rank between its neighbours; equal ranks are ordered by name.
@@ -83,54 +55,24 @@ const (
 	RankHost           = 10000
 )
 
-// Setting is one key of a backend's [backends.<name>] section that may also come from an
-// environment alias or from the settings API (stored beside the records). The value of a
-// key is, first to last: the section's explicit value, the value saved through the API,
-// the first non-empty environment alias, the backend's default.
-type Setting struct {
-	Key string `json:"key"`
-	// Aliases are deprecated names of the key, still accepted by the settings API and read
-	// from values saved under them before the rename.
-	Aliases []string `json:"aliases,omitempty"`
-	// Env lists the environment aliases, most preferred first.
-	Env []string `json:"env,omitempty"`
-	// Secret settings are write-only: no API returns them and no log prints them.
-	Secret bool `json:"secret,omitempty"`
-	// Endpoint marks a setting that says where the backend sends its secrets (an API URL,
-	// a domain). Set through the API, it requires every secret to be set through the API
-	// too, so a token from the environment never goes to a URL an API caller chose.
-	Endpoint bool `json:"endpoint,omitempty"`
-	// OperatorOnly settings come from moat.toml or the environment only; the settings API
-	// refuses them, because they name something on the host (a daemon socket, a path):
-	// only the operator names host paths.
-	OperatorOnly bool `json:"operator_only,omitempty"`
-	// Doc says in a few words what the value is (shown by the web UI and docs/config.md).
-	Doc string `json:"doc,omitempty"`
-}
+// Setting is one key of a backend's section that may also come from an environment alias
+// or the settings API (moattype.Setting).
+type Setting = moattype.Setting
 
-// Handle is the opaque, versioned reference a backend gives out for one sandbox. The manager
-// stores it and hands it back to Attach after a restart. State belongs to the backend (the
-// provider's or container id lives inside); Version lets a backend migrate old handles.
-type Handle struct {
-	Backend string          `json:"backend"`
-	Version int             `json:"version"`
-	State   json.RawMessage `json:"state"`
-}
+// Handle is the opaque, versioned reference a backend gives out for one sandbox
+// (moattype.Handle). The manager stores it and hands it back to Attach after a restart.
+type Handle = moattype.Handle
 
 // Limits are resource limits; zero means "no limit" (or the backend's default).
-type Limits struct {
-	MemoryBytes int64   `json:"memory_bytes,omitempty"`
-	CPUs        float64 `json:"cpus,omitempty"`
-	PIDs        int64   `json:"pids,omitempty"`
-	DiskBytes   int64   `json:"disk_bytes,omitempty"`
-}
+type Limits = moattype.Limits
 
 // NetworkMode says what network a sandbox gets. The zero value is NetworkNone.
-type NetworkMode string
+type NetworkMode = moattype.NetworkMode
 
+// Network modes.
 const (
-	NetworkNone NetworkMode = "none" // loopback only
-	NetworkHost NetworkMode = "host" // the backend's normal outbound network
+	NetworkNone = moattype.NetworkNone
+	NetworkHost = moattype.NetworkHost
 )
 
 // CreateRequest is a validated, defaulted sandbox spec.
@@ -206,13 +148,7 @@ type Instance interface {
 }
 
 // FileInfo describes one directory entry inside a sandbox.
-type FileInfo struct {
-	Name    string      `json:"name"`
-	Size    int64       `json:"size"`
-	Mode    fs.FileMode `json:"mode"`
-	ModTime time.Time   `json:"mod_time"`
-	IsDir   bool        `json:"is_dir"`
-}
+type FileInfo = moattype.FileInfo
 
 // FileTransferer is an Instance that moves files natively. Paths are absolute and clean, and
 // never contain "..". A backend whose sandbox filesystem is visible on the host must still
@@ -262,18 +198,16 @@ type Archiver interface {
 }
 
 // Health is the result of a probe.
-type Health struct {
-	State  HealthState `json:"state"`
-	Reason string      `json:"reason,omitempty"` // human-readable, prefixed with the backend name
-}
+type Health = moattype.Health
 
 // HealthState says whether a backend can be used.
-type HealthState string
+type HealthState = moattype.HealthState
 
+// Health states.
 const (
-	Ready       HealthState = "ready"
-	Degraded    HealthState = "degraded" // usable, with a caveat in Reason
-	Unavailable HealthState = "unavailable"
+	Ready       = moattype.Ready
+	Degraded    = moattype.Degraded
+	Unavailable = moattype.Unavailable
 )
 
 // Prober is a Backend that can tell whether it is usable here. Backends without it are
@@ -307,11 +241,7 @@ type Pauser interface {
 }
 
 // Snapshot names a saved sandbox filesystem that CreateRequest.Image may refer to.
-type Snapshot struct {
-	ID        string    `json:"id"`
-	Image     string    `json:"image"` // what to put in CreateRequest.Image to start from it
-	CreatedAt time.Time `json:"created_at"`
-}
+type Snapshot = moattype.Snapshot
 
 // Snapshotter is an Instance that can save its filesystem for later sandboxes.
 type Snapshotter interface {

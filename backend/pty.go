@@ -1,12 +1,13 @@
 package backend
 
-import "context"
+import (
+	"context"
+
+	"github.com/moatsh/moat/moattype"
+)
 
 // WinSize is a terminal's size in character cells.
-type WinSize struct {
-	Rows uint16 `json:"rows"`
-	Cols uint16 `json:"cols"`
-}
+type WinSize = moattype.WinSize
 
 // PTYExecer is an Instance that can run a command on a pseudo-terminal, for interactive
 // shells (`moat shell`, the terminal WebSocket). req.Stdin carries the keystrokes and

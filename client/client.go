@@ -1,8 +1,8 @@
 // Package client answers "how does Go code use a moat server?": a ctx-first SDK for the
-// moatd HTTP API that mirrors moat.Manager and moat.Sandbox — create, find, list and destroy
+// moatd HTTP API that mirrors moattype.Manager and moattype.Sandbox — create, find, list and destroy
 // sandboxes, exec (buffered, streaming, with stdin), files and archives, the terminal,
 // backends and session overrides — and turns error answers back into errdefs kinds. API and
-// Handle are the small interfaces that both a local *moat.Manager (Local) and a server
+// Handle are the small interfaces that both a local *moattype.Manager (Local) and a server
 // (Remote) satisfy, so a CLI can work either way.
 package client
 

@@ -14,19 +14,19 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/moattype"
 )
 
-// Exec runs a command, like moat.Sandbox.Exec: a non-zero exit is not an error. It picks the
+// Exec runs a command, like moattype.Sandbox.Exec: a non-zero exit is not an error. It picks the
 // wire form from the request: with Stdin, a WebSocket (input is streamed); with Stdout or
 // Stderr writers, an NDJSON stream (output arrives as it is produced); otherwise one JSON
 // call. Canceling ctx kills the command on the server.
-func (s *Sandbox) Exec(ctx context.Context, req moat.ExecRequest) (moat.ExitResult, error) {
+func (s *Sandbox) Exec(ctx context.Context, req moattype.ExecRequest) (moattype.ExitResult, error) {
 	wreq, err := toWire(req)
 	if err != nil {
-		return moat.ExitResult{}, err
+		return moattype.ExitResult{}, err
 	}
 	switch {
 	case req.Stdin != nil:
@@ -36,9 +36,9 @@ func (s *Sandbox) Exec(ctx context.Context, req moat.ExecRequest) (moat.ExitResu
 	}
 	var out apitype.ExecResponse
 	if err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/exec", nil, wreq, &out); err != nil {
-		return moat.ExitResult{}, err
+		return moattype.ExitResult{}, err
 	}
-	res := moat.ExitResult{ExitCode: out.ExitCode, StdoutTruncated: out.StdoutTruncated,
+	res := moattype.ExitResult{ExitCode: out.ExitCode, StdoutTruncated: out.StdoutTruncated,
 		StderrTruncated: out.StderrTruncated, Duration: time.Duration(out.DurationMS) * time.Millisecond}
 	if res.Stdout, err = apitype.DecodeBytes(out.Stdout, out.StdoutEncoding); err != nil {
 		return res, err
@@ -49,7 +49,7 @@ func (s *Sandbox) Exec(ctx context.Context, req moat.ExecRequest) (moat.ExitResu
 	return res, nil
 }
 
-func toWire(req moat.ExecRequest) (apitype.ExecRequest, error) {
+func toWire(req moattype.ExecRequest) (apitype.ExecRequest, error) {
 	if req.Timeout < 0 || req.MaxOutputBytes < 0 {
 		return apitype.ExecRequest{}, errdefs.InvalidArgumentf("client: exec: negative timeout or output cap")
 	}
@@ -70,11 +70,11 @@ type outputs struct {
 	writeErr           error
 }
 
-func newOutputs(req moat.ExecRequest) *outputs {
+func newOutputs(req moattype.ExecRequest) *outputs {
 	o := &outputs{stdout: req.Stdout, stderr: req.Stderr}
 	capN := req.MaxOutputBytes
 	if capN == 0 {
-		capN = moat.DefaultMaxOutput
+		capN = moattype.DefaultMaxOutput
 	}
 	if o.stdout == nil {
 		o.outBuf = &capBuffer{max: capN}
@@ -104,8 +104,8 @@ func (o *outputs) chunk(ev *apitype.Event) error {
 	return nil
 }
 
-func (o *outputs) result(ev *apitype.Event) (moat.ExitResult, error) {
-	res := moat.ExitResult{StdoutTruncated: ev.StdoutTruncated, StderrTruncated: ev.StderrTruncated,
+func (o *outputs) result(ev *apitype.Event) (moattype.ExitResult, error) {
+	res := moattype.ExitResult{StdoutTruncated: ev.StdoutTruncated, StderrTruncated: ev.StderrTruncated,
 		Duration: time.Duration(ev.DurationMS) * time.Millisecond}
 	if ev.ExitCode != nil {
 		res.ExitCode = *ev.ExitCode
@@ -153,18 +153,18 @@ func (c *capBuffer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *Sandbox) execStream(ctx context.Context, wreq apitype.ExecRequest, req moat.ExecRequest) (moat.ExitResult, error) {
+func (s *Sandbox) execStream(ctx context.Context, wreq apitype.ExecRequest, req moattype.ExecRequest) (moattype.ExitResult, error) {
 	out := newOutputs(req)
 	// With MaxOutputBytes 0 the server streams without a cap (as the manager does for
 	// writers) and a captured stream is capped here, at the manager's default.
 	body, err := json.Marshal(wreq)
 	if err != nil {
-		return moat.ExitResult{}, errdefs.InvalidArgumentf("client: encode request: %v", err)
+		return moattype.ExitResult{}, errdefs.InvalidArgumentf("client: encode request: %v", err)
 	}
 	resp, err := s.c.do(ctx, request{method: http.MethodPost, path: sandboxPath(s.info.ID) + "/exec",
 		body: bytes.NewReader(body), contentType: "application/json", accept: apitype.MediaNDJSON})
 	if err != nil {
-		return moat.ExitResult{}, err
+		return moattype.ExitResult{}, err
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
@@ -172,17 +172,17 @@ func (s *Sandbox) execStream(ctx context.Context, wreq apitype.ExecRequest, req 
 		var ev apitype.Event
 		if err := dec.Decode(&ev); err != nil {
 			if ctx.Err() != nil {
-				return moat.ExitResult{}, transportError(ctx, err)
+				return moattype.ExitResult{}, transportError(ctx, err)
 			}
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return moat.ExitResult{}, errdefs.Unavailablef("client: exec stream ended without an exit: %v", err)
+			return moattype.ExitResult{}, errdefs.Unavailablef("client: exec stream ended without an exit: %v", err)
 		}
 		switch ev.Type {
 		case apitype.EventStdout, apitype.EventStderr:
 			if err := out.chunk(&ev); err != nil {
-				return moat.ExitResult{}, err
+				return moattype.ExitResult{}, err
 			}
 		case apitype.EventExit:
 			return out.result(&ev)
@@ -253,10 +253,10 @@ func pumpStdin(ctx context.Context, conn *websocket.Conn, r io.Reader) {
 	}
 }
 
-func (s *Sandbox) execWS(ctx context.Context, wreq apitype.ExecRequest, req moat.ExecRequest) (moat.ExitResult, error) {
+func (s *Sandbox) execWS(ctx context.Context, wreq apitype.ExecRequest, req moattype.ExecRequest) (moattype.ExitResult, error) {
 	conn, err := s.c.dialWS(ctx, sandboxPath(s.info.ID)+"/exec/ws", wreq)
 	if err != nil {
-		return moat.ExitResult{}, err
+		return moattype.ExitResult{}, err
 	}
 	defer conn.CloseNow()
 	wctx, cancel := context.WithCancel(ctx)
@@ -267,21 +267,21 @@ func (s *Sandbox) execWS(ctx context.Context, wreq apitype.ExecRequest, req moat
 		typ, msg, err := conn.Read(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return moat.ExitResult{}, transportError(ctx, err)
+				return moattype.ExitResult{}, transportError(ctx, err)
 			}
-			return moat.ExitResult{}, errdefs.Unavailablef("client: exec websocket ended without an exit: %v", err)
+			return moattype.ExitResult{}, errdefs.Unavailablef("client: exec websocket ended without an exit: %v", err)
 		}
 		if typ != websocket.MessageText {
 			continue
 		}
 		var ev apitype.Event
 		if err := json.Unmarshal(msg, &ev); err != nil {
-			return moat.ExitResult{}, errdefs.Unavailablef("client: invalid event from server: %v", err)
+			return moattype.ExitResult{}, errdefs.Unavailablef("client: invalid event from server: %v", err)
 		}
 		switch ev.Type {
 		case apitype.EventStdout, apitype.EventStderr:
 			if err := out.chunk(&ev); err != nil {
-				return moat.ExitResult{}, err
+				return moattype.ExitResult{}, err
 			}
 		case apitype.EventExit, apitype.EventError:
 			conn.Close(websocket.StatusNormalClosure, "")
@@ -295,17 +295,17 @@ func (s *Sandbox) execWS(ctx context.Context, wreq apitype.ExecRequest, req moat
 }
 
 // Terminal runs req on a pseudo-terminal in the sandbox over a WebSocket, like
-// moat.Sandbox.Terminal: keystrokes from req.Stdin, output to req.Stdout, sizes from
+// moattype.Sandbox.Terminal: keystrokes from req.Stdin, output to req.Stdout, sizes from
 // req.Resize.
-func (s *Sandbox) Terminal(ctx context.Context, req moat.TerminalRequest) (moat.ExitResult, error) {
+func (s *Sandbox) Terminal(ctx context.Context, req moattype.TerminalRequest) (moattype.ExitResult, error) {
 	if req.Stdout == nil {
-		return moat.ExitResult{}, errdefs.InvalidArgumentf("client: terminal: no output writer")
+		return moattype.ExitResult{}, errdefs.InvalidArgumentf("client: terminal: no output writer")
 	}
 	conn, err := s.c.dialWS(ctx, sandboxPath(s.info.ID)+"/terminal", apitype.TerminalRequest{
 		Cmd: req.Cmd, Env: req.Env, Workdir: req.Workdir, Rows: req.Size.Rows, Cols: req.Size.Cols,
 	})
 	if err != nil {
-		return moat.ExitResult{}, err
+		return moattype.ExitResult{}, err
 	}
 	defer conn.CloseNow()
 	wctx, cancel := context.WithCancel(ctx)
@@ -337,9 +337,9 @@ func (s *Sandbox) Terminal(ctx context.Context, req moat.TerminalRequest) (moat.
 		typ, msg, err := conn.Read(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return moat.ExitResult{}, transportError(ctx, err)
+				return moattype.ExitResult{}, transportError(ctx, err)
 			}
-			return moat.ExitResult{}, errdefs.Unavailablef("client: terminal websocket ended without an exit: %v", err)
+			return moattype.ExitResult{}, errdefs.Unavailablef("client: terminal websocket ended without an exit: %v", err)
 		}
 		if typ == websocket.MessageBinary {
 			if writeErr == nil {
@@ -349,12 +349,12 @@ func (s *Sandbox) Terminal(ctx context.Context, req moat.TerminalRequest) (moat.
 		}
 		var ev apitype.Event
 		if err := json.Unmarshal(msg, &ev); err != nil {
-			return moat.ExitResult{}, errdefs.Unavailablef("client: invalid event from server: %v", err)
+			return moattype.ExitResult{}, errdefs.Unavailablef("client: invalid event from server: %v", err)
 		}
 		switch ev.Type {
 		case apitype.EventExit:
 			conn.Close(websocket.StatusNormalClosure, "")
-			res := moat.ExitResult{Duration: time.Duration(ev.DurationMS) * time.Millisecond}
+			res := moattype.ExitResult{Duration: time.Duration(ev.DurationMS) * time.Millisecond}
 			if ev.ExitCode != nil {
 				res.ExitCode = *ev.ExitCode
 			}
@@ -364,7 +364,7 @@ func (s *Sandbox) Terminal(ctx context.Context, req moat.TerminalRequest) (moat.
 			return res, nil
 		case apitype.EventError:
 			conn.Close(websocket.StatusNormalClosure, "")
-			return moat.ExitResult{}, eventError(ev.Error)
+			return moattype.ExitResult{}, eventError(ev.Error)
 		}
 	}
 }

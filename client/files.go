@@ -10,9 +10,9 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/moattype"
 )
 
 // WriteFile creates or replaces the file at p with r's bytes (streamed), creating parent
@@ -65,7 +65,7 @@ func copyBody(ctx context.Context, w io.Writer, resp *http.Response) error {
 }
 
 // ListDir lists the directory at p, sorted by name.
-func (s *Sandbox) ListDir(ctx context.Context, p string) ([]moat.FileInfo, error) {
+func (s *Sandbox) ListDir(ctx context.Context, p string) ([]moattype.FileInfo, error) {
 	var out apitype.FileList
 	err := s.c.doJSON(ctx, http.MethodGet, sandboxPath(s.info.ID)+"/files", url.Values{"path": {p}, "list": {"1"}}, nil, &out)
 	return out.Entries, err
@@ -94,7 +94,7 @@ func (s *Sandbox) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
 }
 
 // limitQuery adds lim's non-zero fields to q; the server applies them under its own caps.
-func limitQuery(q url.Values, lim moat.ArchiveLimits) url.Values {
+func limitQuery(q url.Values, lim moattype.ArchiveLimits) url.Values {
 	if lim.MaxBytes > 0 {
 		q.Set("max_bytes", strconv.FormatInt(lim.MaxBytes, 10))
 	}
@@ -108,8 +108,8 @@ func limitQuery(q url.Values, lim moat.ArchiveLimits) url.Values {
 }
 
 // PutArchive unpacks the tar stream r (streamed) into directory dir, creating it.
-func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim moat.ArchiveLimits) (moat.ArchiveResult, error) {
-	var out moat.ArchiveResult
+func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim moattype.ArchiveLimits) (moattype.ArchiveResult, error) {
+	var out moattype.ArchiveResult
 	resp, err := s.c.do(ctx, request{method: http.MethodPut, path: sandboxPath(s.info.ID) + "/archive",
 		query: limitQuery(url.Values{"path": {dir}}, lim), body: r, contentType: apitype.MediaTar})
 	if err != nil {
@@ -124,7 +124,7 @@ func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim m
 
 // GetArchive writes directory dir as a tar stream to w, streamed. A transfer cut short is an
 // error, never a short archive reported as complete.
-func (s *Sandbox) GetArchive(ctx context.Context, dir string, w io.Writer, lim moat.ArchiveLimits) error {
+func (s *Sandbox) GetArchive(ctx context.Context, dir string, w io.Writer, lim moattype.ArchiveLimits) error {
 	resp, err := s.c.do(ctx, request{method: http.MethodGet, path: sandboxPath(s.info.ID) + "/archive",
 		query: limitQuery(url.Values{"path": {dir}}, lim), accept: apitype.MediaTar})
 	if err != nil {

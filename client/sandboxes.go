@@ -7,16 +7,16 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/moattype"
 )
 
-// Sandbox is a handle to one sandbox on the server, like *moat.Sandbox. It is cheap and
+// Sandbox is a handle to one sandbox on the server, like *moattype.Sandbox. It is cheap and
 // safe for concurrent use.
 type Sandbox struct {
 	c    *Client
-	info moat.Info // as of Create/Get
+	info moattype.Info // as of Create/Get
 }
 
 // sandboxPath is the API path of sandbox id. An empty id becomes "-", which no sandbox has,
@@ -29,8 +29,8 @@ func sandboxPath(id string) string {
 }
 
 // Create creates a sandbox from spec.
-func (c *Client) Create(ctx context.Context, spec moat.Spec) (*Sandbox, error) {
-	var info moat.Info
+func (c *Client) Create(ctx context.Context, spec moattype.Spec) (*Sandbox, error) {
+	var info moattype.Info
 	if err := c.doJSON(ctx, http.MethodPost, "/v1/sandboxes", nil, spec, &info); err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (c *Client) Get(ctx context.Context, idOrName string) (*Sandbox, error) {
 	if idOrName == "" {
 		return nil, errdefs.InvalidArgumentf("client: empty sandbox id")
 	}
-	var info moat.Info
+	var info moattype.Info
 	if err := c.doJSON(ctx, http.MethodGet, sandboxPath(idOrName), nil, nil, &info); err != nil {
 		return nil, err
 	}
@@ -50,7 +50,7 @@ func (c *Client) Get(ctx context.Context, idOrName string) (*Sandbox, error) {
 }
 
 // List returns the sandboxes matching f.
-func (c *Client) List(ctx context.Context, f moat.ListFilter) ([]moat.Info, error) {
+func (c *Client) List(ctx context.Context, f moattype.ListFilter) ([]moattype.Info, error) {
 	q := url.Values{}
 	if f.Backend != "" {
 		q.Set("backend", f.Backend)
@@ -90,8 +90,8 @@ func (c *Client) Destroy(ctx context.Context, idOrName string) error {
 }
 
 // Backends reports every backend and what auto picks.
-func (c *Client) Backends(ctx context.Context) (moat.BackendReport, error) {
-	var rep moat.BackendReport
+func (c *Client) Backends(ctx context.Context) (moattype.BackendReport, error) {
+	var rep moattype.BackendReport
 	err := c.doJSON(ctx, http.MethodGet, "/v1/backends", nil, nil, &rep)
 	return rep, err
 }
@@ -148,10 +148,10 @@ func (s *Sandbox) ID() string { return s.info.ID }
 func (s *Sandbox) Backend() string { return s.info.Backend }
 
 // Info re-reads the sandbox's record.
-func (s *Sandbox) Info(ctx context.Context) (moat.Info, error) {
-	var info moat.Info
+func (s *Sandbox) Info(ctx context.Context) (moattype.Info, error) {
+	var info moattype.Info
 	if err := s.c.doJSON(ctx, http.MethodGet, sandboxPath(s.info.ID), nil, nil, &info); err != nil {
-		return moat.Info{}, err
+		return moattype.Info{}, err
 	}
 	return info, nil
 }
@@ -177,8 +177,8 @@ func (s *Sandbox) Resume(ctx context.Context) error {
 }
 
 // Snapshot saves the sandbox's filesystem under name.
-func (s *Sandbox) Snapshot(ctx context.Context, name string) (moat.Snapshot, error) {
-	var snap moat.Snapshot
+func (s *Sandbox) Snapshot(ctx context.Context, name string) (moattype.Snapshot, error) {
+	var snap moattype.Snapshot
 	err := s.c.doJSON(ctx, http.MethodPost, sandboxPath(s.info.ID)+"/snapshots", nil, apitype.SnapshotRequest{Name: name}, &snap)
 	return snap, err
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/apitype"
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/store"
 )
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
@@ -45,10 +44,10 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	f.IncludeDestroyed, _ = strconv.ParseBool(q.Get("include_destroyed"))
 	for _, v := range q["status"] {
 		for _, st := range strings.Split(v, ",") {
-			switch store.Status(st) {
-			case store.StatusCreating, store.StatusActive, store.StatusPaused, store.StatusStopped,
-				store.StatusError, store.StatusDestroyed:
-				f.Status = append(f.Status, store.Status(st))
+			switch moat.Status(st) {
+			case moat.StatusCreating, moat.StatusActive, moat.StatusPaused, moat.StatusStopped,
+				moat.StatusError, moat.StatusDestroyed:
+				f.Status = append(f.Status, moat.Status(st))
 			default:
 				s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: unknown status %q", st))
 				return

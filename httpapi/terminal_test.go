@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/client/local"
+
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
@@ -131,7 +133,7 @@ func TestTerminal(t *testing.T) {
 	c, _ := client.New(srv.URL, client.WithToken(token))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for name, api := range map[string]client.API{"local": client.Local(m), "remote": client.Remote(c)} {
+	for name, api := range map[string]client.API{"local": local.New(m), "remote": client.Remote(c)} {
 		t.Run(name, func(t *testing.T) {
 			sb, err := api.Create(ctx, moat.Spec{})
 			if err != nil {

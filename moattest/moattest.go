@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/moatsh/moat/client/local"
+
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
@@ -92,7 +94,7 @@ type Target struct {
 // Target returns the in-process target of e.
 func (e *Env) Target() Target {
 	return Target{
-		API: client.Local(e.Manager), Manager: e.Manager, Backend: "fake",
+		API: local.New(e.Manager), Manager: e.Manager, Backend: "fake",
 		Block: []string{BlockCommand}, Running: e.Running, Leftovers: e.Fake.IDs,
 	}
 }

@@ -23,35 +23,18 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/moatsh/moat/moattype"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/store"
 )
 
 // SecretState says whether a write-only setting has a value and where it came from.
-type SecretState struct {
-	Configured bool `json:"configured"`
-	FromEnv    bool `json:"from_env"`
-	// Env is the environment alias the value may come from.
-	Env string `json:"env,omitempty"`
-}
+type SecretState = moattype.SecretState
 
-// View is one backend's settings as the API shows them: non-secret values, only the state of
-// secrets, and the schema, so a front end needs no table of its own.
-type View struct {
-	Name string `json:"name"`
-	// Values are the effective non-secret settings (saved, else from the environment).
-	Values map[string]string `json:"values"`
-	// Secrets are the write-only settings' states, by key.
-	Secrets map[string]SecretState `json:"secrets"`
-	// TokenConfigured is true when every secret of the backend has a value.
-	TokenConfigured bool `json:"token_configured"`
-	// FromEnv is true when a secret's value comes from the environment rather than a saved
-	// setting.
-	FromEnv bool `json:"from_env"`
-	// Fields are the settings the API takes for this backend, in the backend's order.
-	Fields []backend.Setting `json:"fields"`
-}
+// View is one backend's settings as the API shows them (moattype.BackendSettings).
+type View = moattype.BackendSettings
 
 // maxValue bounds one setting's length; tokens are far shorter.
 const maxValue = 8 << 10

@@ -18,6 +18,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/moatsh/moat/client/local"
+
 	"github.com/spf13/cobra"
 
 	"github.com/moatsh/moat"
@@ -140,7 +142,7 @@ func (a *app) open(ctx context.Context) (client.API, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return client.Local(m), func() { m.Close() }, nil
+	return local.New(m), func() { m.Close() }, nil
 }
 
 // openLocal opens an embedded manager from the config.

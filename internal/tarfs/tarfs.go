@@ -24,58 +24,26 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/moatsh/moat/moattype"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 )
 
 // Default caps, used for a zero Limits field.
 const (
-	DefaultMaxBytes   = 1 << 30
-	DefaultMaxEntries = 100000
+	DefaultMaxBytes   = moattype.DefaultArchiveMaxBytes
+	DefaultMaxEntries = moattype.DefaultArchiveMaxEntries
 )
 
 // maxNameLen bounds one entry name (PATH_MAX on Linux).
 const maxNameLen = 4096
 
-// Limits caps one archive transfer. A zero field takes its default: MaxBytes 1 GiB,
-// MaxEntries 100000, MaxFileBytes MaxBytes.
-type Limits struct {
-	MaxBytes     int64 `json:"max_bytes,omitempty"`      // file content in total
-	MaxEntries   int   `json:"max_entries,omitempty"`    // entries of any type, skipped ones too
-	MaxFileBytes int64 `json:"max_file_bytes,omitempty"` // one file's content
-}
-
-// Defaults returns l with its zero (or negative) fields set to their defaults.
-func (l Limits) Defaults() Limits {
-	if l.MaxBytes <= 0 {
-		l.MaxBytes = DefaultMaxBytes
-	}
-	if l.MaxEntries <= 0 {
-		l.MaxEntries = DefaultMaxEntries
-	}
-	if l.MaxFileBytes <= 0 || l.MaxFileBytes > l.MaxBytes {
-		l.MaxFileBytes = l.MaxBytes
-	}
-	return l
-}
-
-// Tighter returns, field by field, the smaller of l and m after defaults: a server applies
-// its own caps and a caller's tighter ones.
-func (l Limits) Tighter(m Limits) Limits {
-	l, m = l.Defaults(), m.Defaults()
-	return Limits{
-		MaxBytes:     min(l.MaxBytes, m.MaxBytes),
-		MaxEntries:   min(l.MaxEntries, m.MaxEntries),
-		MaxFileBytes: min(l.MaxFileBytes, m.MaxFileBytes),
-	}.Defaults()
-}
+// Limits caps one archive transfer (moattype.ArchiveLimits).
+type Limits = moattype.ArchiveLimits
 
 // Result counts what an archive transfer carried.
-type Result struct {
-	Files int   `json:"files"`
-	Dirs  int   `json:"dirs"`
-	Bytes int64 `json:"bytes"`
-}
+type Result = moattype.ArchiveResult
 
 // Entry is one archive member: a regular file or a directory.
 type Entry struct {

@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/client/local"
+
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	_ "github.com/moatsh/moat/backends/docker"
-	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/moattest"
@@ -37,7 +38,7 @@ func dockerTarget(t *testing.T) moattest.Target {
 		t.Fatal(err)
 	}
 	return moattest.Target{
-		API: client.Local(m), Manager: m, Backend: "docker",
+		API: local.New(m), Manager: m, Backend: "docker",
 		Spec:     moat.Spec{Image: testenv.DockerImage()},
 		Block:    []string{"sh", "-c", "echo started; exec sleep 600"},
 		Terminal: true, // docker implements backend.PTYExecer
