@@ -119,7 +119,7 @@ func TestEnvWorkdirAndPath(t *testing.T) {
 		t.Errorf("lookup in request PATH: %v", r)
 	}
 	r = run(ctx, c, agent.ExecRequest{Argv: []string{"moat-only-here"}})
-	if !errors.Is(r.err, errdefs.ErrNotFound) {
+	if !errdefs.Is(r.err, errdefs.KindNotFound) {
 		t.Errorf("lookup in agent PATH: %v, want NotFound", r)
 	}
 }
@@ -489,7 +489,7 @@ func TestConnectionLost(t *testing.T) {
 		conn.Close()
 	}()
 	r := run(tctx(t), &agent.Client{Socket: sock}, agent.ExecRequest{Argv: []string{"x"}})
-	if !errors.Is(r.err, agent.ErrConnectionLost) || !errors.Is(r.err, errdefs.ErrUnavailable) ||
+	if !errors.Is(r.err, agent.ErrConnectionLost) || !errdefs.Is(r.err, errdefs.KindUnavailable) ||
 		errors.Is(r.err, agent.ErrUnreachable) || r.stdout != "partial" {
 		t.Errorf("agent died mid-exec: %v", r)
 	}

@@ -130,7 +130,7 @@ func TestHostileExitCode(t *testing.T) {
 			_ = w.WriteJSON(wire.Exit, wire.ExitMsg{Code: code})
 		})
 		r := run(tctx(t), &agent.Client{Socket: sock}, agent.ExecRequest{Argv: []string{"x"}})
-		if !errors.Is(r.err, errdefs.ErrUnavailable) || !errors.Is(r.err, wire.ErrProtocol) {
+		if !errdefs.Is(r.err, errdefs.KindUnavailable) || !errors.Is(r.err, wire.ErrProtocol) {
 			t.Errorf("exit code %d: %v, want an Unavailable protocol error", code, r)
 		}
 	}
@@ -174,7 +174,7 @@ func TestHostileMessages(t *testing.T) {
 		_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: wire.KindNotFound, Message: huge})
 	})
 	r := run(tctx(t), &agent.Client{Socket: sock}, agent.ExecRequest{Argv: []string{"x"}})
-	if !errors.Is(r.err, errdefs.ErrNotFound) {
+	if !errdefs.Is(r.err, errdefs.KindNotFound) {
 		t.Errorf("exec error frame: %v, want NotFound", r.err)
 	}
 	check("exec error", r.err)
@@ -264,7 +264,7 @@ func TestWriteFileEarlyDone(t *testing.T) {
 	in := &slowReader{}
 	err := (&agent.Client{Socket: sock}).WriteFile(tctx(t), "/f", in, 0o644)
 	in.close()
-	if !errors.Is(err, errdefs.ErrUnavailable) || !errors.Is(err, wire.ErrProtocol) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) || !errors.Is(err, wire.ErrProtocol) {
 		t.Errorf("early DONE: %v, want an Unavailable protocol error", err)
 	}
 	time.Sleep(50 * time.Millisecond)

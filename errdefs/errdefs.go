@@ -2,8 +2,15 @@
 // package returns, checkable with errors.Is and mapped to HTTP status codes and back.
 //
 // A kind is attached by wrapping: errdefs.NotFoundf("docker: container %s", id) or
-// errdefs.Wrap(errdefs.ErrUnavailable, err). errors.Is(err, errdefs.ErrNotFound) then holds,
-// and the original message and cause chain are kept.
+// errdefs.Wrap(errdefs.ErrUnavailable, err). The original message and cause chain are kept.
+//
+// One rule: an error's kind is its outermost kind. KindOf and Is answer "what kind is
+// this error?" and every moat package, the HTTP mapping and the conformance suites use
+// them. errors.Is(err, errdefs.ErrNotFound) asks something else — whether a NotFound is
+// anywhere in the chain — and is true of Unavailable("...: %w", notFound) too, an error
+// the manager must not take for a vanished sandbox; so no moat code classifies with it (a
+// test enforces this). errors.Is stays right for causes: context.Canceled, io.EOF,
+// fs.ErrNotExist.
 package errdefs
 
 import (

@@ -602,7 +602,7 @@ func (s *suite) testMissingBinary(t *testing.T) {
 	sb := s.create(t)
 	for _, argv0 := range []string{"moat-bt-no-such-binary", "/moat-bt/no/such/binary"} {
 		r := sb.exec(ctx(t), execOpts{}, argv0, "arg")
-		if !errors.Is(r.err, errdefs.ErrNotFound) {
+		if !errdefs.Is(r.err, errdefs.KindNotFound) {
 			t.Errorf("missing executable: want an errdefs NotFound error, not an exit code: %v", r)
 		}
 	}
@@ -941,14 +941,14 @@ func (s *suite) testFileModes(t *testing.T, variant string) {
 func (s *suite) testFileErrors(t *testing.T, variant string) {
 	_, ft := s.files(t, variant)
 	missing := Workdir + "/no-such-file"
-	if err := ft.ReadFile(ctx(t), missing, io.Discard); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := ft.ReadFile(ctx(t), missing, io.Discard); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("ReadFile of a missing file: want errdefs NotFound, got %v", err)
 	}
-	if _, err := ft.ListDir(ctx(t), Workdir+"/no-such-dir"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := ft.ListDir(ctx(t), Workdir+"/no-such-dir"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("ListDir of a missing directory: want errdefs NotFound, got %v", err)
 	}
 	writeFile(t, ft, Workdir+"/d/f", []byte("x"), 0o644)
-	if err := ft.ReadFile(ctx(t), Workdir+"/d", io.Discard); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := ft.ReadFile(ctx(t), Workdir+"/d", io.Discard); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("ReadFile of a directory: want errdefs InvalidArgument, got %v", err)
 	}
 }
@@ -1019,10 +1019,10 @@ func (s *suite) testDestroy(t *testing.T) {
 	if st, err := sb.inst.Status(ctx(t)); err != nil || st != backend.StatusGone {
 		t.Errorf("Status after Destroy = %q, %v; want gone and no error", st, err)
 	}
-	if r := sb.exec(ctx(t), execOpts{}, "true"); !errors.Is(r.err, errdefs.ErrNotFound) {
+	if r := sb.exec(ctx(t), execOpts{}, "true"); !errdefs.Is(r.err, errdefs.KindNotFound) {
 		t.Errorf("Exec after Destroy: want errdefs NotFound: %v", r)
 	}
-	if _, err := sb.b.Attach(ctx(t), h); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := sb.b.Attach(ctx(t), h); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Attach after Destroy: want errdefs NotFound, got %v", err)
 	}
 }

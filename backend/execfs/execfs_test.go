@@ -215,19 +215,19 @@ func testFS(t *testing.T, f backend.FileTransferer, root string) {
 
 	// Errors carry kinds.
 	missing := filepath.Join(root, "nope")
-	if err := f.ReadFile(ctx, missing, io.Discard); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := f.ReadFile(ctx, missing, io.Discard); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("ReadFile missing: want NotFound, got %v", err)
 	}
-	if err := f.ReadFile(ctx, filepath.Join(root, "a"), io.Discard); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := f.ReadFile(ctx, filepath.Join(root, "a"), io.Discard); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("ReadFile dir: want InvalidArgument, got %v", err)
 	}
-	if _, err := f.ListDir(ctx, missing); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := f.ListDir(ctx, missing); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("ListDir missing: want NotFound, got %v", err)
 	}
-	if _, err := f.ListDir(ctx, filepath.Join(root, "empty")); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := f.ListDir(ctx, filepath.Join(root, "empty")); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("ListDir file: want InvalidArgument, got %v", err)
 	}
-	if err := f.WriteFile(ctx, filepath.Join(root, "a"), strings.NewReader("x"), 0o644); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := f.WriteFile(ctx, filepath.Join(root, "a"), strings.NewReader("x"), 0o644); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("WriteFile onto dir: want InvalidArgument, got %v", err)
 	}
 	// A parent that is a file cannot be created: an error, of no particular kind.
@@ -276,7 +276,7 @@ func TestExecErrorsPassThrough(t *testing.T) {
 		t.Errorf("canceled ctx: want context.Canceled, got %v", err)
 	}
 	f = execfs.New(&hostInstance{path: t.TempDir()}) // no sh at all
-	if err := f.ReadFile(context.Background(), "/etc/hostname", io.Discard); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := f.ReadFile(context.Background(), "/etc/hostname", io.Discard); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("no sh: want the instance's NotFound passed through, got %v", err)
 	}
 }

@@ -2,7 +2,6 @@ package daytona
 
 import (
 	"bytes"
-	"errors"
 	"strings"
 	"testing"
 
@@ -37,7 +36,7 @@ func TestDeprecatedAPIKey(t *testing.T) {
 	if strings.Count(logs.String(), "api_key is deprecated; use token") != 1 {
 		t.Errorf("want one deprecation warning, got %q", logs.String())
 	}
-	if _, err := open("token = \"a\"\napi_key = \"b\""); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := open("token = \"a\"\napi_key = \"b\""); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("both set: %v", err)
 	}
 }

@@ -96,7 +96,7 @@ func TestExecRoundTripOnHost(t *testing.T) {
 	if err != nil || code != 0 || buf.String() != "v'1 \n2in\x00put" {
 		t.Fatalf("env+stdin exec = %d %q %v", code, buf.String(), err)
 	}
-	if _, _, _, err := run(testCtx(t), inst, "moat-no-such-binary-x"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := run(testCtx(t), inst, "moat-no-such-binary-x"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("missing binary: want NotFound, got %v", err)
 	}
 }
@@ -132,7 +132,7 @@ func TestServerErrorsExhaustToUnavailable(t *testing.T) {
 	before := fake.Requests()
 	fake.Fail500(10)
 	_, err := inst.Status(testCtx(t))
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("want Unavailable after 500s, got %v", err)
 	}
 	if n := fake.Requests() - before; n != 4 {
@@ -146,7 +146,7 @@ func TestUnauthenticatedHidesToken(t *testing.T) {
 	const wrong = "dtn-WRONG-secret-token-9e8d7c6b5a"
 	b := client(t, apiURL, wrong)
 	_, err := b.Create(testCtx(t), backendtest.CreateRequest(t, ""))
-	if !errors.Is(err, errdefs.ErrUnauthenticated) {
+	if !errdefs.Is(err, errdefs.KindUnauthenticated) {
 		t.Fatalf("want Unauthenticated, got %v", err)
 	}
 	if strings.Contains(err.Error(), wrong) {
@@ -175,7 +175,7 @@ func TestGarbageBodyIsClear(t *testing.T) {
 	inst := newSandbox(t, b)
 	fake.InjectFaults(4, daytonafake.Fault{Status: http.StatusBadGateway, ContentType: "text/html", Body: "<html><body><h1>502 Bad Gateway</h1> cloudflare</body></html>"})
 	_, err := inst.Status(testCtx(t))
-	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"<html><body><h1>502 Bad Gateway`) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) || !strings.Contains(err.Error(), `"<html><body><h1>502 Bad Gateway`) {
 		t.Fatalf("HTML answer: %v", err)
 	}
 	// A 200 with garbage is reported, not silently decoded.
@@ -196,7 +196,7 @@ func TestVanishedSandbox(t *testing.T) {
 	if !fake.Vanish(st.ID) {
 		t.Fatalf("fake has no sandbox %q", st.ID)
 	}
-	if _, _, _, err := run(testCtx(t), inst, "true"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := run(testCtx(t), inst, "true"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Exec on a vanished sandbox: want NotFound, got %v", err)
 	}
 	if s, err := inst.Status(testCtx(t)); err != nil || s != backend.StatusGone {
@@ -275,7 +275,7 @@ func TestUnknownOptionIsInvalidArgument(t *testing.T) {
 	req := backendtest.CreateRequest(t, "")
 	req.Options = json.RawMessage(`{"snapshot":"x","no_such_option":1}`)
 	before := fake.Requests()
-	if _, err := b.Create(testCtx(t), req); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := b.Create(testCtx(t), req); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Fatalf("want InvalidArgument, got %v", err)
 	}
 	if fake.Requests() != before {

@@ -247,7 +247,7 @@ func testRemovedMidExec(t *testing.T, engine bool) {
 		t.Logf("engine path: %v", err)
 		return
 	}
-	if !errors.Is(err, errdefs.ErrNotFound) {
+	if !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("exec whose container was removed: %v, want NotFound", err)
 	}
 }
@@ -277,12 +277,12 @@ func TestAgentNeedsNoDaemon(t *testing.T) {
 	if out, _ := run(t, inst, "stat", "-c", "%a %u", "/data/new/f.bin", "/data/new"); out != "640 0\n755 0\n" {
 		t.Errorf("modes and owners: %q", out)
 	}
-	if err := inst.ReadFile(ctx, "/data/none", &got); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := inst.ReadFile(ctx, "/data/none", &got); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("read of a missing file: %v", err)
 	}
 	// With the agent gone from the picture, the dead daemon is what answers.
 	os.Remove(filepath.Join(real.agentDir, agentSock))
-	if _, err := inst.Exec(ctx, &backend.ExecRequest{Argv: []string{"true"}, Stdout: &got, Stderr: &got}); !errors.Is(err, errdefs.ErrUnavailable) {
+	if _, err := inst.Exec(ctx, &backend.ExecRequest{Argv: []string{"true"}, Stdout: &got, Stderr: &got}); !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Errorf("exec without agent and daemon: %v, want Unavailable", err)
 	}
 }

@@ -269,7 +269,7 @@ func TestMissingImage(t *testing.T) {
 	req := createReq("noimage")
 	req.Image = "moat-no-such-image:" + randID()
 	_, err := b.Create(testCtx(t), req)
-	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), req.Image) {
+	if !errdefs.Is(err, errdefs.KindNotFound) || !strings.Contains(err.Error(), req.Image) {
 		t.Fatalf("create with a missing image: %v, want NotFound naming the image", err)
 	}
 }
@@ -284,11 +284,11 @@ func TestDeadDaemon(t *testing.T) {
 		t.Errorf("probe = %+v", h)
 	}
 	_, err = b.Create(context.Background(), createReq("dead"))
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Errorf("create on a dead daemon: %v, want Unavailable", err)
 	}
 	_, err = b.List(context.Background())
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Errorf("list on a dead daemon: %v, want Unavailable", err)
 	}
 }
@@ -302,19 +302,19 @@ func TestRemovedBehindOurBack(t *testing.T) {
 	}
 	var out bytes.Buffer
 	_, err := inst.Exec(testCtx(t), &backend.ExecRequest{Argv: []string{"true"}, Stdout: &out, Stderr: &out})
-	if !errors.Is(err, errdefs.ErrNotFound) {
+	if !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("exec after removal: %v, want NotFound", err)
 	}
 	if st, err := inst.Status(testCtx(t)); err != nil || st != backend.StatusGone {
 		t.Errorf("status after removal = %q, %v; want gone", st, err)
 	}
-	if err := inst.ReadFile(testCtx(t), "/etc/passwd", &out); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := inst.ReadFile(testCtx(t), "/etc/passwd", &out); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("read after removal: %v, want NotFound", err)
 	}
-	if err := inst.WriteFile(testCtx(t), "/tmp/x", strings.NewReader("x"), 0o644); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := inst.WriteFile(testCtx(t), "/tmp/x", strings.NewReader("x"), 0o644); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("write after removal: %v, want NotFound", err)
 	}
-	if _, err := b.Attach(testCtx(t), h); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := b.Attach(testCtx(t), h); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("attach after removal: %v, want NotFound", err)
 	}
 	if err := inst.Destroy(testCtx(t)); err != nil {
@@ -335,7 +335,7 @@ func TestHandleState(t *testing.T) {
 		st["agent_dir"] != inst.agentDir || inst.agentDir == "" {
 		t.Errorf("handle = %s %d %v", h.Backend, h.Version, st)
 	}
-	if _, err := b.Attach(testCtx(t), backend.Handle{Backend: "docker", Version: 3, State: h.State}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := b.Attach(testCtx(t), backend.Handle{Backend: "docker", Version: 3, State: h.State}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("attach with version 3: %v, want InvalidArgument", err)
 	}
 	// A Version 1 handle (written before the agent existed) still attaches; the
@@ -359,11 +359,11 @@ func TestExecFailureKinds(t *testing.T) {
 	}
 	for _, argv := range [][]string{{"moat-no-such-bin"}, {"/no/such/bin"}} {
 		out, _, err := exec(argv...)
-		if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), argv[0]) || out != "" {
+		if !errdefs.Is(err, errdefs.KindNotFound) || !strings.Contains(err.Error(), argv[0]) || out != "" {
 			t.Errorf("exec %q: err %v, output %q; want NotFound naming it, no output", argv, err, out)
 		}
 	}
-	if _, _, err := exec("/etc/passwd"); !errors.Is(err, errdefs.ErrPermissionDenied) {
+	if _, _, err := exec("/etc/passwd"); !errdefs.Is(err, errdefs.KindPermissionDenied) {
 		t.Errorf("exec of a non-executable: %v, want PermissionDenied", err)
 	}
 	for _, c := range []int{126, 127} {
@@ -463,7 +463,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err := inst2.ReadFile(testCtx(t), "/data/hello.txt", &out); err != nil || out.String() != "snapshotted" {
 		t.Errorf("file in sandbox from snapshot: %q, %v", out.String(), err)
 	}
-	if _, err := inst.Snapshot(testCtx(t), "bad name/"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := inst.Snapshot(testCtx(t), "bad name/"); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("snapshot with an invalid name: %v", err)
 	}
 }
@@ -481,7 +481,7 @@ func TestFilesDetails(t *testing.T) {
 		t.Errorf("modes:\n%s\nwant:\n%s", out, want)
 	}
 	// A directory is never replaced by a file.
-	if err := inst.WriteFile(ctx, "/tmp/new", strings.NewReader("x"), 0o644); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := inst.WriteFile(ctx, "/tmp/new", strings.NewReader("x"), 0o644); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("write over a directory: %v, want InvalidArgument", err)
 	}
 	// Reading through a symlink gets the target's content.
@@ -512,10 +512,10 @@ b" && : > /l/.hidden && ln -s sub /l/ln`)
 	if len(infos) != 4 || infos[0].ModTime.IsZero() || infos[1].Mode.Perm() != 0o644 {
 		t.Errorf("list details: %+v", infos)
 	}
-	if _, err := inst.ListDir(ctx, "/l/a\nb"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := inst.ListDir(ctx, "/l/a\nb"); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("list of a file: %v", err)
 	}
-	if _, err := inst.ListDir(ctx, "/nope"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := inst.ListDir(ctx, "/nope"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("list of a missing dir: %v", err)
 	}
 }
@@ -552,10 +552,10 @@ func TestRegistryAndConfig(t *testing.T) {
 	if err != nil || b.(*Backend).host != "unix:///explicit.sock" {
 		t.Errorf("explicit host over DOCKER_HOST: %v", err)
 	}
-	if _, err := New(Config{Pull: "sometimes"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := New(Config{Pull: "sometimes"}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("bad pull policy: %v", err)
 	}
-	if _, err := New(Config{Network: "host"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := New(Config{Network: "host"}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("network host: %v", err)
 	}
 }
@@ -564,7 +564,7 @@ func TestCreateOptionsAndDiskLimit(t *testing.T) {
 	b := newTestBackend(t)
 	req := createReq("opts")
 	req.Options = json.RawMessage(`{"bogus": 1}`)
-	if _, err := b.Create(testCtx(t), req); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := b.Create(testCtx(t), req); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("unknown option: %v, want InvalidArgument", err)
 	}
 	req = createReq("disk")
@@ -577,7 +577,7 @@ func TestCreateOptionsAndDiskLimit(t *testing.T) {
 		if err != nil || info.HostConfig.StorageOpt["size"] != "1073741824" {
 			t.Errorf("disk limit not applied: %v %v", info.HostConfig.StorageOpt, err)
 		}
-	case !errors.Is(err, errdefs.ErrUnsupported):
+	case !errdefs.Is(err, errdefs.KindUnsupported):
 		t.Errorf("disk limit on a driver without support: %v, want Unsupported", err)
 	}
 }
@@ -594,7 +594,7 @@ func TestExecWhenStoppedOrPaused(t *testing.T) {
 	if err := inst.Pause(ctx); err != nil {
 		t.Errorf("pause twice: %v", err)
 	}
-	if _, err := inst.Exec(ctx, req); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := inst.Exec(ctx, req); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Errorf("exec while paused: %v, want FailedPrecondition", err)
 	}
 	if err := inst.Resume(ctx); err != nil {
@@ -606,7 +606,7 @@ func TestExecWhenStoppedOrPaused(t *testing.T) {
 	if err := inst.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := inst.Exec(ctx, req); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := inst.Exec(ctx, req); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Errorf("exec while stopped: %v, want FailedPrecondition", err)
 	}
 	if st, err := inst.Status(ctx); err != nil || st != backend.StatusStopped {

@@ -120,7 +120,7 @@ func TestExecBasics(t *testing.T) {
 		t.Fatalf("sleep across keepalives: %d %v", code, err)
 	}
 	// A missing executable is NotFound; a command that itself exits 127 is not.
-	if _, _, _, err := run(ctx, inst, nil, "no-such-binary-xyz"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := run(ctx, inst, nil, "no-such-binary-xyz"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("missing binary: want NotFound, got %v", err)
 	}
 	code, _, errs, err = run(ctx, inst, nil, "sh", "-c", `echo real >&2; exit 127`)
@@ -253,7 +253,7 @@ func TestServerErrorsExhaust(t *testing.T) {
 	id := sandboxID(t, inst)
 	h.fake.Inject(e2bfake.Fault{Count: 100, Status: http.StatusInternalServerError, PathPrefix: "/sandboxes/"})
 	_, err := inst.Status(testCtx(t))
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("want Unavailable, got %v", err)
 	}
 	if !strings.Contains(err.Error(), "Internal Server Error") {
@@ -265,7 +265,7 @@ func TestServerErrorsExhaust(t *testing.T) {
 	// Create is not idempotent: one 500 is final.
 	h.fake.Inject(e2bfake.Fault{Count: 1, Status: http.StatusInternalServerError, PathPrefix: "/v2/sandboxes"})
 	before := len(h.fake.Sandboxes())
-	if _, err := h.b.Create(testCtx(t), createReq()); !errors.Is(err, errdefs.ErrUnavailable) {
+	if _, err := h.b.Create(testCtx(t), createReq()); !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("create with 500: want Unavailable, got %v", err)
 	}
 	if n := h.fake.Requests("POST /v2/sandboxes"); n != 2 { // the harness's create + this one
@@ -281,7 +281,7 @@ func TestWrongTokenNotLeaked(t *testing.T) {
 	const secret = "e2b_SECRET_distinctive_token_4711"
 	b := newClient(t, h.srv.URL, secret)
 	_, err := b.Create(testCtx(t), createReq())
-	if !errors.Is(err, errdefs.ErrUnauthenticated) {
+	if !errdefs.Is(err, errdefs.KindUnauthenticated) {
 		t.Fatalf("want Unauthenticated, got %v", err)
 	}
 	if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), testToken) {
@@ -310,7 +310,7 @@ func TestGarbageBodies(t *testing.T) {
 	html := "<html><head><title>403 Forbidden</title></head><body>cloudflare</body></html>"
 	h.fake.Inject(e2bfake.Fault{Status: http.StatusForbidden, Body: html, ContentType: "text/html", PathPrefix: "/sandboxes/"})
 	_, err := inst.Status(testCtx(t))
-	if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "non-JSON") || !strings.Contains(err.Error(), "<html>") {
+	if !errdefs.Is(err, errdefs.KindPermissionDenied) || !strings.Contains(err.Error(), "non-JSON") || !strings.Contains(err.Error(), "<html>") {
 		t.Fatalf("HTML 403: %v", err)
 	}
 	h.fake.Inject(e2bfake.Fault{Status: http.StatusOK, Body: html, ContentType: "text/html", PathPrefix: "/sandboxes/"})
@@ -327,10 +327,10 @@ func TestVanishedSandbox(t *testing.T) {
 		t.Fatal("vanish")
 	}
 	ctx := testCtx(t)
-	if _, _, _, err := run(ctx, inst, nil, "true"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := run(ctx, inst, nil, "true"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Exec on a vanished sandbox: want NotFound, got %v", err)
 	}
-	if err := inst.(backend.FileTransferer).ReadFile(ctx, "/tmp/x", io.Discard); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := inst.(backend.FileTransferer).ReadFile(ctx, "/tmp/x", io.Discard); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("ReadFile on a vanished sandbox: want NotFound, got %v", err)
 	}
 	if st, err := inst.Status(ctx); err != nil || st != backend.StatusGone {
@@ -339,7 +339,7 @@ func TestVanishedSandbox(t *testing.T) {
 	if err := inst.Destroy(ctx); err != nil {
 		t.Errorf("Destroy of a vanished sandbox: %v", err)
 	}
-	if _, err := h.b.Attach(ctx, inst.Handle()); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := h.b.Attach(ctx, inst.Handle()); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Attach: want NotFound, got %v", err)
 	}
 }
@@ -365,7 +365,7 @@ func TestCreateOptions(t *testing.T) {
 	h := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{})
 	req := createReq()
 	req.Options = json.RawMessage(`{"template":"x","cpu_count":4}`)
-	if _, err := h.b.Create(testCtx(t), req); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "cpu_count") {
+	if _, err := h.b.Create(testCtx(t), req); !errdefs.Is(err, errdefs.KindInvalidArgument) || !strings.Contains(err.Error(), "cpu_count") {
 		t.Fatalf("unknown option: want InvalidArgument naming it, got %v", err)
 	}
 	if n := len(h.fake.Sandboxes()); n != 0 {
@@ -397,7 +397,7 @@ func TestPauseResumeAndPorts(t *testing.T) {
 	if st, _ := inst.Status(ctx); st != backend.StatusPaused {
 		t.Fatalf("status %q", st)
 	}
-	if _, _, _, err := run(ctx, inst, nil, "true"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, _, _, err := run(ctx, inst, nil, "true"); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Fatalf("exec while paused: want FailedPrecondition, got %v", err)
 	}
 	if err := p.Resume(ctx); err != nil {
@@ -458,7 +458,7 @@ func TestEchoedKeyRedacted(t *testing.T) {
 	}))
 	defer srv.Close()
 	_, err := newClient(t, srv.URL, secret).Create(testCtx(t), createReq())
-	if !errors.Is(err, errdefs.ErrUnauthenticated) || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "Invalid API key") {
+	if !errdefs.Is(err, errdefs.KindUnauthenticated) || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "Invalid API key") {
 		t.Fatalf("err = %v; want Unauthenticated with the message and without the key", err)
 	}
 }

@@ -45,7 +45,7 @@ func TestStreamReader(t *testing.T) {
 	buf.Reset()
 	buf.Write(envelope(flagEndStream, []byte(`{"error":{"code":"not_found","message":"process with pid 3 not found"}}`)))
 	err := newStreamReader(io.NopCloser(&buf), "Start").next(&processEvent{})
-	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "pid 3 not found") {
+	if !errdefs.Is(err, errdefs.KindNotFound) || !strings.Contains(err.Error(), "pid 3 not found") {
 		t.Fatalf("end-of-stream error: %v", err)
 	}
 	// A body cut short is not a clean end.
@@ -217,7 +217,7 @@ func TestEnvdBase(t *testing.T) {
 	if got := b2.envdBase("abc", "e2b.app"); got != "http://127.0.0.1:9" {
 		t.Errorf("override: %s", got)
 	}
-	if _, err := New(Config{APIURL: "ftp://x"}, Options{}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := New(Config{APIURL: "ftp://x"}, Options{}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("bad api_url: %v", err)
 	}
 }
@@ -249,10 +249,10 @@ func TestConfigKeys(t *testing.T) {
 			t.Errorf("want one warning %q in %q", w, logs)
 		}
 	}
-	if _, _, err := open("max_retries = 3\nmax_attempts = 5"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, _, err := open("max_retries = 3\nmax_attempts = 5"); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("both set: %v", err)
 	}
-	if _, _, err := open(`timeout = "1500ms"`); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, _, err := open(`timeout = "1500ms"`); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("fractional seconds: %v", err)
 	}
 }

@@ -36,7 +36,7 @@ func TestFaultBeforeFailsWithoutEffect(t *testing.T) {
 		return errdefs.Unavailablef("fake: daemon down")
 	}))
 	_, err := b.Create(context.Background(), &backend.CreateRequest{ID: "x"})
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("want the fault's Unavailable error, got %v", err)
 	}
 	if ids := b.IDs(); len(ids) != 0 || b.Calls(fake.OpCreate) != 1 {
@@ -104,10 +104,10 @@ func TestVanish(t *testing.T) {
 	if st, err := inst.Status(context.Background()); st != backend.StatusGone || err != nil {
 		t.Errorf("Status = %q, %v; want gone", st, err)
 	}
-	if _, _, err := run(inst, context.Background(), "true"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, err := run(inst, context.Background(), "true"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Exec: want NotFound, got %v", err)
 	}
-	if _, err := b.Attach(context.Background(), h); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := b.Attach(context.Background(), h); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Attach: want NotFound, got %v", err)
 	}
 	if b.Vanish("v") {
@@ -135,10 +135,10 @@ func TestStopAndPauseRefuseExec(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Stop did not end the running exec")
 	}
-	if _, _, err := run(inst, context.Background(), "true"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, _, err := run(inst, context.Background(), "true"); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Errorf("Exec while stopped: want FailedPrecondition, got %v", err)
 	}
-	if err := inst.(backend.Pauser).Pause(context.Background()); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := inst.(backend.Pauser).Pause(context.Background()); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Errorf("Pause while stopped: want FailedPrecondition, got %v", err)
 	}
 	if err := inst.(backend.Stopper).Start(context.Background()); err != nil {
@@ -147,7 +147,7 @@ func TestStopAndPauseRefuseExec(t *testing.T) {
 	if err := inst.(backend.Pauser).Pause(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := run(inst, context.Background(), "true"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, _, err := run(inst, context.Background(), "true"); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Errorf("Exec while paused: want FailedPrecondition, got %v", err)
 	}
 }
@@ -181,13 +181,13 @@ func TestWithCommand(t *testing.T) {
 
 func TestCreateOptionsAndImages(t *testing.T) {
 	b := fake.New()
-	if _, err := b.Create(context.Background(), &backend.CreateRequest{ID: "o", Options: json.RawMessage(`{"x":1}`)}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := b.Create(context.Background(), &backend.CreateRequest{ID: "o", Options: json.RawMessage(`{"x":1}`)}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("unknown options: want InvalidArgument, got %v", err)
 	}
-	if _, err := b.Create(context.Background(), &backend.CreateRequest{ID: "i", Image: fake.SnapshotImagePrefix + "nope"}); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := b.Create(context.Background(), &backend.CreateRequest{ID: "i", Image: fake.SnapshotImagePrefix + "nope"}); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("unknown snapshot image: want NotFound, got %v", err)
 	}
-	if _, err := b.Attach(context.Background(), backend.Handle{Backend: "docker", Version: 1, State: []byte(`{"id":"x"}`)}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := b.Attach(context.Background(), backend.Handle{Backend: "docker", Version: 1, State: []byte(`{"id":"x"}`)}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("foreign handle: want InvalidArgument, got %v", err)
 	}
 	if ids := b.IDs(); len(ids) != 0 {
@@ -230,10 +230,10 @@ func TestRegistered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Attach(context.Background(), inst.Handle()); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := other.Attach(context.Background(), inst.Handle()); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("attach from another state dir: want NotFound, got %v", err)
 	}
-	if _, err := factory(backend.Config{StateDir: dir, Decode: decode("bogus")}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := factory(backend.Config{StateDir: dir, Decode: decode("bogus")}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("bad health: want InvalidArgument, got %v", err)
 	}
 }

@@ -2,7 +2,6 @@ package vercel
 
 import (
 	"encoding/base64"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -101,10 +100,10 @@ func TestDeprecatedTimeoutMs(t *testing.T) {
 	if strings.Count(logs, "timeout_ms is deprecated; use timeout") != 1 {
 		t.Errorf("want one deprecation warning, got %q", logs)
 	}
-	if _, _, err := open("timeout = \"1m\"\ntimeout_ms = 1000"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, _, err := open("timeout = \"1m\"\ntimeout_ms = 1000"); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("both set: %v", err)
 	}
-	if _, _, err := open(`timeout = "1.5ms"`); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, _, err := open(`timeout = "1.5ms"`); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("sub-millisecond timeout: %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func TestExecBasics(t *testing.T) {
 		t.Errorf("cat with stdin = %d %q %v; want %q", code, out, err, in)
 	}
 	_, _, _, err = run(tctx(t), inst, nil, "moat-no-such-binary")
-	if !errors.Is(err, errdefs.ErrNotFound) {
+	if !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("missing binary: want NotFound, got %v", err)
 	}
 }
@@ -120,7 +120,7 @@ func TestExit127IsNotMissingBinary(t *testing.T) {
 		t.Errorf("a command exiting 127 is not a missing binary: %d %v", code, err)
 	}
 	for _, argv0 := range []string{"moat-no-such-binary", "./no/such/binary"} {
-		if _, _, _, err := run(tctx(t), inst, nil, argv0); !errors.Is(err, errdefs.ErrNotFound) {
+		if _, _, _, err := run(tctx(t), inst, nil, argv0); !errdefs.Is(err, errdefs.KindNotFound) {
 			t.Errorf("missing %s: want NotFound, got %v", argv0, err)
 		}
 	}
@@ -150,7 +150,7 @@ func TestPersistentStopStart(t *testing.T) {
 	if s, err := inst.Status(tctx(t)); err != nil || s != backend.StatusStopped {
 		t.Errorf("Status after Stop = %q, %v", s, err)
 	}
-	if _, _, _, err := run(tctx(t), inst, nil, "true"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, _, _, err := run(tctx(t), inst, nil, "true"); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Errorf("Exec on a stopped sandbox = %v; want FailedPrecondition", err)
 	}
 	if err := st.Start(tctx(t)); err != nil {
@@ -271,7 +271,7 @@ func TestServerErrorsExhaustRetries(t *testing.T) {
 	before := e.srv.Requests()
 	e.srv.FailNext(100, http.StatusInternalServerError, 0)
 	_, err := inst.Status(tctx(t))
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("Status under 500s = %v; want Unavailable", err)
 	}
 	if !strings.Contains(err.Error(), "An unexpected internal error occurred") {
@@ -284,7 +284,7 @@ func TestServerErrorsExhaustRetries(t *testing.T) {
 	e.srv.FailNext(100, http.StatusInternalServerError, 0)
 	before = e.srv.Requests()
 	_, _, _, err = run(tctx(t), inst, nil, "true")
-	if !errors.Is(err, errdefs.ErrUnavailable) || e.srv.Requests()-before != 1 {
+	if !errdefs.Is(err, errdefs.KindUnavailable) || e.srv.Requests()-before != 1 {
 		t.Errorf("exec under 500s = %v after %d requests; want Unavailable after 1", err, e.srv.Requests()-before)
 	}
 }
@@ -294,7 +294,7 @@ func TestWrongTokenNotLeaked(t *testing.T) {
 	const secret = "sekrit-token-ZQ93XK"
 	b := newBackend(t, e.ts.URL+"/api", secret)
 	_, err := b.Create(tctx(t), &backend.CreateRequest{ID: "wrong-token"})
-	if !errors.Is(err, errdefs.ErrUnauthenticated) {
+	if !errdefs.Is(err, errdefs.KindUnauthenticated) {
 		t.Fatalf("Create with a wrong token = %v; want Unauthenticated", err)
 	}
 	if strings.Contains(err.Error(), secret) {
@@ -389,10 +389,10 @@ func TestSandboxVanished(t *testing.T) {
 	if !e.srv.Vanish(name) {
 		t.Fatalf("fake has no sandbox %s", name)
 	}
-	if _, _, _, err := run(tctx(t), inst, nil, "true"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := run(tctx(t), inst, nil, "true"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Exec on a vanished sandbox = %v; want NotFound", err)
 	}
-	if err := inst.(backend.FileTransferer).WriteFile(tctx(t), "/tmp/x", strings.NewReader("x"), 0o644); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := inst.(backend.FileTransferer).WriteFile(tctx(t), "/tmp/x", strings.NewReader("x"), 0o644); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("WriteFile on a vanished sandbox = %v; want NotFound", err)
 	}
 	if st, err := inst.Status(tctx(t)); err != nil || st != backend.StatusGone {
@@ -401,7 +401,7 @@ func TestSandboxVanished(t *testing.T) {
 	if err := inst.Destroy(tctx(t)); err != nil {
 		t.Errorf("Destroy of a vanished sandbox = %v; want success", err)
 	}
-	if _, err := e.b.Attach(tctx(t), inst.Handle()); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := e.b.Attach(tctx(t), inst.Handle()); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("Attach = %v; want NotFound", err)
 	}
 }
@@ -411,11 +411,11 @@ func TestCreateOptions(t *testing.T) {
 	before := e.srv.Requests()
 	for _, opts := range []string{`{"bogus":1}`, `{"vcpus":3}`, `{"ports":[0]}`, `{"git":{"url":"x"},"tarball":"y"}`, `[]`} {
 		_, err := e.b.Create(tctx(t), &backend.CreateRequest{ID: "opts", Options: []byte(opts)})
-		if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if !errdefs.Is(err, errdefs.KindInvalidArgument) {
 			t.Errorf("options %s: %v; want InvalidArgument", opts, err)
 		}
 	}
-	if _, err := e.b.Create(tctx(t), &backend.CreateRequest{ID: "rt", Image: "node18"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := e.b.Create(tctx(t), &backend.CreateRequest{ID: "rt", Image: "node18"}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("unknown runtime image: %v; want InvalidArgument", err)
 	}
 	if n := e.srv.Requests() - before; n != 0 {
@@ -461,7 +461,7 @@ func TestFactoryRegistered(t *testing.T) {
 	if _, err := f(backend.Config{Decode: func(v any) error {
 		v.(*vercel.Config).Runtime = "node18"
 		return nil
-	}}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	}}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("unknown runtime in config: %v; want InvalidArgument", err)
 	}
 	b, err := f(backend.Config{Getenv: func(string) string { return "" }})
@@ -521,10 +521,10 @@ func TestFilesNative(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Name != "héllo ✓" || list[0].Size != 7 || list[0].Mode.Perm() != 0o640 {
 		t.Errorf("ListDir = %+v, %v", list, err)
 	}
-	if err := ft.ReadFile(tctx(t), "/w/missing", io.Discard); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := ft.ReadFile(tctx(t), "/w/missing", io.Discard); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("ReadFile(missing) = %v; want NotFound", err)
 	}
-	if err := ft.ReadFile(tctx(t), "/w/new", io.Discard); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := ft.ReadFile(tctx(t), "/w/new", io.Discard); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("ReadFile(dir) = %v; want InvalidArgument", err)
 	}
 }
@@ -597,7 +597,7 @@ func TestHugeJSONAnswerIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := b.Attach(ctx, backend.Handle{Backend: "vercel", Version: 1, State: []byte(`{"name":"moat-x","session_id":"se_1"}`)})
-	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "larger than") {
+	if !errdefs.Is(err, errdefs.KindUnavailable) || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("endless answer: %v; want Unavailable, larger than the bound", err)
 	}
 }

@@ -2,7 +2,6 @@ package memstore_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	"github.com/moatsh/moat/errdefs"
@@ -38,10 +37,10 @@ func TestOpenURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if _, err := s2.GetSetting(ctx, "k"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s2.GetSetting(ctx, "k"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("second mem: store sees the first one's data (err %v)", err)
 	}
-	if _, err := store.Open(ctx, "mem:/some/path"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := store.Open(ctx, "mem:/some/path"); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Fatalf("Open(mem:/some/path): %v, want InvalidArgument", err)
 	}
 }
@@ -54,7 +53,7 @@ func TestClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := s.Get(context.Background(), "x"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := s.Get(context.Background(), "x"); !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Fatalf("Get after Close: %v, want FailedPrecondition", err)
 	}
 }
@@ -63,10 +62,10 @@ func TestInvalidInput(t *testing.T) {
 	s := memstore.New()
 	defer s.Close()
 	ctx := context.Background()
-	if err := s.Create(ctx, &store.Record{}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := s.Create(ctx, &store.Record{}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Fatalf("Create without id: %v", err)
 	}
-	if err := s.Create(ctx, &store.Record{ID: "x", Spec: []byte("{nope")}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := s.Create(ctx, &store.Record{ID: "x", Spec: []byte("{nope")}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Fatalf("Create with bad spec: %v", err)
 	}
 }

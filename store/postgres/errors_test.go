@@ -53,7 +53,7 @@ func TestRetrySerializationFailure(t *testing.T) {
 		calls++
 		return &pgconn.PgError{Code: "40P01"}
 	})
-	if !errors.Is(err, errdefs.ErrUnavailable) || calls != retries+1 {
+	if !errdefs.Is(err, errdefs.KindUnavailable) || calls != retries+1 {
 		t.Fatalf("persistent deadlock: %v after %d calls; want Unavailable after %d", err, calls, retries+1)
 	}
 	calls = 0
@@ -61,7 +61,7 @@ func TestRetrySerializationFailure(t *testing.T) {
 		calls++
 		return &pgconn.PgError{Code: "23505"}
 	})
-	if !errors.Is(err, errdefs.ErrAlreadyExists) || calls != 1 {
+	if !errdefs.Is(err, errdefs.KindAlreadyExists) || calls != 1 {
 		t.Fatalf("unique violation: %v after %d calls; want AlreadyExists without retry", err, calls)
 	}
 }

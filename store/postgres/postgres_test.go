@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/url"
 	"os"
 	"strings"
@@ -128,7 +127,7 @@ func TestMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = store.Open(ctx, dsn)
-	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Fatalf("Open of a database from a newer moat: %v, want FailedPrecondition", err)
 	}
 }
@@ -163,7 +162,7 @@ func TestInvalidInput(t *testing.T) {
 		"bad spec":    {ID: "x", Spec: []byte("{nope")},
 		"NUL in name": {ID: "y", Name: "a\x00b"},
 	} {
-		if err := s.Create(ctx, r); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if err := s.Create(ctx, r); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 			t.Errorf("Create with %s: %v, want InvalidArgument", name, err)
 		}
 	}
@@ -172,7 +171,7 @@ func TestInvalidInput(t *testing.T) {
 func TestUnreachableIsUnavailable(t *testing.T) {
 	// Port 1 on loopback: nothing listens, so the connection is refused at once.
 	_, err := store.Open(context.Background(), "postgres://moat:s3cret-pw@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("Open of an unreachable server: %v, want Unavailable", err)
 	}
 	if strings.Contains(err.Error(), "s3cret-pw") {
@@ -182,7 +181,7 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 
 func TestBadDSN(t *testing.T) {
 	_, err := store.Open(context.Background(), "postgres://moat:s3cret-pw@127.0.0.1:notaport/x")
-	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Fatalf("Open with a bad URL: %v, want InvalidArgument", err)
 	}
 	if strings.Contains(err.Error(), "s3cret-pw") {

@@ -74,7 +74,7 @@ func TestOpenURLForms(t *testing.T) {
 		s.Close()
 	}
 	for _, url := range []string{"sqlite:", "sqlite:" + dir + "/x.db?mode=ro"} {
-		if _, err := store.Open(ctx, url); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if _, err := store.Open(ctx, url); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 			t.Errorf("Open(%q): %v, want InvalidArgument", url, err)
 		}
 	}
@@ -120,7 +120,7 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := store.Open(context.Background(), "sqlite:"+path)
-	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if !errdefs.Is(err, errdefs.KindFailedPrecondition) {
 		t.Fatalf("Open of a database from a newer moat: %v, want FailedPrecondition", err)
 	}
 	if want := "schema version " + strconv.Itoa(future); !strings.Contains(err.Error(), want) {
@@ -172,7 +172,7 @@ func TestLockedDatabaseIsUnavailable(t *testing.T) {
 	}
 	defer conn.ExecContext(context.Background(), `ROLLBACK`)
 	err = s.PutSetting(context.Background(), "k", []byte("v"))
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Fatalf("write under a held lock: %v, want Unavailable", err)
 	}
 	// A ctx deadline cuts the wait short and says so.
@@ -217,7 +217,7 @@ func increment(s store.Store, n int) error {
 		c, _ := strconv.Atoi(r.Labels["counter"])
 		r.Labels["counter"] = strconv.Itoa(c + 1)
 		err = s.Update(ctx, r)
-		if errors.Is(err, errdefs.ErrConflict) {
+		if errdefs.Is(err, errdefs.KindConflict) {
 			continue
 		}
 		if err != nil {

@@ -335,7 +335,7 @@ func testUniqueName(t *testing.T, s store.Store) {
 	b := sample("name-b")
 	b.Name = "web"
 	wantKind(t, "Create with a name in use", s.Create(ctx, b), errdefs.ErrAlreadyExists)
-	if _, err := s.Get(ctx, "name-b"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Get(ctx, "name-b"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("record with a duplicate name was stored anyway (Get: %v)", err)
 	}
 	// A record in any non-destroyed status holds its name.
@@ -568,7 +568,7 @@ func testUpdateMissing(t *testing.T, s store.Store) {
 	r := sample("ghost")
 	r.Version = 1
 	wantKind(t, "Update missing", s.Update(context.Background(), r), errdefs.ErrNotFound)
-	if _, err := s.Get(context.Background(), "ghost"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Get(context.Background(), "ghost"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("Update of a missing record created it (Get: %v)", err)
 	}
 }
@@ -595,7 +595,7 @@ func testUpdateOneWinner(t *testing.T, s store.Store) {
 			switch {
 			case err == nil:
 				won = append(won, i)
-			case errors.Is(err, errdefs.ErrConflict):
+			case errdefs.Is(err, errdefs.KindConflict):
 				conflicts++
 			default:
 				others = append(others, err)
@@ -655,7 +655,7 @@ func testUpdateRace(t *testing.T, stores []store.Store) {
 				}
 				cur.Labels["counter"] = strconv.Itoa(c + 1)
 				err = s.Update(ctx, cur)
-				if errors.Is(err, errdefs.ErrConflict) {
+				if errdefs.Is(err, errdefs.KindConflict) {
 					mu.Lock()
 					conflicts++
 					mu.Unlock()
@@ -843,7 +843,7 @@ func testCanceled(t *testing.T, s store.Store) {
 	check("ListSettings", err)
 
 	// Nothing happened.
-	if _, err := s.Get(live, "cx-new"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Get(live, "cx-new"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Errorf("cancelled Create stored the record (Get: %v)", err)
 	}
 	wantEqual(t, "record after cancelled Update and Delete", existing, mustGet(t, s, "cx-existing"))
@@ -877,7 +877,7 @@ func testDurable(t *testing.T, open func(t testing.TB) store.Store) {
 	s2 := open(t)
 	wantEqual(t, "after reopen", recs[0], mustGet(t, s2, "dur-1"))
 	wantEqual(t, "after reopen", recs[1], mustGet(t, s2, "dur-2"))
-	if _, err := s2.Get(ctx, "dur-3"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s2.Get(ctx, "dur-3"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("deleted record is back after reopen (Get: %v)", err)
 	}
 	if v, err := s2.GetSetting(ctx, "k"); err != nil || !bytes.Equal(v, []byte{0, 1, 2}) {

@@ -172,7 +172,7 @@ func TestDoRetryAfter(t *testing.T) {
 	defer srv2.Close()
 	start = time.Now()
 	_, err = testClient(fast).Do(context.Background(), post(srv2.URL, "", true))
-	if !errors.Is(err, errdefs.ErrResourceExhausted) || rec2.count() != 1 {
+	if !errdefs.Is(err, errdefs.KindResourceExhausted) || rec2.count() != 1 {
 		t.Errorf("hour-long Retry-After: %v after %d requests; want ResourceExhausted at once", err, rec2.count())
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -230,7 +230,7 @@ func TestDoConnectionErrors(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}}}
 	_, err = c.Do(context.Background(), post(closed, "x", false))
-	if !errors.Is(err, errdefs.ErrUnavailable) || dials != fast.MaxAttempts {
+	if !errdefs.Is(err, errdefs.KindUnavailable) || dials != fast.MaxAttempts {
 		t.Errorf("dial failure: %v after %d dials; want Unavailable after %d", err, dials, fast.MaxAttempts)
 	}
 
@@ -260,11 +260,11 @@ func TestDoConnectionErrors(t *testing.T) {
 	count := func() int { mu.Lock(); defer mu.Unlock(); return accepted }
 
 	c.HTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	if _, err := c.Do(context.Background(), post(hangup, "x", false)); !errors.Is(err, errdefs.ErrUnavailable) || count() != 1 {
+	if _, err := c.Do(context.Background(), post(hangup, "x", false)); !errdefs.Is(err, errdefs.KindUnavailable) || count() != 1 {
 		t.Errorf("non-idempotent after a sent request: %v after %d connections; want one", err, count())
 	}
 	before := count()
-	if _, err := c.Do(context.Background(), post(hangup, "x", true)); !errors.Is(err, errdefs.ErrUnavailable) || count()-before != fast.MaxAttempts {
+	if _, err := c.Do(context.Background(), post(hangup, "x", true)); !errdefs.Is(err, errdefs.KindUnavailable) || count()-before != fast.MaxAttempts {
 		t.Errorf("idempotent: %v after %d connections; want %d", err, count()-before, fast.MaxAttempts)
 	}
 }

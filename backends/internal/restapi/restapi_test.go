@@ -339,7 +339,7 @@ func TestTransportError(t *testing.T) {
 	uerr := &url.Error{Op: "Get", URL: "http://127.0.0.1:9/v2/sandboxes?teamId=team_1", Err: cause}
 
 	err := TransportError(context.Background(), "prov: GET /v2/sandboxes", uerr, "tok_SECRET")
-	if !errors.Is(err, errdefs.ErrUnavailable) {
+	if !errdefs.Is(err, errdefs.KindUnavailable) {
 		t.Errorf("kind %q; want unavailable", errdefs.KindOf(err))
 	}
 	if got, want := err.Error(), "prov: GET /v2/sandboxes: connection reset by peer [redacted]"; got != want {
@@ -347,7 +347,7 @@ func TestTransportError(t *testing.T) {
 	}
 
 	plain := TransportError(context.Background(), "prov: x", errors.New("boom"))
-	if plain.Error() != "prov: x: boom" || !errors.Is(plain, errdefs.ErrUnavailable) {
+	if plain.Error() != "prov: x: boom" || !errdefs.Is(plain, errdefs.KindUnavailable) {
 		t.Errorf("plain error: %v", plain)
 	}
 
