@@ -51,6 +51,9 @@ type Descriptor struct {
 	Remote         bool      `json:"remote"`          // runs on a hosted provider
 	PackageManager string    `json:"package_manager"` // "apt-get", "dnf", "apk", "" when unknown
 	DefaultImage   string    `json:"default_image,omitempty"`
+	// Summary says in one line what the backend is and how it isolates (the README's
+	// backend table and the web UI show it).
+	Summary string `json:"summary,omitempty"`
 	// AutoRank places the backend in backend = "auto": candidates are tried by ascending
 	// rank. 0 means auto never picks it (select it by name). The ranks in use follow
 	// DESIGN.md's order: local VMs and containers, namespace jails, hosted providers, and

@@ -98,7 +98,8 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		pm, _ = b.pkgMgr.Load().(string)
 	}
 	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNamespace,
-		PackageManager: pm, DefaultImage: b.conf.Rootfs, AutoRank: backend.RankBwrap}
+		PackageManager: pm, DefaultImage: b.conf.Rootfs, AutoRank: backend.RankBwrap,
+		Summary: "bubblewrap: user/pid/ipc/uts/net namespaces, own rootfs (tarball or directory) or read-only host binds; state persists between execs"}
 }
 
 func (b *Backend) bwrapPath() (string, error) {

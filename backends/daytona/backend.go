@@ -49,6 +49,7 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		Remote:         true,
 		PackageManager: "apt-get",
 		AutoRank:       backend.RankDaytona,
+		Summary:        "Daytona, managed or self-hosted",
 		Settings:       Settings,
 	}
 }

@@ -182,6 +182,7 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		PackageManager: "apt-get",
 		DefaultImage:   b.cfg.Image,
 		AutoRank:       backend.RankDocker,
+		Summary:        "Engine API (Go SDK, never the CLI); network none; memory/CPU/pids limits; labels `moat.id`, `moat.managed`",
 		Settings:       []backend.Setting{settingHost},
 	}
 }

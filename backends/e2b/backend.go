@@ -58,6 +58,7 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		PackageManager: "apt-get", // E2B templates are Debian based
 		DefaultImage:   b.cfg.Template,
 		AutoRank:       backend.RankE2B,
+		Summary:        "E2B (Firecracker microVMs)",
 		Settings:       Settings,
 	}
 }

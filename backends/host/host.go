@@ -80,7 +80,8 @@ func New(cfg backend.Config) (backend.Backend, error) {
 
 // Descriptor implements backend.Backend.
 func (b *Backend) Descriptor() backend.Descriptor {
-	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNone, AutoRank: backend.RankHost}
+	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNone, AutoRank: backend.RankHost,
+		Summary: "restricted host: a private directory, rlimits and cgroup limits where available; **no isolation** — only with `allow_unisolated = true`"}
 }
 
 // meta is written to <sandbox>/.moat.json for Lister, and is the handle state.

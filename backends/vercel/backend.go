@@ -68,6 +68,7 @@ func (b *Backend) Descriptor() backend.Descriptor {
 		PackageManager: "dnf", // Vercel sandboxes run Amazon Linux 2023
 		DefaultImage:   b.defaultRuntime(),
 		AutoRank:       backend.RankVercel,
+		Summary:        "Vercel Sandbox (Firecracker microVMs)",
 		Settings:       Settings,
 	}
 }
