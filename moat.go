@@ -627,12 +627,7 @@ type ListFilter = moattype.ListFilter
 
 // List returns the records of matching sandboxes.
 func (m *Manager) List(ctx context.Context, f ListFilter) ([]Info, error) {
-	sf := store.Filter{Backend: f.Backend, SessionID: f.SessionID, Labels: f.Labels, Name: f.Name,
-		IncludeDestroyed: f.IncludeDestroyed}
-	for _, st := range f.Status {
-		sf.Status = append(sf.Status, store.Status(st))
-	}
-	recs, err := m.store.List(ctx, sf)
+	recs, err := m.store.List(ctx, f)
 	if err != nil {
 		return nil, err
 	}

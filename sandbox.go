@@ -40,7 +40,7 @@ type Info = moattype.Info
 
 func infoOf(r *store.Record) (Info, error) {
 	info := Info{
-		ID: r.ID, Name: r.Name, Backend: r.Backend, SessionID: r.SessionID, Status: Status(r.Status),
+		ID: r.ID, Name: r.Name, Backend: r.Backend, SessionID: r.SessionID, Status: r.Status,
 		LastError: r.LastError, Labels: r.Labels, Handle: r.Handle,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastUsed: r.LastUsed,
 	}

@@ -294,8 +294,9 @@ type Info struct {
 // not exist in the sandbox, to tell them from a sandbox that does not exist.
 var ErrCommandNotFound = errors.New("command not found")
 
-// ListFilter selects sandboxes in List. Zero fields match everything; destroyed sandboxes
-// are left out unless IncludeDestroyed is set or Status names "destroyed".
+// ListFilter selects sandboxes in List. Zero fields match everything; Labels must all
+// match; destroyed sandboxes are left out unless IncludeDestroyed is set or Status names
+// "destroyed".
 type ListFilter struct {
 	Backend   string
 	SessionID string

@@ -17,18 +17,20 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/moattype"
 )
 
-// Status is a sandbox record's lifecycle state.
-type Status string
+// Status is a sandbox record's lifecycle state (moattype.Status: the API shows it as it is).
+type Status = moattype.Status
 
+// The statuses a record goes through.
 const (
-	StatusCreating  Status = "creating" // written before the backend is called
-	StatusActive    Status = "active"
-	StatusPaused    Status = "paused"
-	StatusStopped   Status = "stopped"
-	StatusError     Status = "error" // LastError says why
-	StatusDestroyed Status = "destroyed"
+	StatusCreating  = moattype.StatusCreating
+	StatusActive    = moattype.StatusActive
+	StatusPaused    = moattype.StatusPaused
+	StatusStopped   = moattype.StatusStopped
+	StatusError     = moattype.StatusError
+	StatusDestroyed = moattype.StatusDestroyed
 )
 
 // Record is one sandbox as moat remembers it.
@@ -51,20 +53,13 @@ type Record struct {
 	Version int64 `json:"version"`
 }
 
-// Filter selects records in List. Zero fields match everything; Labels must all match.
-type Filter struct {
-	Backend   string
-	SessionID string
-	Status    []Status
-	Labels    map[string]string
-	Name      string
-	// IncludeDestroyed includes destroyed records when Status is empty.
-	IncludeDestroyed bool
-}
+// Filter selects records in List (moattype.ListFilter: the Manager's List passes it as it
+// is). Zero fields match everything; Labels must all match.
+type Filter = moattype.ListFilter
 
 // Match reports whether r passes f. Implementations that cannot filter in their query
 // language use it; all must agree with it.
-func (f Filter) Match(r *Record) bool {
+func Match(f Filter, r *Record) bool {
 	if f.Backend != "" && r.Backend != f.Backend {
 		return false
 	}

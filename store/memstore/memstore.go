@@ -146,7 +146,7 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Record, erro
 	}
 	var out []*store.Record
 	for _, r := range s.records {
-		if f.Match(r) {
+		if store.Match(f, r) {
 			out = append(out, copyRecord(r))
 		}
 	}

@@ -490,7 +490,7 @@ func testList(t *testing.T, s store.Store) {
 	for i, f := range filters {
 		var want []*store.Record
 		for _, r := range all {
-			if f.Match(r) {
+			if store.Match(f, r) {
 				want = append(want, r)
 			}
 		}

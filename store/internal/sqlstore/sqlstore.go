@@ -380,7 +380,7 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Record, erro
 			if err != nil {
 				return err
 			}
-			if f.Match(r) {
+			if store.Match(f, r) {
 				out = append(out, r)
 			}
 		}
