@@ -38,10 +38,27 @@ func argvOf(r *ExecRequest) ([]string, error) {
 	}
 	for _, a := range r.Cmd {
 		if strings.ContainsRune(a, 0) {
-			return nil, errdefs.InvalidArgumentf("moat: exec: argument %q contains a NUL byte", a)
+			return nil, errdefs.InvalidArgumentf("moat: exec: argument %q contains a NUL byte", clip(a))
 		}
 	}
 	return append([]string(nil), r.Cmd...), nil
+}
+
+// checkArgSize checks that argv and env fit what every backend can start (see
+// moattype.MaxArgBytes): each string within MaxArgStringBytes, all of them together within
+// MaxArgBytes.
+func checkArgSize(argv []string, env map[string]string) error {
+	n := envBytes(env)
+	for _, a := range argv {
+		if len(a) > moattype.MaxArgStringBytes {
+			return errdefs.InvalidArgumentf("moat: exec: an argument of %d bytes is over the limit of %d", len(a), moattype.MaxArgStringBytes)
+		}
+		n += len(a) + 1
+	}
+	if n > moattype.MaxArgBytes {
+		return errdefs.InvalidArgumentf("moat: exec: argv and environment take %d bytes, over the limit of %d", n, moattype.MaxArgBytes)
+	}
+	return nil
 }
 
 // capWriter passes at most max bytes to w and drains the rest, so a chatty command is never

@@ -96,7 +96,9 @@ func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim A
 		return ArchiveResult{}, err
 	}
 	s.m.touch(s.id)
-	res, err := s.putArchive(ctx, inst, dir, tarfs.NewReader(r, lim), lim)
+	tr := tarfs.NewReader(r, lim)
+	tr.Base = dir
+	res, err := s.putArchive(ctx, inst, dir, tr, lim)
 	return res, s.checkGone(ctx, inst, err)
 }
 

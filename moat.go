@@ -410,7 +410,7 @@ func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error)
 // Unavailable fails over to the next usable backend; the reasons are kept on the record.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	defaults := Spec{
-		Image: m.cfg.Sandbox.Image, Workdir: m.cfg.Sandbox.Workdir, Limits: m.cfg.Sandbox.Limits,
+		Image: m.cfg.Sandbox.Image, Workdir: m.cfg.Sandbox.Workdir,
 		TTL: m.cfg.Sandbox.TTL, Env: m.cfg.Sandbox.Env,
 	}
 	spec, err := normalizeSpec(spec, defaults)
@@ -422,6 +422,10 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	}
 	dec, err := m.route(ctx, spec)
 	if err != nil {
+		return nil, err
+	}
+	asked := spec.Limits
+	if spec.Limits, err = effectiveLimits(asked, m.cfg.Sandbox.Limits, m.descriptor(dec.Chosen)); err != nil {
 		return nil, err
 	}
 	specJSON, err := json.Marshal(spec)
@@ -480,6 +484,17 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 			return nil, err
 		}
 		m.log.Warn("create failed, failing over", "id", rec.ID, "backend", name, "next", tries[i+1], "err", err)
+		// The next backend's limits: a local one takes the defaults a hosted one left off.
+		next, lerr := effectiveLimits(asked, m.cfg.Sandbox.Limits, m.descriptor(tries[i+1]))
+		if lerr != nil {
+			m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("%s: %w", tries[i+1], lerr))
+			return nil, lerr
+		}
+		spec.Limits = next
+		if rec.Spec, err = json.Marshal(spec); err != nil {
+			m.recordCreateFailure(ctx, rec, failures, err)
+			return nil, fmt.Errorf("moat: encode spec: %w", err)
+		}
 		rec.Backend = tries[i+1]
 		rec.Handle = pendingHandle(tries[i+1])
 		rec.LastError = strings.Join(failures, "; ")

@@ -175,6 +175,9 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 	if err != nil {
 		return ExitResult{}, err
 	}
+	if err := checkArgSize(argv, env); err != nil {
+		return ExitResult{}, err
+	}
 	wd := s.spec.Workdir
 	if req.Workdir != "" {
 		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {

@@ -35,6 +35,9 @@ func (s *Sandbox) Terminal(ctx context.Context, req TerminalRequest) (ExitResult
 	if err != nil {
 		return ExitResult{}, err
 	}
+	if err := checkArgSize(argv, env); err != nil {
+		return ExitResult{}, err
+	}
 	wd := s.spec.Workdir
 	if req.Workdir != "" {
 		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {

@@ -98,13 +98,52 @@ type Handle struct {
 	State   json.RawMessage `json:"state"`
 }
 
-// Limits are resource limits; zero means "no limit" (or the backend's default).
+// Limits are resource limits. In a Spec, zero means the configured default ([sandbox]
+// memory, cpus, pids; moat ships 1 GiB, 2 CPUs and 512 processes); in a backend request,
+// zero means no limit (the operator configured "unlimited").
 type Limits struct {
 	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 	CPUs        float64 `json:"cpus,omitempty"`
 	PIDs        int64   `json:"pids,omitempty"`
 	DiskBytes   int64   `json:"disk_bytes,omitempty"`
 }
+
+// Bounds on what a request may carry. The manager refuses anything beyond them with
+// invalid_argument before a backend sees it, so every backend can honour every accepted
+// request (Linux's execve, PATH_MAX and NAME_MAX, the agent's frame size).
+const (
+	// MaxArgBytes bounds one exec's argv and environment together: each argument counts its
+	// length plus one, each variable len(key)+len(value)+2. The sandbox's environment is
+	// part of every exec, so a spec's env must fit too.
+	MaxArgBytes = 512 << 10
+	// MaxArgStringBytes bounds one argument or one KEY=value string (Linux MAX_ARG_STRLEN
+	// less the NUL).
+	MaxArgStringBytes = 128<<10 - 1
+	// MaxPathBytes bounds a sandbox path, after resolving it against the workdir (PATH_MAX
+	// less the NUL); also each archive entry joined to its target directory.
+	MaxPathBytes = 4095
+	// MaxPathElemBytes bounds one element of a path (NAME_MAX).
+	MaxPathElemBytes = 255
+	// MaxPathDepth bounds how many elements a path (or an archive entry under its target
+	// directory) has.
+	MaxPathDepth = 256
+	// MaxSessionIDBytes bounds a session id: UTF-8 text without control characters.
+	MaxSessionIDBytes = 128
+	// MaxEnvVars bounds how many variables a spec or an exec sets.
+	MaxEnvVars = 4096
+	// MaxLabels bounds how many labels a spec sets; MaxLabelValueBytes one value.
+	MaxLabels          = 256
+	MaxLabelValueBytes = 1024
+	// MaxPIDs is the largest process-count limit (Linux PID_MAX_LIMIT).
+	MaxPIDs = 1 << 22
+	// MaxRemoteMemoryBytes and MaxRemoteCPUs bound limits asked of a hosted provider, whose
+	// own plan limits apply below them; local backends are bounded by the host's RAM and
+	// CPUs instead.
+	MaxRemoteMemoryBytes = 1 << 40
+	MaxRemoteCPUs        = 256
+	// MaxDiskBytes bounds a disk limit.
+	MaxDiskBytes = 1 << 50
+)
 
 // NetworkMode says what network a sandbox gets. The zero value is NetworkNone.
 type NetworkMode string

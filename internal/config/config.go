@@ -11,9 +11,11 @@
 //	backend = "auto"           # or a backend name; env MOAT_BACKEND / SANDBOX_PROVIDER
 //	image = ""                 # default image when a spec names none
 //	workdir = "/workspace"
-//	memory = "512m"            # k, m, g suffixes (binary)
-//	cpus = 1.5
-//	pids = 256
+//	memory = "512m"            # k, m, g suffixes (binary); default 1g on local backends
+//	cpus = 1.5                 # default 2 on local backends (at most the host's CPUs)
+//	pids = 256                 # default 512 on local backends
+//	                           # "unlimited" (or 0) turns a default off; hosted providers
+//	                           # get only limits set here or in the spec (their plan decides)
 //	ttl = "1h"                 # destroy sandboxes this long after creation
 //	allow_unisolated = false   # allow the "host" backend (no isolation)
 //	env = { LANG = "C.UTF-8" }
@@ -56,12 +58,15 @@ type File struct {
 
 // SandboxSection is [sandbox].
 type SandboxSection struct {
-	Backend         string            `toml:"backend"`
-	Image           string            `toml:"image"`
-	Workdir         string            `toml:"workdir"`
-	Memory          string            `toml:"memory"`
-	CPUs            float64           `toml:"cpus"`
-	PIDs            int64             `toml:"pids"`
+	Backend string `toml:"backend"`
+	Image   string `toml:"image"`
+	Workdir string `toml:"workdir"`
+	// Memory, CPUs and PIDs are limits: absent means moat's default (moat.DefaultLimits,
+	// on local backends), "unlimited" or 0 means none. Memory is a size ("512m") or a
+	// number of bytes; CPUs a number (fractions allowed); PIDs a whole number.
+	Memory          any               `toml:"memory"`
+	CPUs            any               `toml:"cpus"`
+	PIDs            any               `toml:"pids"`
 	TTL             string            `toml:"ttl"`
 	AllowUnisolated bool              `toml:"allow_unisolated"`
 	Env             map[string]string `toml:"env"`
@@ -166,21 +171,37 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 	if c.Sandbox.Backend == "" {
 		c.Sandbox.Backend = firstNonEmpty(getenv("MOAT_BACKEND"), getenv("SANDBOX_PROVIDER"))
 	}
-	if f.Sandbox.Memory != "" {
-		n, err := ParseBytes(f.Sandbox.Memory)
-		if err != nil {
-			return Loaded{}, errdefs.InvalidArgumentf("sandbox.memory: %v", err)
+	var err error
+	if c.Sandbox.Limits.MemoryBytes, err = parseLimit(f.Sandbox.Memory, func(v any) (int64, error) {
+		switch v := v.(type) {
+		case string:
+			return ParseBytes(v)
+		case int64:
+			return v, nil
 		}
-		c.Sandbox.Limits.MemoryBytes = n
+		return 0, fmt.Errorf("want a size such as \"512m\", a number of bytes or \"unlimited\"")
+	}); err != nil {
+		return Loaded{}, errdefs.InvalidArgumentf("sandbox.memory: %v", err)
 	}
-	if f.Sandbox.CPUs < 0 {
-		return Loaded{}, errdefs.InvalidArgumentf("sandbox.cpus: %g must not be negative", f.Sandbox.CPUs)
+	if c.Sandbox.Limits.CPUs, err = parseLimit(f.Sandbox.CPUs, func(v any) (float64, error) {
+		switch v := v.(type) {
+		case float64:
+			return v, nil
+		case int64:
+			return float64(v), nil
+		}
+		return 0, fmt.Errorf("want a number of CPUs or \"unlimited\"")
+	}); err != nil {
+		return Loaded{}, errdefs.InvalidArgumentf("sandbox.cpus: %v", err)
 	}
-	c.Sandbox.Limits.CPUs = f.Sandbox.CPUs
-	if f.Sandbox.PIDs < 0 {
-		return Loaded{}, errdefs.InvalidArgumentf("sandbox.pids: %d must not be negative", f.Sandbox.PIDs)
+	if c.Sandbox.Limits.PIDs, err = parseLimit(f.Sandbox.PIDs, func(v any) (int64, error) {
+		if n, ok := v.(int64); ok {
+			return n, nil
+		}
+		return 0, fmt.Errorf("want a whole number of processes or \"unlimited\"")
+	}); err != nil {
+		return Loaded{}, errdefs.InvalidArgumentf("sandbox.pids: %v", err)
 	}
-	c.Sandbox.Limits.PIDs = f.Sandbox.PIDs
 	if f.Sandbox.TTL != "" {
 		d, err := time.ParseDuration(f.Sandbox.TTL)
 		if err != nil || d < 0 {
@@ -193,6 +214,30 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 		srv.Listen = firstNonEmpty(getenv("MOAT_LISTEN"), "127.0.0.1:8080")
 	}
 	return Loaded{Moat: c, Server: srv}, nil
+}
+
+// parseLimit reads one [sandbox] limit: absent is 0 (moat's default applies), "unlimited"
+// or 0 is moat.Unlimited, anything else what conv makes of it, which must be positive.
+func parseLimit[T int64 | float64](v any, conv func(any) (T, error)) (T, error) {
+	if v == nil {
+		return 0, nil
+	}
+	if s, ok := v.(string); ok && strings.EqualFold(strings.TrimSpace(s), "unlimited") {
+		return moat.Unlimited, nil
+	}
+	n, err := conv(v)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case n != n: // NaN
+		return 0, fmt.Errorf("%v is not a number", v)
+	case n < 0:
+		return 0, fmt.Errorf("%v must not be negative (say \"unlimited\" for no limit)", v)
+	case n == 0:
+		return moat.Unlimited, nil
+	}
+	return n, nil
 }
 
 // ParseBytes parses a size such as "512m", "1.5g", "1024" (bytes). Suffixes are binary

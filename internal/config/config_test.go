@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -95,5 +96,39 @@ func TestLoadMissingFiles(t *testing.T) {
 	os.WriteFile(p, []byte("[sandbox]\nbogus = 1\n"), 0o600)
 	if _, err := Load("", env(map[string]string{"MOAT_HOME": dir})); err == nil || !strings.Contains(err.Error(), p) {
 		t.Fatalf("error should name the file: %v", err)
+	}
+}
+
+func TestLimitsUnsetDefaultOrUnlimited(t *testing.T) {
+	cases := []struct {
+		doc       string
+		mem, pids int64
+		cpus      float64
+	}{
+		{"", 0, 0, 0}, // unset: moat's defaults apply
+		{"[sandbox]\nmemory = \"unlimited\"\ncpus = \"unlimited\"\npids = \"Unlimited\"\n", moat.Unlimited, moat.Unlimited, moat.Unlimited},
+		{"[sandbox]\nmemory = 0\ncpus = 0\npids = 0\n", moat.Unlimited, moat.Unlimited, moat.Unlimited},
+		{"[sandbox]\nmemory = \"0\"\ncpus = 0.0\n", moat.Unlimited, 0, moat.Unlimited},
+		{"[sandbox]\nmemory = 1048576\ncpus = 2\npids = 64\n", 1 << 20, 64, 2},
+		{"[sandbox]\nmemory = \"2g\"\ncpus = 0.5\n", 2 << 30, 0, 0.5},
+	}
+	for _, c := range cases {
+		l, err := Parse([]byte(c.doc), env(nil))
+		if err != nil {
+			t.Errorf("%q: %v", c.doc, err)
+			continue
+		}
+		got := l.Moat.Sandbox.Limits
+		if got.MemoryBytes != c.mem || got.PIDs != c.pids || got.CPUs != c.cpus {
+			t.Errorf("%q: limits %+v, want memory %d cpus %g pids %d", c.doc, got, c.mem, c.cpus, c.pids)
+		}
+	}
+	for _, doc := range []string{
+		"[sandbox]\nmemory = -5\n", "[sandbox]\npids = 1.5\n", "[sandbox]\ncpus = \"lots\"\n",
+		"[sandbox]\nmemory = true\n", "[sandbox]\npids = \"unlimitted\"\n", "[sandbox]\ncpus = nan\n",
+	} {
+		if _, err := Parse([]byte(doc), env(nil)); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+			t.Errorf("%q: err %v, want invalid_argument", doc, err)
+		}
 	}
 }

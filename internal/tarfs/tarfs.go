@@ -69,12 +69,31 @@ func CleanName(name string) (string, error) {
 		if el == ".." {
 			return "", errdefs.InvalidArgumentf("tarfs: archive entry %q escapes the target directory", clip(name))
 		}
+		if len(el) > moattype.MaxPathElemBytes {
+			return "", errdefs.InvalidArgumentf("tarfs: archive entry %q: a %d byte name element is over the limit of %d", clip(name), len(el), moattype.MaxPathElemBytes)
+		}
 	}
 	c := path.Clean(name)
 	if c == "." {
 		return "", nil
 	}
+	if d := strings.Count(c, "/") + 1; d > moattype.MaxPathDepth {
+		return "", errdefs.InvalidArgumentf("tarfs: archive entry %q is %d elements deep, over the limit of %d", clip(name), d, moattype.MaxPathDepth)
+	}
 	return c, nil
+}
+
+// checkUnder checks that the clean entry name, unpacked under the absolute directory
+// base, still makes a path within moattype.MaxPathBytes and MaxPathDepth.
+func checkUnder(base, name string) error {
+	full := path.Join(base, name)
+	if len(full) > moattype.MaxPathBytes {
+		return errdefs.InvalidArgumentf("tarfs: archive entry %q under %s makes a %d byte path, over the limit of %d", clip(name), clip(base), len(full), moattype.MaxPathBytes)
+	}
+	if d := strings.Count(full, "/"); d > moattype.MaxPathDepth {
+		return errdefs.InvalidArgumentf("tarfs: archive entry %q under %s is %d elements deep, over the limit of %d", clip(name), clip(base), d, moattype.MaxPathDepth)
+	}
+	return nil
 }
 
 // plainName reports whether a listed name is exactly one path element.
@@ -89,6 +108,10 @@ type Reader struct {
 	// SkipSpecial makes links, devices and FIFOs skipped instead of refused: for archives
 	// made by a sandbox (downloads), where they are ordinary but cannot be carried safely.
 	SkipSpecial bool
+	// Base, when set, is the absolute directory the archive is unpacked into: an entry
+	// whose path under it would be longer or deeper than a sandbox path may be
+	// (moattype.MaxPathBytes, MaxPathDepth) is InvalidArgument.
+	Base string
 
 	src     *errReader
 	tr      *tar.Reader
@@ -123,6 +146,11 @@ func (r *Reader) Next() (Entry, error) {
 		name, err := CleanName(hdr.Name)
 		if err != nil {
 			return Entry{}, err
+		}
+		if r.Base != "" && name != "" {
+			if err := checkUnder(r.Base, name); err != nil {
+				return Entry{}, err
+			}
 		}
 		e := Entry{Name: name, Mode: fs.FileMode(hdr.Mode) & fs.ModePerm, ModTime: hdr.ModTime}
 		switch hdr.Typeflag {

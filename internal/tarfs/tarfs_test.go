@@ -336,3 +336,30 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestNameLengthAndDepth(t *testing.T) {
+	for name, n := range map[string]string{
+		"2000 deep":         strings.Repeat("a/", 2000) + "f",
+		"257 deep":          strings.Repeat("a/", 256) + "f",
+		"256-byte element":  strings.Repeat("e", 256),
+		"5000 bytes in all": strings.Repeat("abcd/", 1000),
+		"100000-byte name":  strings.Repeat("n", 100000),
+	} {
+		if _, err := tarfs.CleanName(n); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+			t.Errorf("%s: %v, want invalid_argument", name, err)
+		}
+	}
+	if _, err := tarfs.CleanName(strings.Repeat("a/", 255) + "f"); err != nil {
+		t.Errorf("256 deep: %v", err)
+	}
+	// Under a base directory the joined path counts.
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	_ = tw.WriteHeader(&tar.Header{Name: strings.Repeat("a/", 250) + "f", Typeflag: tar.TypeReg, Mode: 0o644})
+	_ = tw.Close()
+	r := tarfs.NewReader(&b, tarfs.Limits{})
+	r.Base = "/" + strings.Repeat("d/", 10) + "x"
+	if _, err := r.Next(); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+		t.Errorf("251 deep under an 11-deep base: %v, want invalid_argument", err)
+	}
+}
