@@ -14,6 +14,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -166,10 +167,33 @@ func (s *Server) register() {
 		s.handle("GET /ui/", s.opts.UI.ServeHTTP)
 	}
 
-	// Anything else under /v1/ is a JSON 404 rather than the mux's text answer.
+	// Anything else under /v1/ is a JSON 405 (a route without that method) or 404 rather
+	// than the mux's text answer. This catch-all matches every method, so the mux's own 405
+	// never happens below /v1/: allowed works it out.
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := s.allowed(r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, apitype.Error{Error: apitype.ErrorBody{
+				Kind: errdefs.KindInvalidArgument, Message: fmt.Sprintf("httpapi: %s %s: method not allowed (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))}})
+			return
+		}
 		s.writeError(w, r, errdefs.NotFoundf("httpapi: no route %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// allowed lists the methods that r's path has a route for (HEAD with GET), or nil.
+func (s *Server) allowed(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/v1/" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // public routes need no token: probes and the API description.
