@@ -200,10 +200,12 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 	stdout := s.outWriter(req.Stdout, &outBuf, req.MaxOutputBytes)
 	stderr := s.outWriter(req.Stderr, &errBuf, req.MaxOutputBytes)
 	start := time.Now()
+	var detail backend.ExecDetail
 	code, err := inst.Exec(ctx, &backend.ExecRequest{
 		Argv: argv, Env: env, Workdir: wd, Stdin: req.Stdin, Stdout: stdout, Stderr: stderr,
+		Detail: &detail,
 	})
-	res := ExitResult{ExitCode: code, Duration: time.Since(start)}
+	res := ExitResult{ExitCode: code, Duration: time.Since(start), OOMKilled: detail.OOMKilled && err == nil}
 	stdout.Close()
 	stderr.Close()
 	res.StdoutTruncated, res.StderrTruncated = stdout.truncated, stderr.truncated

@@ -60,6 +60,9 @@ type ExecRequest struct {
 	Stdin io.Reader
 	// Stdout and Stderr must not be nil.
 	Stdout, Stderr io.Writer
+	// OOMKilled, when set, receives the EXIT's oom_killed: the agent saw the command
+	// OOM-killed.
+	OOMKilled *bool
 }
 
 func (c *Client) prefix() string {
@@ -237,6 +240,9 @@ func (c *Client) readLoop(r *wire.Reader, req *ExecRequest, win *window, argv0 s
 			}
 			if m.Code < 0 || m.Code > 255 {
 				return -1, errdefs.Unavailablef("%s: exec %s: %w: exit code %d", c.prefix(), argv0, wire.ErrProtocol, m.Code)
+			}
+			if req.OOMKilled != nil {
+				*req.OOMKilled = m.OOMKilled
 			}
 			return m.Code, nil
 		case wire.Error:

@@ -108,10 +108,13 @@ type ExecResponse struct {
 	StdoutEncoding string `json:"stdout_encoding,omitempty"`
 	StderrEncoding string `json:"stderr_encoding,omitempty"`
 	// Truncated is true when either stream hit the output cap.
-	Truncated       bool  `json:"truncated"`
-	StdoutTruncated bool  `json:"stdout_truncated"`
-	StderrTruncated bool  `json:"stderr_truncated"`
-	DurationMS      int64 `json:"duration_ms"`
+	Truncated       bool `json:"truncated"`
+	StdoutTruncated bool `json:"stdout_truncated"`
+	StderrTruncated bool `json:"stderr_truncated"`
+	// OOMKilled is true when the command was killed because the sandbox ran out of memory
+	// under its limit (exit code 137), not by a plain SIGKILL.
+	OOMKilled  bool  `json:"oom_killed"`
+	DurationMS int64 `json:"duration_ms"`
 }
 
 // Event types of streaming exec (NDJSON lines, WebSocket text messages) and of the
@@ -136,6 +139,7 @@ type Event struct {
 	ExitCode        *int  `json:"exit_code,omitempty"`
 	StdoutTruncated bool  `json:"stdout_truncated,omitempty"`
 	StderrTruncated bool  `json:"stderr_truncated,omitempty"`
+	OOMKilled       bool  `json:"oom_killed,omitempty"`
 	DurationMS      int64 `json:"duration_ms,omitempty"`
 	// Error is set on error events.
 	Error *ErrorBody `json:"error,omitempty"`

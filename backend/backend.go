@@ -105,6 +105,28 @@ type ExecRequest struct {
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// Detail, when not nil, receives what the backend can tell of how the command ended
+	// beyond its exit code. A backend that cannot tell leaves it zero; one that can sets
+	// its fields before Exec returns (use SetOOMKilled).
+	Detail *ExecDetail
+}
+
+// ExecDetail is what a backend may report about how a command ended besides its exit code.
+// It is optional: the zero value claims nothing.
+type ExecDetail struct {
+	// OOMKilled is set when the command died of SIGKILL (exit code 137) because the
+	// kernel's OOM killer struck the sandbox's memory cgroup while it ran (cgroup v2
+	// memory.events or v1 memory.oom_control oom_kill went up), as opposed to a plain
+	// kill -9. Where the sandbox runs several commands at once, an OOM kill during this
+	// one's run is attributed to every one of them that died of SIGKILL.
+	OOMKilled bool
+}
+
+// SetOOMKilled records in r.Detail, when there is one, that the command was OOM-killed.
+func (r *ExecRequest) SetOOMKilled() {
+	if r.Detail != nil {
+		r.Detail.OOMKilled = true
+	}
 }
 
 // Backend creates sandboxes and re-attaches to existing ones. Implementations are safe for

@@ -39,7 +39,7 @@ func (s *Sandbox) Exec(ctx context.Context, req moattype.ExecRequest) (moattype.
 		return moattype.ExitResult{}, err
 	}
 	res := moattype.ExitResult{ExitCode: out.ExitCode, StdoutTruncated: out.StdoutTruncated,
-		StderrTruncated: out.StderrTruncated, Duration: time.Duration(out.DurationMS) * time.Millisecond}
+		StderrTruncated: out.StderrTruncated, OOMKilled: out.OOMKilled, Duration: time.Duration(out.DurationMS) * time.Millisecond}
 	if res.Stdout, err = apitype.DecodeBytes(out.Stdout, out.StdoutEncoding); err != nil {
 		return res, err
 	}
@@ -106,7 +106,7 @@ func (o *outputs) chunk(ev *apitype.Event) error {
 
 func (o *outputs) result(ev *apitype.Event) (moattype.ExitResult, error) {
 	res := moattype.ExitResult{StdoutTruncated: ev.StdoutTruncated, StderrTruncated: ev.StderrTruncated,
-		Duration: time.Duration(ev.DurationMS) * time.Millisecond}
+		OOMKilled: ev.OOMKilled, Duration: time.Duration(ev.DurationMS) * time.Millisecond}
 	if ev.ExitCode != nil {
 		res.ExitCode = *ev.ExitCode
 	}

@@ -93,6 +93,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	out := apitype.ExecResponse{
 		ExitCode: res.ExitCode, StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
 		Truncated: res.StdoutTruncated || res.StderrTruncated, DurationMS: res.Duration.Milliseconds(),
+		OOMKilled: res.OOMKilled,
 	}
 	out.Stdout, out.StdoutEncoding = apitype.EncodeBytes(res.Stdout)
 	out.Stderr, out.StderrEncoding = apitype.EncodeBytes(res.Stderr)
@@ -142,7 +143,7 @@ func (w streamWriter) Write(p []byte) (int, error) {
 func exitEvent(res moat.ExitResult) *apitype.Event {
 	code := res.ExitCode
 	return &apitype.Event{Type: apitype.EventExit, ExitCode: &code, StdoutTruncated: res.StdoutTruncated,
-		StderrTruncated: res.StderrTruncated, DurationMS: res.Duration.Milliseconds()}
+		StderrTruncated: res.StderrTruncated, OOMKilled: res.OOMKilled, DurationMS: res.Duration.Milliseconds()}
 }
 
 func errorEvent(err error) *apitype.Event {

@@ -119,9 +119,11 @@ const (
 	// MaxArgStringBytes bounds one argument or one KEY=value string (Linux MAX_ARG_STRLEN
 	// less the NUL).
 	MaxArgStringBytes = 128<<10 - 1
-	// MaxPathBytes bounds a sandbox path, after resolving it against the workdir (PATH_MAX
-	// less the NUL); also each archive entry joined to its target directory.
-	MaxPathBytes = 4095
+	// MaxPathBytes bounds a sandbox path, after resolving it against the workdir; also each
+	// archive entry joined to its target directory. It leaves 1 KiB of Linux's PATH_MAX
+	// (4096) to backends that reach the sandbox's files through a host directory (the
+	// Docker daemon's archive API puts /var/lib/docker/overlay2/<id>/merged in front).
+	MaxPathBytes = 3071
 	// MaxPathElemBytes bounds one element of a path (NAME_MAX).
 	MaxPathElemBytes = 255
 	// MaxPathDepth bounds how many elements a path (or an archive entry under its target
@@ -278,11 +280,15 @@ type ExecRequest struct {
 type ExitResult struct {
 	ExitCode int `json:"exit_code"`
 	// Stdout and Stderr hold captured output (when the request gave no writer).
-	Stdout          []byte        `json:"-"`
-	Stderr          []byte        `json:"-"`
-	StdoutTruncated bool          `json:"stdout_truncated"`
-	StderrTruncated bool          `json:"stderr_truncated"`
-	Duration        time.Duration `json:"duration"`
+	Stdout          []byte `json:"-"`
+	Stderr          []byte `json:"-"`
+	StdoutTruncated bool   `json:"stdout_truncated"`
+	StderrTruncated bool   `json:"stderr_truncated"`
+	// OOMKilled is true when the command was killed (exit code 137) because the sandbox ran
+	// out of memory under its limit, not by a plain SIGKILL. Backends that cannot tell
+	// (hosted providers, docker without moat-agent) leave it false.
+	OOMKilled bool          `json:"oom_killed"`
+	Duration  time.Duration `json:"duration"`
 }
 
 // TerminalRequest is an interactive command on a pseudo-terminal. Cmd defaults to

@@ -125,6 +125,9 @@ type StartedMsg struct {
 // ExitMsg is the EXIT payload.
 type ExitMsg struct {
 	Code int `json:"code"`
+	// OOMKilled is true when the process died of SIGKILL while the OOM killer's count in
+	// the agent's memory cgroup went up (an OOM kill, not a plain kill -9). Absent: false.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // Error kinds sent in ERROR; the values are errdefs kind names.

@@ -499,6 +499,7 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	code, err := limits.Run(ctx, limits.Cmd{
 		Argv: argv, Path: bw, Env: []string{}, Dir: "/",
 		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: stderr, Group: i.sb.Group(),
+		Detail: req.Detail,
 	})
 	if err != nil {
 		return code, fmt.Errorf("bwrap: %w", err)

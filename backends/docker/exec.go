@@ -64,8 +64,12 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 
 // execAgent runs req through the container's agent.
 func (i *Instance) execAgent(ctx context.Context, req *backend.ExecRequest) (int, error) {
+	var oom bool
 	code, err := i.agent.Exec(ctx, &agent.ExecRequest{Argv: req.Argv, Env: envList(req.Env),
-		Workdir: req.Workdir, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr})
+		Workdir: req.Workdir, Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, OOMKilled: &oom})
+	if err == nil && oom {
+		req.SetOOMKilled()
+	}
 	return code, i.agentErr(ctx, err)
 }
 

@@ -397,7 +397,7 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	}
 	code, err := sb.rt.run(ctx, &call{
 		argv: req.Argv, env: cloneMap(req.Env), cwd: wd,
-		stdin: stdin, stdout: req.Stdout, stderr: req.Stderr,
+		stdin: stdin, stdout: req.Stdout, stderr: req.Stderr, detail: req.Detail,
 	})
 	switch {
 	case err == errNotFoundCmd:

@@ -12,7 +12,8 @@ import (
 
 // CommandFunc runs a user-registered command inside a fake sandbox. req.Workdir is the
 // current directory, req.Stdin is never nil, and ctx ends when the process is killed (exec
-// ctx canceled, kill, Stop, Destroy). It returns the exit status.
+// ctx canceled, kill, Stop, Destroy). It returns the exit status. When it is the exec's
+// argv[0], req.Detail is the exec's, so a command can play an OOM kill (req.SetOOMKilled).
 type CommandFunc func(ctx context.Context, req *backend.ExecRequest) (int, error)
 
 // errNotFoundCmd: no builtin or user command by that name.
@@ -55,6 +56,7 @@ type call struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	detail *backend.ExecDetail // the exec's, for the command that is its argv[0]
 }
 
 type toolFunc func(ctx context.Context, c *call) (int, error)
@@ -100,6 +102,7 @@ func (rt *runtime) run(ctx context.Context, c *call) (int, error) {
 	if user != nil {
 		code, err = user(p.ctx, &backend.ExecRequest{
 			Argv: c.argv, Env: c.env, Workdir: c.cwd, Stdin: c.stdin, Stdout: c.stdout, Stderr: c.stderr,
+			Detail: c.detail,
 		})
 	} else {
 		code, err = tool(p.ctx, c)

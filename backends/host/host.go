@@ -259,6 +259,7 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	return limits.Run(p.ctx, limits.Cmd{
 		Argv: req.Argv, Path: p.path, Dir: p.dir, Env: p.env,
 		Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Group: i.sb.Group(),
+		Detail: req.Detail,
 	})
 }
 

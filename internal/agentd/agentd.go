@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moatsh/moat/agent/wire"
+	"github.com/moatsh/moat/internal/oomcount"
 	"github.com/moatsh/moat/internal/proctree"
 )
 
@@ -363,6 +364,7 @@ func (p *process) kill() {
 }
 
 func (s *Server) exec(c net.Conn, r *wire.Reader, w *wire.Writer, req *wire.ExecRequest) {
+	oomBefore, oomBeforeOK := oomcount.Own()
 	p, err := s.start(req)
 	if err != nil {
 		var se *startError
@@ -466,7 +468,13 @@ func (s *Server) exec(c net.Conn, r *wire.Reader, w *wire.Writer, req *wire.Exec
 		_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: wire.KindUnavailable, Message: "wait: " + werr.Error()})
 		return
 	}
-	_ = w.WriteJSON(wire.Exit, wire.ExitMsg{Code: exitCode(st)})
+	code := exitCode(st)
+	msg := wire.ExitMsg{Code: code}
+	if code == 128+int(syscall.SIGKILL) {
+		after, afterOK := oomcount.Own()
+		msg.OOMKilled = oomcount.OOMKilled(code, oomBefore, oomBeforeOK, after, afterOK)
+	}
+	_ = w.WriteJSON(wire.Exit, msg)
 }
 
 // exitCode is the status as a shell reports it: 128+signal for a killed process.

@@ -39,7 +39,10 @@ const (
 )
 
 // exitError carries a specific exit code out of a command.
-type exitError struct{ code int }
+type exitError struct {
+	code int
+	note string // printed on stderr (after "moat: ") when set, e.g. why the command died
+}
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
@@ -73,6 +76,9 @@ func (a *app) run(ctx context.Context, args []string) int {
 	}
 	var ee exitError
 	if errors.As(err, &ee) {
+		if ee.note != "" {
+			fmt.Fprintln(a.stderr, "moat: "+ee.note)
+		}
 		return ee.code
 	}
 	fmt.Fprintln(a.stderr, formatError(err))

@@ -183,3 +183,24 @@ func TestCLIConfigErrors(t *testing.T) {
 		t.Fatalf("missing -c file: %d %q", code, errOut)
 	}
 }
+
+func TestExecSaysOutOfMemory(t *testing.T) {
+	e := newCLIEnv(t)
+	code, out, errOut := e.run("", "create", "--memory", "32m")
+	if code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	defer e.run("", "destroy", id)
+	code, _, errOut = e.run("", "exec", id, "--", "sh", "-c", "kill -9 $$")
+	if code != 137 || strings.Contains(errOut, "out of memory") {
+		t.Errorf("kill -9: %d %q; want 137 without an out-of-memory note", code, errOut)
+	}
+	code, _, errOut = e.run("", "exec", id, "--", "sh", "-c", "head -c 268435456 /dev/zero | tail >/dev/null")
+	if code != 137 {
+		t.Skipf("the memory hog was not killed here (exit %d): no memory cgroup", code)
+	}
+	if !strings.Contains(errOut, "moat: command killed: out of memory") {
+		t.Errorf("OOM-killed exec: stderr %q; want the out-of-memory note", errOut)
+	}
+}

@@ -165,8 +165,11 @@ func runExec(ctx context.Context, sb client.Handle, req moat.ExecRequest) error 
 		}
 		return codedError{ExitMoatError, err}
 	}
+	if res.OOMKilled {
+		return exitError{code: res.ExitCode, note: fmt.Sprintf("command killed: out of memory (exit %d; the sandbox's memory limit is in `moat inspect`)", res.ExitCode)}
+	}
 	if res.ExitCode != 0 {
-		return exitError{res.ExitCode}
+		return exitError{code: res.ExitCode}
 	}
 	return nil
 }
@@ -358,7 +361,7 @@ func (a *app) rmCmd() *cobra.Command {
 				fmt.Fprintln(a.stdout, id)
 			}
 			if len(failed) > 0 {
-				return exitError{ExitGenericError}
+				return exitError{code: ExitGenericError}
 			}
 			return nil
 		},

@@ -86,7 +86,7 @@ func (a *app) runTerminal(ctx context.Context, sb client.Handle, req moat.ExecRe
 		return codedError{ExitMoatError, err}
 	}
 	if res.ExitCode != 0 {
-		return exitError{res.ExitCode}
+		return exitError{code: res.ExitCode}
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ type cgroup struct {
 	version int
 	dirs    []string // created directories
 	procs   []string // their cgroup.procs files (v1 join wrapper)
+	memDir  string   // the directory with the memory limit, "" without one
 }
 
 // ownCgroups parses /proc/self/cgroup into controller → path ("" key for the v2 line).
@@ -184,6 +185,9 @@ func newCgroup(root, id string, l backend.Limits, track bool) (*cgroup, Report) 
 		}
 		cg.dirs = append(cg.dirs, dir)
 		cg.procs = append(cg.procs, filepath.Join(dir, "cgroup.procs"))
+		if s.limit == "memory" {
+			cg.memDir = dir
+		}
 		if s.limit != "" {
 			rep.Applied = append(rep.Applied, Applied{s.limit, s.how})
 		}
@@ -263,6 +267,7 @@ func newCgroupV2(root, id string, l backend.Limits, track bool) (*cgroup, Report
 		}
 		if s.limit == "memory" {
 			_ = writeFile(filepath.Join(dir, "memory.swap.max"), "0") // absent without swap
+			cg.memDir = dir
 		}
 		rep.Applied = append(rep.Applied, Applied{s.limit, "cgroup v2 " + s.file})
 	}

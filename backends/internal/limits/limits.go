@@ -25,6 +25,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/oomcount"
 )
 
 // Extra are rlimits beyond backend.Limits; zero means unset.
@@ -335,6 +336,31 @@ func Check(o Options) Report {
 	return r
 }
 
+// OOMKills returns the OOM killer's count of kills in the sandbox's memory cgroup, and
+// whether there is one (a memory limit enforced by a cgroup).
+func (g *Group) OOMKills() (uint64, bool) {
+	if g == nil || g.cg == nil || g.cg.memDir == "" {
+		return 0, false
+	}
+	return oomcount.In(g.cg.memDir)
+}
+
 // Tracks reports whether the group has a cgroup, so Kill and Close reach every process of
 // the sandbox, including those that left their process group.
 func (g *Group) Tracks() bool { return g.cg != nil }
+
+// OOMReport says whether a sandbox created with o (and a memory limit) gets a memory cgroup
+// here, so that Run can tell an OOM kill from a plain SIGKILL; when not, why.
+func OOMReport(o Options) (bool, string) {
+	o.Limits.MemoryBytes = 1 << 30
+	if o.NoCgroups {
+		return false, "cgroups disabled by configuration"
+	}
+	r := Check(o)
+	for _, a := range r.Applied {
+		if a.Limit == "memory" && strings.HasPrefix(a.How, "cgroup") {
+			return true, ""
+		}
+	}
+	return false, "no memory cgroup: " + r.String()
+}

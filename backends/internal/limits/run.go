@@ -12,7 +12,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/oomcount"
 )
 
 // Cmd is one child process to run.
@@ -31,6 +33,9 @@ type Cmd struct {
 	Group *Group
 	// Started, when set, is called with the pid after the process started.
 	Started func(pid int)
+	// Detail, when set, learns whether the command was OOM-killed (from the Group's
+	// memory cgroup counter, where there is one).
+	Detail *backend.ExecDetail
 }
 
 // Grace periods for output after the main process exited: a background grandchild may
@@ -48,6 +53,16 @@ const (
 // briefly after the process exited (so background grandchildren cannot hang Run), and a
 // failing writer does not stop the draining.
 func Run(ctx context.Context, c Cmd) (int, error) {
+	before, beforeOK := c.Group.OOMKills()
+	code, err := run(ctx, c)
+	if err == nil && c.Detail != nil && code == 128+int(syscall.SIGKILL) {
+		after, afterOK := c.Group.OOMKills()
+		c.Detail.OOMKilled = oomcount.OOMKilled(code, before, beforeOK, after, afterOK)
+	}
+	return code, err
+}
+
+func run(ctx context.Context, c Cmd) (int, error) {
 	cmd := c.Group.Command(c.Argv, c.Path, c.Dir, c.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	release, err := c.Group.sysProcAttr(cmd.SysProcAttr)
