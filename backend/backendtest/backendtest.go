@@ -90,6 +90,11 @@ type Factory struct {
 	New func(t testing.TB) backend.Backend
 	// Image is put in CreateRequest.Image ("" = the backend's default image).
 	Image string
+	// OOMKills says the backend reports OOM kills (backend.ExecDetail.OOMKilled) here: the
+	// suite then wants a memory hog under a small limit reported as one. Every backend must
+	// not report a plain kill -9 as one. A backend test sets it from what the machine can
+	// do (a memory cgroup), so that it is not claimed where it cannot hold.
+	OOMKills bool
 	// Skip opts out of subtests that genuinely cannot apply to this backend: subtest path
 	// relative to Run's test (e.g. "Exec/Cancel", "Files/native/Escape") → reason. The suite
 	// skips them with the reason in the output, and fails on keys naming no subtest.
@@ -162,6 +167,8 @@ func Run(t *testing.T, f Factory) {
 		s.run(t, "Cancel", s.testCancel)
 		s.run(t, "MissingBinary", s.testMissingBinary)
 		s.run(t, "Concurrent", s.testConcurrent)
+		s.run(t, "ArgsAtLimit", s.testArgsAtLimit)
+		s.run(t, "OOMKill", s.testOOMKill)
 	})
 	s.run(t, "Files", s.testFiles)
 	s.run(t, "Destroy", s.testDestroy)
@@ -285,6 +292,7 @@ type execOpts struct {
 	workdir string
 	stdin   io.Reader
 	stdout  io.Writer // replaces the captured stdout when set
+	detail  *backend.ExecDetail
 }
 
 // exec runs argv as the manager would: sandbox env and workdir merged in.
@@ -308,6 +316,7 @@ func (sb *sandbox) exec(c context.Context, o execOpts, argv ...string) *result {
 		Stdin:   o.stdin,
 		Stdout:  &stdout,
 		Stderr:  &stderr,
+		Detail:  o.detail,
 	}
 	if o.stdout != nil {
 		req.Stdout = o.stdout
@@ -669,6 +678,7 @@ func (s *suite) testFiles(t *testing.T) {
 			s.run(t, "Errors", func(t *testing.T) { s.testFileErrors(t, name) })
 			s.run(t, "Escape", func(t *testing.T) { s.testEscape(t, name) })
 			s.run(t, "RemoveMkdir", func(t *testing.T) { s.testRemoveMkdir(t, name) })
+			s.run(t, "PathsAtLimit", func(t *testing.T) { s.testPathsAtLimit(t, name) })
 			if name == "native" {
 				s.run(t, "Archiver", s.testArchiver)
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
+	"github.com/moatsh/moat/backends/internal/limits"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/testenv"
 )
@@ -55,11 +56,16 @@ func newFactory(t *testing.T, conf Config) func(testing.TB) backend.Backend {
 
 func TestConformance(t *testing.T) {
 	requireBwrap(t)
+	oom, why := limits.OOMReport(limits.Options{})
+	var skip map[string]string
+	if !oom {
+		skip = map[string]string{"Exec/OOMKill": why}
+	}
 	t.Run("Tarball", func(t *testing.T) {
-		backendtest.Run(t, backendtest.Factory{New: newFactory(t, Config{}), Image: rootfsTar(t)})
+		backendtest.Run(t, backendtest.Factory{New: newFactory(t, Config{}), Image: rootfsTar(t), OOMKills: oom, Skip: skip})
 	})
 	t.Run("HostBind", func(t *testing.T) {
-		backendtest.Run(t, backendtest.Factory{New: newFactory(t, Config{})})
+		backendtest.Run(t, backendtest.Factory{New: newFactory(t, Config{}), OOMKills: oom, Skip: skip})
 	})
 }
 

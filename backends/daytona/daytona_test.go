@@ -54,7 +54,21 @@ func TestConformance(t *testing.T) {
 	_, apiURL := fakeServer(t, local)
 	backendtest.Run(t, backendtest.Factory{
 		New: func(t testing.TB) backend.Backend { return client(t, apiURL, testToken) },
+		Skip: map[string]string{
+			"Exec/ArgsAtLimit": "daytona: the toolbox runs one sh -c command line, so argv and environment together are bounded by one argument's limit (128 KiB, less base64); beyond it exec is invalid_argument (TestLongCommandLineIsInvalid)",
+		},
 	})
+}
+
+func TestLongCommandLineIsInvalid(t *testing.T) {
+	local := providertest.DockerRunner(t)
+	_, apiURL := fakeServer(t, local)
+	inst := newSandbox(t, client(t, apiURL, testToken))
+	var out bytes.Buffer
+	_, err := inst.Exec(testCtx(t), &backend.ExecRequest{Argv: []string{"echo", strings.Repeat("a", 100<<10)}, Stdout: &out, Stderr: &out})
+	if !errdefs.Is(err, errdefs.KindInvalidArgument) {
+		t.Errorf("exec with a 133 KiB command line: %v, want invalid_argument", err)
+	}
 }
 
 func newSandbox(t *testing.T, b backend.Backend) backend.Instance {

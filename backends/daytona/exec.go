@@ -13,6 +13,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/internal/restapi"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/moattype"
 )
 
 // execScript is the fixed wrapper every Exec runs, as
@@ -106,6 +107,11 @@ func (i *Instance) Exec(ctx context.Context, req *backend.ExecRequest) (int, err
 	t := i.tb()
 	sid := "moat-" + randomID()
 	dir := execDirRoot + "/" + sid
+	// The toolbox runs the command line as one sh -c argument, so the whole line (argv and
+	// environment, base64-encoded) must fit Linux's limit of one argument.
+	if n := len(buildCommand(dir, req, req.Stdin != nil)); n > moattype.MaxArgStringBytes {
+		return -1, errdefs.InvalidArgumentf("daytona: exec: argv and environment make a %d byte command line; the toolbox takes at most %d", n, moattype.MaxArgStringBytes)
+	}
 
 	var stdin []byte
 	if req.Stdin != nil {

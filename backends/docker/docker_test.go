@@ -119,6 +119,9 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, backendtest.Factory{
 		New:   func(t testing.TB) backend.Backend { return newTestBackend(t) },
 		Image: testenv.DockerImage(),
+		// The agent reads its container's memory cgroup (v1 memory.oom_control, v2
+		// memory.events), which Docker mounts at /sys/fs/cgroup inside.
+		OOMKills: true,
 	})
 }
 

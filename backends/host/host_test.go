@@ -16,6 +16,7 @@ import (
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
+	"github.com/moatsh/moat/backends/internal/limits"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/testenv"
 )
@@ -41,10 +42,12 @@ func newFactory(t *testing.T) func(testing.TB) backend.Backend {
 }
 
 func TestConformance(t *testing.T) {
-	backendtest.Run(t, backendtest.Factory{
-		New:  newFactory(t),
-		Skip: map[string]string{"Files/execfs": execfsReason},
-	})
+	skip := map[string]string{"Files/execfs": execfsReason}
+	oom, why := limits.OOMReport(limits.Options{})
+	if !oom {
+		skip["Exec/OOMKill"] = why
+	}
+	backendtest.Run(t, backendtest.Factory{New: newFactory(t), Skip: skip, OOMKills: oom})
 }
 
 func run(t *testing.T, inst backend.Instance, wd string, env map[string]string, argv ...string) (int, string, string) {
