@@ -123,11 +123,12 @@ func testArchive(t *testing.T, tg Target) {
 
 	// Hostile archives: refused, with nothing outside the target.
 	for name, bad := range map[string]*bytes.Buffer{
-		"dotdot":   tarOf(t, tar.Header{Typeflag: tar.TypeReg, Name: "../escape", Linkname: "x"}),
-		"absolute": tarOf(t, tar.Header{Typeflag: tar.TypeReg, Name: "/escape", Linkname: "x"}),
-		"symlink":  tarOf(t, tar.Header{Typeflag: tar.TypeSymlink, Name: "link", Linkname: "/"}),
-		"device":   tarOf(t, tar.Header{Typeflag: tar.TypeChar, Name: "dev"}),
-		"garbage":  bytes.NewBufferString(strings.Repeat("not a tar ", 100)),
+		"dotdot":    tarOf(t, tar.Header{Typeflag: tar.TypeReg, Name: "../escape", Linkname: "x"}),
+		"absolute":  tarOf(t, tar.Header{Typeflag: tar.TypeReg, Name: "/escape", Linkname: "x"}),
+		"symlink":   tarOf(t, tar.Header{Typeflag: tar.TypeSymlink, Name: "link", Linkname: "/"}),
+		"device":    tarOf(t, tar.Header{Typeflag: tar.TypeChar, Name: "dev"}),
+		"garbage":   bytes.NewBufferString(strings.Repeat("not a tar ", 100)),
+		"2000 deep": tarOf(t, tar.Header{Typeflag: tar.TypeReg, Name: strings.Repeat("d/", 2000) + "f", Mode: 0o644}),
 	} {
 		_, err := sb.PutArchive(ctx, "/workspace/x", bad, moat.ArchiveLimits{})
 		wantKind(t, "put archive "+name, err, errdefs.KindInvalidArgument)

@@ -160,7 +160,22 @@ func testErrorKinds(t *testing.T, tg Target) {
 	_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{Limits: moat.Limits{MemoryBytes: -1}}))
 	wantKind(t, "negative memory", err, errdefs.KindInvalidArgument)
 
+	for what, l := range map[string]moat.Limits{"pids 2^63-1": {PIDs: 1<<63 - 1}, "9.2 EB of memory": {MemoryBytes: 1<<63 - 1}, "1e6 cpus": {CPUs: 1e6}} {
+		_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{Limits: l}))
+		wantKind(t, what, err, errdefs.KindInvalidArgument)
+	}
+	_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{SessionID: "bad\x1bsession"}))
+	wantKind(t, "session id with a control character", err, errdefs.KindInvalidArgument)
+
 	sb := create(t, tg, moat.Spec{Name: "kinds"})
+	_, err = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}, Env: map[string]string{"BIG": strings.Repeat("e", 1<<20)}})
+	wantKind(t, "1 MiB of env", err, errdefs.KindInvalidArgument)
+	_, err = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"echo", strings.Repeat("a", 100<<10), strings.Repeat("a", 100<<10), strings.Repeat("a", 100<<10), strings.Repeat("a", 100<<10), strings.Repeat("a", 100<<10), strings.Repeat("a", 100<<10)}})
+	wantKind(t, "600 KiB of argv", err, errdefs.KindInvalidArgument)
+	for what, p := range map[string]string{"5000-byte path": "/" + strings.Repeat("p", 5000), "100000-byte path": strings.Repeat("/q", 50000), "300-deep path": strings.Repeat("/d", 300)} {
+		wantKind(t, what, sb.WriteFile(ctx, p, strings.NewReader("x"), 0), errdefs.KindInvalidArgument)
+		wantKind(t, what, sb.ReadFile(ctx, p, io.Discard), errdefs.KindInvalidArgument)
+	}
 	_, err = tg.API.Create(ctx, withBase(tg, moat.Spec{Name: "kinds"}))
 	wantKind(t, "duplicate name", err, errdefs.KindAlreadyExists)
 	_, err = sb.Exec(ctx, moat.ExecRequest{})
