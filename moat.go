@@ -326,6 +326,7 @@ func (m *Manager) probe(ctx context.Context, name string, fresh bool) backend.He
 			h.State = backend.Unavailable
 		}
 	}
+	h = m.explainEnvKeys(name, h)
 	m.healthMu.Lock()
 	m.health[name] = cachedHealth{h: h, at: time.Now()}
 	m.healthMu.Unlock()
