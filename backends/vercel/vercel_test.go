@@ -309,7 +309,7 @@ func TestWrongTokenNotLeaked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := nb.Probe(tctx(t)); h.State != backend.Unavailable || !strings.Contains(h.Reason, "VERCEL_TOKEN") {
+	if h := nb.Probe(tctx(t)); h.State != backend.Unavailable || !strings.Contains(h.Reason, "set VERCEL_TOKEN or [backends.vercel] token") {
 		t.Errorf("Probe without a token = %+v", h)
 	}
 	if h := e.b.Probe(tctx(t)); h.State != backend.Ready {
