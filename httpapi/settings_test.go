@@ -172,7 +172,39 @@ func TestSettingsApplyWithoutRestart(t *testing.T) {
 	if h := health(); h.State != backend.Ready {
 		t.Errorf("a refused change broke the backend: %+v", h)
 	}
+
+	// The API moves to a second server: new sandboxes are created there, and the first
+	// sandbox keeps talking to the server it was created on (its handle holds the URL).
+	srv2 := vercelfake.New(vercelfake.Options{Token: "tok-1", TeamID: "team_1", Backend: fake.New()})
+	ts2 := httptest.NewServer(srv2)
+	t.Cleanup(ts2.Close)
+	t.Cleanup(srv2.Close)
+	code, body, _ = f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":"tok-1","api_url":"`+ts2.URL+`/api"}`)
+	if code != 200 {
+		t.Fatalf("put second api_url: %d %s", code, body)
+	}
+	before2 := srv2.Requests()
+	res, err = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"echo", "still-first"}})
+	if err != nil || string(res.Stdout) != "still-first\n" {
+		t.Fatalf("exec on the first sandbox after api_url changed: %q %v", res.Stdout, err)
+	}
+	if n := srv2.Requests() - before2; n != 0 {
+		t.Errorf("the second server received %d requests for the first sandbox; want none", n)
+	}
+	sb2, err := f.c.Create(ctx, moat.Spec{Backend: "vercel"})
+	if err != nil {
+		t.Fatalf("create after api_url changed: %v", err)
+	}
+	if len(srv2.SandboxNames()) != 1 || len(srv.SandboxNames()) != 1 {
+		t.Errorf("sandboxes: first server %v, second %v; want one each", srv.SandboxNames(), srv2.SandboxNames())
+	}
 	if err := sb.Destroy(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := sb2.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(srv.SandboxNames()) != 0 || len(srv2.SandboxNames()) != 0 {
+		t.Errorf("after destroy: first server %v, second %v; want none", srv.SandboxNames(), srv2.SandboxNames())
 	}
 }

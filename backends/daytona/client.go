@@ -43,6 +43,15 @@ func newClient(apiURL, token, orgID string, p restapi.Policy) *client {
 	return c
 }
 
+// withAPIURL returns a copy of c that sends its platform calls to apiURL (no trailing
+// slash): the same token, organization, headers, retry policy and HTTP client.
+func (c *client) withAPIURL(apiURL string) *client {
+	n := *c
+	n.apiURL = apiURL
+	n.rc.Error = n.errorFrom
+	return &n
+}
+
 // apiError is a non-2xx answer, already mapped to an errdefs kind.
 type apiError struct {
 	Status int

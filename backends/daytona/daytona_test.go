@@ -163,9 +163,14 @@ func TestProbeWithoutKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The hint names the config key by its current name, token (api_key is deprecated).
+	const hint = "set DAYTONA_API_KEY or [backends.daytona] token"
 	h := b.Probe(context.Background())
-	if h.State != backend.Unavailable || !strings.Contains(h.Reason, "DAYTONA_API_KEY") {
-		t.Fatalf("probe without key = %+v", h)
+	if h.State != backend.Unavailable || !strings.Contains(h.Reason, hint) {
+		t.Fatalf("probe without key = %+v; want %q", h, hint)
+	}
+	if _, err := b.Create(context.Background(), &backend.CreateRequest{ID: "x"}); !errdefs.Is(err, errdefs.KindUnauthenticated) || !strings.Contains(err.Error(), hint) {
+		t.Fatalf("create without key = %v; want Unauthenticated with %q", err, hint)
 	}
 }
 

@@ -27,6 +27,14 @@ type client struct {
 	userAgent string
 }
 
+// withAPIURL returns a copy of c that sends its control-plane calls to apiURL (no trailing
+// slash): the same key, retry policy, user agent and HTTP client.
+func (c *client) withAPIURL(apiURL string) *client {
+	n := *c
+	n.apiURL = apiURL
+	return &n
+}
+
 // apiError is the control plane's error body: {code:int, message, error_code?}.
 type apiError struct {
 	Code      int    `json:"code"`

@@ -60,6 +60,14 @@ func NewClient(baseURL, token, teamID string, hc *http.Client) *Client {
 	}
 }
 
+// withBaseURL returns a copy of c that sends its calls to baseURL (no trailing slash):
+// the same token, team, user agent, retry policy and HTTP client.
+func (c *Client) withBaseURL(baseURL string) *Client {
+	n := *c
+	n.baseURL = baseURL
+	return &n
+}
+
 // APIError is an error answer of the API. It is wrapped with an errdefs kind.
 type APIError struct {
 	Status  int

@@ -1,7 +1,8 @@
 // Package providertest answers "what do the tests of the hosted-provider backends (vercel,
 // daytona, e2b) share?": the local backends their fakes run commands on (the restricted
-// host, docker when its daemon is reachable) and servers that misbehave the same way for
-// every client (an endless JSON answer), and building a backend from a moat.toml section.
+// host, docker when its daemon is reachable, a runner without a file API), servers that
+// misbehave the same way for every client (an endless JSON answer), and building a
+// backend from a moat.toml section.
 package providertest
 
 import (
@@ -32,6 +33,29 @@ func HostRunner(t testing.TB) backend.Backend {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// ExecFiles wraps a runner so that its instances offer only backend.Instance: a fake then
+// serves its file API through commands (package execfs), and with the host runner files
+// and commands see one filesystem (the host's), as in a real sandbox.
+func ExecFiles(b backend.Backend) backend.Backend { return execFiles{b} }
+
+type execFiles struct{ backend.Backend }
+
+func (e execFiles) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	inst, err := e.Backend.Create(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ backend.Instance }{inst}, nil
+}
+
+func (e execFiles) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	inst, err := e.Backend.Attach(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ backend.Instance }{inst}, nil
 }
 
 // DockerRunner is the docker backend on the test image when the daemon is reachable; it
