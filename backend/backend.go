@@ -284,6 +284,23 @@ func (c Config) Fill(s Setting, dst *string) {
 	*dst = c.Value(s)
 }
 
+// FromAPI reports whether the value Fill would give a field whose section value is
+// explicit comes from the settings API (rather than moat.toml or the environment). Hosted
+// backends record it for endpoints, so a secret from the operator's environment is never
+// sent to an endpoint an API caller chose, not even to one a sandbox's handle recorded.
+// Call it before Fill.
+func (c Config) FromAPI(s Setting, explicit string) bool {
+	if strings.TrimSpace(explicit) != "" {
+		return false
+	}
+	for _, k := range append([]string{s.Key}, s.Aliases...) {
+		if strings.TrimSpace(c.Saved[k]) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Value returns the value of s that does not come from the section: the saved one, else
 // the first non-empty environment alias, else "".
 func (c Config) Value(s Setting) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/moatsh/moat/backends/vercel"
 	"github.com/moatsh/moat/backends/vercel/vercelfake"
 	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/store/memstore"
 )
@@ -206,5 +207,36 @@ func TestSettingsApplyWithoutRestart(t *testing.T) {
 	}
 	if len(srv.SandboxNames()) != 0 || len(srv2.SandboxNames()) != 0 {
 		t.Errorf("after destroy: first server %v, second %v; want none", srv.SandboxNames(), srv2.SandboxNames())
+	}
+}
+
+// A sandbox created on an endpoint an API caller set keeps it in its handle; once the
+// saved token is gone and the operator's environment token applies, that token is never
+// sent there: the sandbox answers failed_precondition without a request.
+func TestRecordedAPIEndpointNeverGetsTheEnvToken(t *testing.T) {
+	env := map[string]string{"VERCEL_TOKEN": "env-operator-token", "VERCEL_TEAM_ID": "team_1", "VERCEL_PROJECT_ID": "prj_1"}
+	f, _ := settingsFixture(t, env)
+	ctx := context.Background()
+	evil := vercelfake.New(vercelfake.Options{Token: "caller-token", TeamID: "team_1", Backend: fake.New()})
+	ts := httptest.NewServer(evil)
+	t.Cleanup(ts.Close)
+	t.Cleanup(evil.Close)
+	if code, body, _ := f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":"caller-token","api_url":"`+ts.URL+`/api"}`); code != 200 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	sb, err := f.c.Create(ctx, moat.Spec{Backend: "vercel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":null,"api_url":null}`); code != 200 {
+		t.Fatalf("remove saved settings: %d %s", code, body)
+	}
+	before := evil.Requests()
+	_, err = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}})
+	if !errdefs.Is(err, errdefs.KindFailedPrecondition) || strings.Contains(err.Error(), "env-operator-token") {
+		t.Fatalf("exec on the API-chosen endpoint with the env token: %v, want failed_precondition", err)
+	}
+	if n := evil.Requests() - before; n != 0 {
+		t.Fatalf("the API-chosen server received %d requests after the env token took over", n)
 	}
 }

@@ -130,12 +130,15 @@ type handleState struct {
 	// instance keeps talking to it whatever api_url is configured later. Handles written
 	// before it was recorded have none and use the configured one.
 	APIURL string `json:"api_url,omitempty"`
+	// EndpointFromAPI says APIURL was set through the settings API: the token is sent there
+	// only while it too comes from the settings API.
+	EndpointFromAPI bool `json:"endpoint_from_api,omitempty"`
 }
 
 // clientFor returns the client for a sandbox on the platform API at apiURL: the backend's
 // own when apiURL is empty or the configured one, else a copy aimed at apiURL (same token,
 // organization, headers, retry policy and HTTP client).
-func (b *Backend) clientFor(apiURL string) (*client, error) {
+func (b *Backend) clientFor(apiURL string, fromAPI bool) (*client, error) {
 	apiURL = strings.TrimRight(apiURL, "/")
 	if apiURL == "" || apiURL == b.c.apiURL {
 		return b.c, nil
@@ -143,7 +146,10 @@ func (b *Backend) clientFor(apiURL string) (*client, error) {
 	if u, err := url.Parse(apiURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errdefs.InvalidArgumentf("daytona: handle's api_url %q is not an http(s) URL", apiURL)
 	}
-	return b.c.withAPIURL(apiURL), nil
+	if fromAPI && !b.cfg.tokenFromAPI {
+		return nil, errdefs.FailedPreconditionf("daytona: the sandbox is on %s, an api_url set through the settings API, and the token now comes from the operator's configuration, which is never sent to an API-chosen URL; save that endpoint's token through the settings API to reach the sandbox", apiURL)
+	}
+	return b.c.withAPIURL(apiURL, fromAPI), nil
 }
 
 const handleVersion = 1
@@ -327,7 +333,7 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if err := json.Unmarshal(h.State, &st); err != nil || st.ID == "" {
 		return nil, errdefs.InvalidArgumentf("daytona: malformed handle state")
 	}
-	c, err := b.clientFor(st.APIURL)
+	c, err := b.clientFor(st.APIURL, st.EndpointFromAPI)
 	if err != nil {
 		return nil, err
 	}
@@ -427,7 +433,7 @@ func (i *Instance) ID() string { return i.id }
 
 // Handle implements backend.Instance.
 func (i *Instance) Handle() backend.Handle {
-	st, _ := json.Marshal(handleState{ID: i.id, ToolboxProxyURL: i.proxyURL(), APIURL: i.c.apiURL})
+	st, _ := json.Marshal(handleState{ID: i.id, ToolboxProxyURL: i.proxyURL(), APIURL: i.c.apiURL, EndpointFromAPI: i.c.endpointFromAPI})
 	return backend.Handle{Backend: Name, Version: handleVersion, State: st}
 }
 

@@ -34,6 +34,9 @@ type handleState struct {
 	// before they were recorded have no APIURL and use the configured endpoint.
 	APIURL     string `json:"api_url,omitempty"`
 	SandboxURL string `json:"sandbox_url,omitempty"`
+	// EndpointFromAPI says the endpoint was set through the settings API: the key is sent
+	// there only while it too comes from the settings API.
+	EndpointFromAPI bool `json:"endpoint_from_api,omitempty"`
 }
 
 // endpoint is where an instance sends its calls: the control plane's client and the envd
@@ -60,9 +63,13 @@ func (b *Backend) endpointOf(st handleState) (endpoint, error) {
 		return endpoint{}, errdefs.InvalidArgumentf("e2b: handle's endpoint (%q, %q) is not an http(s) URL", apiURL, sandboxURL)
 	}
 	ep := endpoint{c: b.c, sandboxURL: sandboxURL}
-	if apiURL != b.c.apiURL {
-		ep.c = b.c.withAPIURL(apiURL)
+	if apiURL == b.c.apiURL && sandboxURL == b.cfg.SandboxURL && st.Domain == b.cfg.Domain {
+		return ep, nil
 	}
+	if st.EndpointFromAPI && !b.cfg.tokenFromAPI {
+		return endpoint{}, errdefs.FailedPreconditionf("e2b: the sandbox is on %s, an endpoint set through the settings API, and the key now comes from the operator's configuration, which is never sent to an API-chosen endpoint; save that endpoint's key through the settings API to reach the sandbox", apiURL)
+	}
+	ep.c = b.c.withAPIURL(apiURL, st.EndpointFromAPI)
 	return ep, nil
 }
 

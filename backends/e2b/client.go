@@ -25,13 +25,16 @@ type client struct {
 	apiKey    string
 	policy    restapi.Policy // shared by control-plane and envd calls
 	userAgent string
+	// endpointFromAPI: the endpoint was chosen through the settings API.
+	endpointFromAPI bool
 }
 
 // withAPIURL returns a copy of c that sends its control-plane calls to apiURL (no trailing
 // slash): the same key, retry policy, user agent and HTTP client.
-func (c *client) withAPIURL(apiURL string) *client {
+func (c *client) withAPIURL(apiURL string, fromAPI bool) *client {
 	n := *c
 	n.apiURL = apiURL
+	n.endpointFromAPI = fromAPI
 	return &n
 }
 

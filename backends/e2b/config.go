@@ -68,6 +68,9 @@ type Config struct {
 	// duration). Default "60s". Deprecated form: a bare number of seconds
 	// (request_timeout = 60).
 	RequestTimeout confkey.Duration `toml:"request_timeout" json:"request_timeout"`
+	// endpointFromAPI and tokenFromAPI say that the endpoint (domain, api_url or
+	// sandbox_url) and the token came from the settings API (fill sets them).
+	endpointFromAPI, tokenFromAPI bool
 
 	// requestTimeout and timeout are RequestTimeout and Timeout resolved by New.
 	requestTimeout, timeout time.Duration
@@ -88,6 +91,9 @@ var (
 // fill sets the fields left empty from the values saved through the settings API, else
 // from the environment aliases.
 func (c *Config) fill(cfg backend.Config) {
+	c.endpointFromAPI = cfg.FromAPI(settingDomain, c.Domain) || cfg.FromAPI(settingAPIURL, c.APIURL) ||
+		cfg.FromAPI(settingSandboxURL, c.SandboxURL)
+	c.tokenFromAPI = cfg.FromAPI(settingToken, c.Token)
 	cfg.Fill(settingToken, &c.Token)
 	cfg.Fill(settingDomain, &c.Domain)
 	cfg.Fill(settingAPIURL, &c.APIURL)
@@ -216,7 +222,8 @@ func New(c Config, o Options) (*Backend, error) {
 				MaxBackoff:    o.MaxBackoff,
 				RetryAfterCap: 2 * time.Minute,
 			},
-			userAgent: "moat-e2b/1",
+			userAgent:       "moat-e2b/1",
+			endpointFromAPI: c.endpointFromAPI,
 		},
 	}, nil
 }

@@ -67,7 +67,7 @@ func (i *instance) envd() *envd {
 // Handle implements backend.Instance.
 func (i *instance) Handle() backend.Handle {
 	return makeHandle(handleState{SandboxID: i.id, Domain: i.domain, Timeout: i.timeout,
-		APIURL: i.c.apiURL, SandboxURL: i.sandboxURL})
+		APIURL: i.c.apiURL, SandboxURL: i.sandboxURL, EndpointFromAPI: i.c.endpointFromAPI})
 }
 
 func (i *instance) notFound() error {

@@ -88,7 +88,7 @@ func (i *Instance) session() (string, error) {
 // Handle implements backend.Instance.
 func (i *Instance) Handle() backend.Handle {
 	i.mu.Lock()
-	st, _ := json.Marshal(handleState{Name: i.name, SessionID: i.sessionID, ProjectID: i.projectID, Persistent: i.persistent, APIURL: i.c.baseURL})
+	st, _ := json.Marshal(handleState{Name: i.name, SessionID: i.sessionID, ProjectID: i.projectID, Persistent: i.persistent, APIURL: i.c.baseURL, EndpointFromAPI: i.c.endpointFromAPI})
 	i.mu.Unlock()
 	return backend.Handle{Backend: Name, Version: handleVersion, State: st}
 }
