@@ -30,7 +30,7 @@ type backendSet struct {
 // buildBackends builds every factory's backend with the settings saved in the store, and
 // adds the prebuilt instances.
 func (m *Manager) buildBackends(ctx context.Context, factories map[string]backend.Factory, instances map[string]backend.Backend) (*backendSet, error) {
-	saved, err := settings.Load(ctx, m.store)
+	saved, err := settings.Load(ctx, m.store, m.keyring)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +246,7 @@ func (m *Manager) BackendSettings(ctx context.Context, name string) (settings.Vi
 	if len(settings.Settable(d)) == 0 {
 		return settings.View{}, errdefs.NotFoundf("moat: backend %s has no settings", name)
 	}
-	saved, err := settings.Get(ctx, m.store, name)
+	saved, err := settings.Get(ctx, m.store, m.keyring, name)
 	if err != nil {
 		return settings.View{}, err
 	}
@@ -255,7 +255,7 @@ func (m *Manager) BackendSettings(ctx context.Context, name string) (settings.Vi
 
 // AllBackendSettings returns the settings of every backend that has some, sorted by name.
 func (m *Manager) AllBackendSettings(ctx context.Context) ([]settings.View, error) {
-	saved, err := settings.Load(ctx, m.store)
+	saved, err := settings.Load(ctx, m.store, m.keyring)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +281,7 @@ func (m *Manager) PutBackendSettings(ctx context.Context, name string, changes m
 	m.settingsMu.Lock()
 	defer m.settingsMu.Unlock()
 	d := m.viewDescriptor(name)
-	cur, err := settings.Get(ctx, m.store, name)
+	cur, err := settings.Get(ctx, m.store, m.keyring, name)
 	if err != nil {
 		return settings.View{}, err
 	}
@@ -303,7 +303,7 @@ func (m *Manager) PutBackendSettings(ctx context.Context, name string, changes m
 			return settings.View{}, err
 		}
 	}
-	if err := settings.Save(ctx, m.store, name, next); err != nil {
+	if err := settings.Save(ctx, m.store, m.keyring, name, next); err != nil {
 		return settings.View{}, err
 	}
 	if rebuild {
@@ -335,7 +335,7 @@ func (m *Manager) viewSaved(name string, saved map[string]string) map[string]str
 func (m *Manager) ReloadSettings(ctx context.Context) error {
 	m.settingsMu.Lock()
 	defer m.settingsMu.Unlock()
-	saved, err := settings.Load(ctx, m.store)
+	saved, err := settings.Load(ctx, m.store, m.keyring)
 	if err != nil {
 		return err
 	}
@@ -353,4 +353,13 @@ func (m *Manager) ReloadSettings(ctx context.Context) error {
 		m.swapBackend(name, b, saved[name], named)
 	}
 	return errors.Join(errs...)
+}
+
+// RotateSettingsKey re-encrypts every saved setting with a new key in the key file and then
+// drops the old keys (`moat settings rotate-key`). Other processes sharing the store must
+// share the key file.
+func (m *Manager) RotateSettingsKey(ctx context.Context) error {
+	m.settingsMu.Lock()
+	defer m.settingsMu.Unlock()
+	return settings.Rotate(ctx, m.store, m.keyring)
 }

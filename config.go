@@ -30,6 +30,10 @@ type Config struct {
 	Network NetworkConfig
 	// Backends holds each [backends.<name>] section, decoded by that backend.
 	Backends map[string]map[string]any
+	// SettingsKeyFile holds the keys that encrypt backend settings saved through the API
+	// (tokens) at rest; default <Home>/settings.key, made (mode 0600) on the first save.
+	// Replicas sharing a store must share it. Env: MOAT_SETTINGS_KEY_FILE.
+	SettingsKeyFile string
 	// Getenv reads environment aliases (VERCEL_TOKEN, ...); default os.Getenv.
 	Getenv func(string) string
 	// Logger receives structured logs; default discards.

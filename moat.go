@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ import (
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/moattype"
 	"github.com/moatsh/moat/router"
+	"github.com/moatsh/moat/settings"
 	"github.com/moatsh/moat/store"
 )
 
@@ -44,6 +46,7 @@ type Manager struct {
 	set      *backendSet
 	// settingsMu serializes writers of saved settings (PutBackendSettings, ReloadSettings).
 	settingsMu sync.Mutex
+	keyring    *settings.Keyring // encrypts saved settings at rest
 
 	healthMu sync.Mutex
 	health   map[string]cachedHealth
@@ -144,6 +147,11 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 		lastTouch: map[string]time.Time{},
 	}
 	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	keyFile := cfg.SettingsKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(cfg.Home, "settings.key")
+	}
+	m.keyring = settings.NewKeyring(keyFile)
 	if cfg.Storage != nil {
 		m.store = cfg.Storage
 	} else {

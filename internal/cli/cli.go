@@ -113,7 +113,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "", "config file (default $MOAT_HOME/moat.toml)")
 	root.PersistentFlags().StringVar(&a.server, "server", "", "moatd URL: go through its API instead of running embedded (env MOAT_SERVER)")
 	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.shellCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
-		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.reconcileCmd(), a.versionCmd())
+		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.reconcileCmd(), a.settingsCmd(), a.versionCmd())
 	root.AddCommand(a.abilityCmds()...)
 	return root
 }

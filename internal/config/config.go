@@ -163,6 +163,7 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 	if c.Store == "" {
 		c.Store = getenv("MOAT_STORE")
 	}
+	c.SettingsKeyFile = getenv("MOAT_SETTINGS_KEY_FILE")
 	if c.Sandbox.Backend == "" {
 		c.Sandbox.Backend = firstNonEmpty(getenv("MOAT_BACKEND"), getenv("SANDBOX_PROVIDER"))
 	}
