@@ -68,7 +68,7 @@ func legacySessionKey(id string) string { return legacySessionPrefix + id + lega
 var sessionMu sync.Mutex
 
 // CheckSessionID reports whether id is a session id moat accepts: non-empty UTF-8 text of
-// at most MaxSessionIDBytes bytes without control characters.
+// at most MaxSessionIDBytes bytes without control characters, and not "." or "..".
 func CheckSessionID(id string) error {
 	switch {
 	case id == "":
@@ -79,6 +79,9 @@ func CheckSessionID(id string) error {
 		return errdefs.InvalidArgumentf("moat: session id %q is not valid UTF-8", id)
 	case strings.IndexFunc(id, unicode.IsControl) >= 0:
 		return errdefs.InvalidArgumentf("moat: session id %q contains a control character", id)
+	case id == "." || id == "..":
+		// A URL path segment cannot carry them: /v1/sessions/.. is /v1/.
+		return errdefs.InvalidArgumentf("moat: session id %q is reserved", id)
 	}
 	return nil
 }

@@ -174,6 +174,7 @@ func TestSessionBadInput(t *testing.T) {
 		{"DEL", moat.Session{ID: "a\x7f"}, errdefs.KindInvalidArgument},
 		{"not UTF-8", moat.Session{ID: "a\xff"}, errdefs.KindInvalidArgument},
 		{"too long", moat.Session{ID: long}, errdefs.KindInvalidArgument},
+		{"dot dot", moat.Session{ID: ".."}, errdefs.KindInvalidArgument},
 		{"unknown backend", moat.Session{ID: "s", Backend: "nope"}, errdefs.KindNotFound},
 		{"bad mode", moat.Session{ID: "s", Mode: "sometimes"}, errdefs.KindInvalidArgument},
 		{"negative memory", moat.Session{ID: "s", Limits: moat.Limits{MemoryBytes: -1}}, errdefs.KindInvalidArgument},

@@ -410,7 +410,7 @@ const (
 )
 
 // MaxSessionIDBytes is the longest session id moat accepts. A session id is free UTF-8
-// text (spaces, '/', '?' are fine) without control characters.
+// text (spaces, '/', '?' are fine) without control characters, other than "." and "..".
 const MaxSessionIDBytes = 256
 
 // Session is a session's stored settings: every sandbox created with its id starts from
