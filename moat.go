@@ -355,51 +355,13 @@ func (m *Manager) candidates(ctx context.Context, names []string) []router.Candi
 	return out
 }
 
-// sessionKey is the settings key of a session's backend override.
-func sessionKey(session string) string { return "session/" + session + "/backend" }
-
-// SetSessionBackend makes sandboxes created with this session id use backend name (unless
-// their spec names one). The override is stored, so it survives restarts.
-func (m *Manager) SetSessionBackend(ctx context.Context, session, name string) error {
-	if session == "" {
-		return errdefs.InvalidArgumentf("moat: empty session id")
-	}
-	if _, ok := m.backend(name); !ok {
-		return m.unknownBackend(name)
-	}
-	return m.store.PutSetting(ctx, sessionKey(session), []byte(name))
-}
-
-// SessionBackend returns the session's override; NotFound when it has none.
-func (m *Manager) SessionBackend(ctx context.Context, session string) (string, error) {
-	v, err := m.store.GetSetting(ctx, sessionKey(session))
-	if err != nil {
-		return "", err
-	}
-	return string(v), nil
-}
-
-// ClearSessionBackend removes the session's override.
-func (m *Manager) ClearSessionBackend(ctx context.Context, session string) error {
-	return m.store.DeleteSetting(ctx, sessionKey(session))
-}
-
 func (m *Manager) unknownBackend(name string) error {
 	return errdefs.NotFoundf("moat: unknown backend %q (available: %s)", name, strings.Join(m.backendNames(), ", "))
 }
 
 // route decides which backends to try for spec, in order.
 func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error) {
-	name := spec.Backend
-	if name == "" || name == "auto" {
-		if spec.SessionID != "" {
-			if v, err := m.SessionBackend(ctx, spec.SessionID); err == nil {
-				name = v
-			} else if !errdefs.Is(err, errdefs.KindNotFound) {
-				return router.Decision{}, err
-			}
-		}
-	}
+	name := spec.Backend // a session's backend is already in (withSession)
 	if name == "" || name == "auto" {
 		name = m.cfg.Sandbox.Backend
 	}
@@ -413,16 +375,21 @@ func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error)
 	return router.Explicit(c, m.policy())
 }
 
-// Create routes spec to a backend, records the sandbox, and creates it. The record is
-// written as "creating" before the backend is called and "active" after, so a crash in
-// between is found by the reconciler. With auto routing, a create that fails with
+// Create routes spec to a backend, records the sandbox, and creates it. Fields the spec
+// leaves empty come from its session's settings (Session), then from the [sandbox] config.
+// The record is written as "creating" before the backend is called and "active" after, so
+// a crash in between is found by the reconciler. With auto routing, a create that fails with
 // Unavailable fails over to the next usable backend; the reasons are kept on the record.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
+	spec, err := m.withSession(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
 	defaults := Spec{
 		Image: m.cfg.Sandbox.Image, Workdir: m.cfg.Sandbox.Workdir, Limits: m.cfg.Sandbox.Limits,
 		TTL: m.cfg.Sandbox.TTL, Env: m.cfg.Sandbox.Env,
 	}
-	spec, err := normalizeSpec(spec, defaults)
+	spec, err = normalizeSpec(spec, defaults)
 	if err != nil {
 		return nil, err
 	}

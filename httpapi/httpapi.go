@@ -1,6 +1,6 @@
 // Package httpapi answers "how is a moat Manager served over HTTP?": the v1 JSON API
 // (sandboxes, exec with buffered, NDJSON and WebSocket streaming, files and tar archives,
-// the PTY terminal, backends, backend settings, session overrides), health, readiness and
+// the PTY terminal, backends, backend settings, sessions), health, readiness and
 // Prometheus metrics, with bearer-token auth, request ids, access logs, body limits and
 // graceful shutdown. The wire types live in apitype; docs/api.md and openapi.json describe
 // the routes.
@@ -157,6 +157,12 @@ func (s *Server) register() {
 	s.handle("GET /v1/settings/backends/{name}", s.getSettings)
 	s.handle("PUT /v1/settings/backends/{name}", s.putSettings)
 
+	s.handle("GET /v1/sessions", s.listSessions)
+	s.handle("GET /v1/sessions/{session}", s.getSession)
+	s.handle("PUT /v1/sessions/{session}", s.putSession)
+	s.handle("PATCH /v1/sessions/{session}", s.patchSession)
+	s.handle("DELETE /v1/sessions/{session}", s.deleteSession)
+	s.handle("DELETE /v1/sessions/{session}/sandboxes", s.destroySessionSandboxes)
 	s.handle("GET /v1/sessions/{session}/backend", s.getSessionBackend)
 	s.handle("PUT /v1/sessions/{session}/backend", s.putSessionBackend)
 	s.handle("DELETE /v1/sessions/{session}/backend", s.deleteSessionBackend)

@@ -683,6 +683,9 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"SessionBackend": apitype.SessionBackend{}, "BackendSettings": apitype.BackendSettings{},
 		"BackendReport": moat.BackendReport{}, "Snapshot": apitype.Snapshot{},
 		"PortResponse": apitype.PortResponse{}, "Health": apitype.Health{}, "Error": apitype.Error{},
+		"Session": apitype.Session{}, "SessionPatch": apitype.SessionPatch{}, "LimitsPatch": apitype.LimitsPatch{},
+		"SessionList": apitype.SessionList{}, "SessionTeardown": apitype.SessionTeardown{},
+		"SandboxFailure": apitype.SandboxFailure{},
 	}
 	for name := range doc.Components.Schemas {
 		if _, ok := types[name]; !ok {

@@ -337,11 +337,17 @@ func (a *app) inspectCmd() *cobra.Command {
 }
 
 func (a *app) rmCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm ID...",
+	var session string
+	cmd := &cobra.Command{
+		Use:     "rm [ID...] [--session SESSION]",
 		Aliases: []string{"destroy"},
-		Short:   "destroy sandboxes",
-		Args:    cobra.MinimumNArgs(1),
+		Short:   "destroy sandboxes (by id or name, or all of a session's); prints each id destroyed",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && session == "" {
+				return errdefs.InvalidArgumentf("rm: name sandboxes or --session")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, done, err := a.open(cmd.Context())
 			if err != nil {
@@ -357,12 +363,27 @@ func (a *app) rmCmd() *cobra.Command {
 				}
 				fmt.Fprintln(a.stdout, id)
 			}
+			if session != "" {
+				td, err := m.DestroySessionSandboxes(cmd.Context(), session)
+				for _, id := range td.Destroyed {
+					fmt.Fprintln(a.stdout, id)
+				}
+				for _, f := range td.Failed {
+					fmt.Fprintf(a.stderr, "moat: %s: destroy %s: %s\n", f.Kind, f.ID, f.Error)
+					failed = append(failed, f.ID)
+				}
+				if err != nil && len(td.Failed) == 0 {
+					return err
+				}
+			}
 			if len(failed) > 0 {
 				return exitError{ExitGenericError}
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&session, "session", "", "destroy every sandbox of this session")
+	return cmd
 }
 
 func (a *app) backendsCmd() *cobra.Command {
