@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -14,84 +13,12 @@ import (
 	"github.com/moatsh/moat/client/local"
 
 	"github.com/moatsh/moat"
-	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/store/memstore"
 )
-
-// ptyBackend is the fake backend with a terminal double: its instances implement
-// backend.PTYExecer by echoing lines ("> line"), reporting sizes ("size RxC") and exiting on
-// "exit N".
-type ptyBackend struct{ *fake.Backend }
-
-type ptyInstance struct{ backend.Instance }
-
-func (b ptyBackend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
-	i, err := b.Backend.Create(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return ptyInstance{i}, nil
-}
-
-func (b ptyBackend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
-	i, err := b.Backend.Attach(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	return ptyInstance{i}, nil
-}
-
-func (p ptyInstance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size backend.WinSize, resize <-chan backend.WinSize) (int, error) {
-	if req.Stdout != req.Stderr {
-		return 1, fmt.Errorf("terminal double: stdout and stderr differ")
-	}
-	var mu sync.Mutex
-	out := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(req.Stdout, format, args...)
-	}
-	out("argv %s size %dx%d\r\n", strings.Join(req.Argv, " "), size.Rows, size.Cols)
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(req.Stdin)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return 137, ctx.Err()
-		case sz, ok := <-resize:
-			if !ok {
-				resize = nil
-				continue
-			}
-			out("size %dx%d\r\n", sz.Rows, sz.Cols)
-		case l, ok := <-lines:
-			if !ok {
-				return 0, nil
-			}
-			var code int
-			if _, err := fmt.Sscanf(l, "exit %d", &code); err == nil {
-				return code, nil
-			}
-			out("> %s\r\n", l)
-		}
-	}
-}
-
-var _ backend.PTYExecer = ptyInstance{}
 
 // syncWriter collects terminal output and lets a test wait for text.
 type syncWriter struct {
@@ -123,7 +50,7 @@ func (w *syncWriter) waitFor(t *testing.T, s string) {
 }
 
 func TestTerminal(t *testing.T) {
-	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "pty"}}, moat.WithoutRegistered(), moat.WithBackend("pty", ptyBackend{fake.New()}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}}, moat.WithoutRegistered(), moat.WithBackend("fake", fake.New()))
 	if err != nil {
 		t.Fatal(err)
 	}

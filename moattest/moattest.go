@@ -96,6 +96,7 @@ func (e *Env) Target() Target {
 	return Target{
 		API: local.New(e.Manager), Manager: e.Manager, Backend: "fake",
 		Block: []string{BlockCommand}, Running: e.Running, Leftovers: e.Fake.IDs,
+		Terminal: true, // the fake's terminal double echoes its argv
 	}
 }
 
