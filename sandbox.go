@@ -163,6 +163,22 @@ func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	return errdefs.NotFoundf("moat: sandbox %s is gone from backend %s: %w", s.id, s.backend, err)
 }
 
+// envAndWorkdir merges a request's environment over the spec's and resolves its workdir
+// against the spec's; what ("exec", "terminal") names the call in errors.
+func (s *Sandbox) envAndWorkdir(what string, env map[string]string, workdir string) (map[string]string, string, error) {
+	merged, err := mergeEnv(s.spec.Env, env)
+	if err != nil {
+		return nil, "", err
+	}
+	wd := s.spec.Workdir
+	if workdir != "" {
+		if wd, err = resolvePath(s.spec.Workdir, workdir); err != nil {
+			return nil, "", errdefs.InvalidArgumentf("moat: %s: invalid workdir: %w", what, err)
+		}
+	}
+	return merged, wd, nil
+}
+
 // Exec runs a command and waits for it. A non-zero exit is not an error: read ExitCode.
 // Errors are for commands that could not run (NotFound for a missing program) or were
 // cut short (ctx or Timeout: the command is killed).
@@ -171,15 +187,9 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 	if err != nil {
 		return ExitResult{}, err
 	}
-	env, err := mergeEnv(s.spec.Env, req.Env)
+	env, wd, err := s.envAndWorkdir("exec", req.Env, req.Workdir)
 	if err != nil {
 		return ExitResult{}, err
-	}
-	wd := s.spec.Workdir
-	if req.Workdir != "" {
-		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {
-			return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: invalid workdir: %w", err)
-		}
 	}
 	if req.MaxOutputBytes < 0 {
 		return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: negative output cap")
@@ -305,18 +315,33 @@ func (s *Sandbox) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.
 	if p == "/" {
 		return errdefs.InvalidArgumentf("moat: cannot write to /")
 	}
+	if mode, err = permMode("file", mode, 0o644); err != nil {
+		return err
+	}
+	return s.fileOp(ctx, func(inst backend.Instance) error { return files(inst).WriteFile(ctx, p, r, mode) })
+}
+
+// permMode is mode, or def when mode is 0; InvalidArgument when it has more than
+// permission bits. what names it in the message ("file", "directory").
+func permMode(what string, mode, def fs.FileMode) (fs.FileMode, error) {
 	if mode == 0 {
-		mode = 0o644
+		return def, nil
 	}
 	if mode&^fs.ModePerm != 0 {
-		return errdefs.InvalidArgumentf("moat: file mode %v: only permission bits are allowed", mode)
+		return 0, errdefs.InvalidArgumentf("moat: %s mode %v: only permission bits are allowed", what, mode)
 	}
+	return mode, nil
+}
+
+// fileOp runs op on the sandbox's instance: the sandbox must be usable, the operation
+// counts as activity, and an error saying the sandbox is gone is recorded (checkGone).
+func (s *Sandbox) fileOp(ctx context.Context, op func(inst backend.Instance) error) error {
 	inst, err := s.usable(ctx)
 	if err != nil {
 		return err
 	}
 	s.m.touch(s.id)
-	return s.checkGone(ctx, inst, files(inst).WriteFile(ctx, p, r, mode))
+	return s.checkGone(ctx, inst, op(inst))
 }
 
 // ReadFile copies the file at p to w.
@@ -325,12 +350,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, p string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	inst, err := s.usable(ctx)
-	if err != nil {
-		return err
-	}
-	s.m.touch(s.id)
-	return s.checkGone(ctx, inst, files(inst).ReadFile(ctx, p, w))
+	return s.fileOp(ctx, func(inst backend.Instance) error { return files(inst).ReadFile(ctx, p, w) })
 }
 
 // ListDir lists the directory at p, sorted by name.

@@ -25,40 +25,23 @@ import (
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/moattest"
 )
 
 const token = "s3cret-api-token-value"
 
-// lockedBuf is a log sink safe for concurrent handlers.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type fixture struct {
 	env  *moattest.Env
 	h    *httpapi.Server
 	srv  *httptest.Server
-	logs *lockedBuf
+	logs *syncbuf.Buffer
 	c    *client.Client
 }
 
 func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	t.Helper()
-	f := &fixture{env: moattest.NewManager(t), logs: &lockedBuf{}}
+	f := &fixture{env: moattest.NewManager(t), logs: &syncbuf.Buffer{}}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(f.logs, nil))
 	}

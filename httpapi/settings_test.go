@@ -19,6 +19,7 @@ import (
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -40,7 +41,7 @@ func settingsFixture(t *testing.T, env map[string]string) (*fixture, *moat.Manag
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	f := &fixture{logs: &lockedBuf{}}
+	f := &fixture{logs: &syncbuf.Buffer{}}
 	f.h = httpapi.New(m, httpapi.Options{Logger: slog.New(slog.NewJSONHandler(f.logs, nil))})
 	f.srv = httptest.NewServer(f.h)
 	t.Cleanup(func() {

@@ -100,6 +100,7 @@ func (e *Env) Target() Target {
 		API: local.New(e.Manager), Manager: e.Manager, Backend: "fake",
 		Block: []string{BlockCommand}, Running: e.Running, Leftovers: e.Fake.IDs,
 		UnusableImage: fake.SnapshotImagePrefix + "no-such-snapshot",
+		Terminal:      true, // the fake's terminal double echoes its argv
 	}
 }
 

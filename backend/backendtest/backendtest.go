@@ -80,6 +80,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/syncbuf"
 )
 
 // Factory tells the suite how to get a backend.
@@ -300,7 +301,7 @@ func (sb *sandbox) exec(c context.Context, o execOpts, argv ...string) *result {
 	if wd == "" {
 		wd = sb.req.Workdir
 	}
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	req := &backend.ExecRequest{
 		Argv:    argv,
 		Env:     env,
@@ -347,24 +348,6 @@ func (sb *sandbox) testExists(t *testing.T, dir, name string, want bool) {
 	if r.err != nil || r.code != code {
 		t.Errorf("in %s: want exists=%v (exit %d): %v", dir, want, code, r)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a backend that writes from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.buf.Bytes())
 }
 
 func (s *suite) testDescriptor(t *testing.T) {
@@ -536,14 +519,14 @@ func (s *suite) testSignal(t *testing.T) {
 
 // signalWriter closes ch the first time it sees word.
 type signalWriter struct {
-	lockedBuffer
+	syncbuf.Buffer
 	word string
 	once sync.Once
 	ch   chan struct{}
 }
 
 func (w *signalWriter) Write(p []byte) (int, error) {
-	n, err := w.lockedBuffer.Write(p)
+	n, err := w.Buffer.Write(p)
 	if bytes.Contains(w.Bytes(), []byte(w.word)) {
 		w.once.Do(func() { close(w.ch) })
 	}

@@ -294,7 +294,8 @@ func (b *Backend) instance(m meta) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Instance{b: b, m: m, sb: sb, fs: &rootfs.FS{Name: Name, Root: m.Root, Binds: binds(m)}}, nil
+	root := &rootfs.FS{Name: Name, Root: m.Root, Binds: binds(m)}
+	return &Instance{b: b, m: m, sb: sb, fs: root, Files: sb.Files(root)}, nil
 }
 
 // Attach implements backend.Backend.
@@ -357,6 +358,7 @@ type Instance struct {
 	m  meta
 	sb *statedir.Sandbox
 	fs *rootfs.FS
+	statedir.Files
 }
 
 // Handle implements backend.Instance.
@@ -538,25 +540,6 @@ func (s *sniffer) execFailed() bool {
 // Destroy implements backend.Instance: kills the sandbox's processes and removes its
 // state directory. It is idempotent.
 func (i *Instance) Destroy(ctx context.Context) error { return i.sb.Destroy(ctx) }
-
-// WriteFile implements backend.FileTransferer through the host side of the root,
-// resolving symlinks inside it. Paths under the read-only host binds are PermissionDenied.
-func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
-	if err := i.sb.Gone(); err != nil {
-		return err
-	}
-	return i.fs.WriteFile(ctx, p, r, mode)
-}
-
-// ReadFile implements backend.FileTransferer.
-func (i *Instance) ReadFile(ctx context.Context, p string, w io.Writer) error {
-	return i.fs.ReadFile(ctx, p, w)
-}
-
-// ListDir implements backend.FileTransferer.
-func (i *Instance) ListDir(ctx context.Context, p string) ([]backend.FileInfo, error) {
-	return i.fs.ListDir(ctx, p)
-}
 
 var (
 	_ backend.Backend        = (*Backend)(nil)

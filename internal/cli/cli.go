@@ -145,6 +145,38 @@ func (a *app) open(ctx context.Context) (client.API, func(), error) {
 	return local.New(m), func() { m.Close() }, nil
 }
 
+// withAPI runs fn with the API open (a.open), and closes it after.
+func (a *app) withAPI(ctx context.Context, fn func(api client.API) error) error {
+	api, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(api)
+}
+
+// withSandbox runs fn on the sandbox id (or name) of the API opened as withAPI does.
+func (a *app) withSandbox(ctx context.Context, id string, fn func(sb client.Handle) error) error {
+	return a.withAPI(ctx, func(api client.API) error {
+		sb, err := api.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		return fn(sb)
+	})
+}
+
+// moatError marks err as moat's own (exit ExitMoatError) unless it carries an exit code
+// already: for the commands that exit with their command's code.
+func moatError(err error) error {
+	var ee exitError
+	var ce codedError
+	if err == nil || errors.As(err, &ee) || errors.As(err, &ce) {
+		return err
+	}
+	return codedError{ExitMoatError, err}
+}
+
 // openLocal opens an embedded manager from the config.
 func (a *app) openLocal(ctx context.Context) (*moat.Manager, error) {
 	l, err := config.Load(a.configPath, a.getenv)

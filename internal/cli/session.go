@@ -25,12 +25,7 @@ func (a *app) apiCmd(use, short string, nargs int, fn func(ctx context.Context, 
 		Short: short,
 		Args:  cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, done, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			return fn(cmd.Context(), api, args)
+			return a.withAPI(cmd.Context(), func(api client.API) error { return fn(cmd.Context(), api, args) })
 		},
 	}
 }
