@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/coder/websocket"
 
 	"github.com/moatsh/moat"
@@ -712,3 +714,6 @@ func jsonFields(t reflect.Type) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

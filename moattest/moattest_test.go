@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
@@ -56,3 +58,6 @@ func TestSessionTeardownPartialFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

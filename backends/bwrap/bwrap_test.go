@@ -300,3 +300,6 @@ func TestNoCapabilities(t *testing.T) {
 		t.Fatalf("the sandbox remounted the host's /usr read-write: %q %q", out, errOut)
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/daytona"
@@ -359,3 +361,6 @@ func TestHugeJSONAnswerIsBounded(t *testing.T) {
 		t.Fatalf("endless answer: %v; want ResourceExhausted, larger than the bound", err)
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaksHTTP(m) }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/backends/host"
@@ -631,3 +633,6 @@ func TestEchoedTokenRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaksHTTP(m) }
