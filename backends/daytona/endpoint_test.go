@@ -14,32 +14,6 @@ import (
 	"github.com/moatsh/moat/errdefs"
 )
 
-// roundTrip passes h through JSON, as a store (or another process) hands it back.
-func roundTrip(t *testing.T, h backend.Handle) backend.Handle {
-	t.Helper()
-	raw, err := json.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out backend.Handle
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// handleAPIURL returns the api_url a handle records ("" when none).
-func handleAPIURL(t *testing.T, h backend.Handle) string {
-	t.Helper()
-	var st struct {
-		APIURL string `json:"api_url"`
-	}
-	if err := json.Unmarshal(h.State, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.APIURL
-}
-
 // TestAttachKeepsCreationEndpoint: a sandbox created on API A keeps talking to A when its
 // handle is attached by a backend configured for API B (as after api_url changed, or in
 // another process): exec, files, status and destroy reach A, and B sees none of them.
@@ -47,8 +21,8 @@ func TestAttachKeepsCreationEndpoint(t *testing.T) {
 	_, urlA := fakeServer(t, providertest.HostRunner(t))
 	fakeB, urlB := fakeServer(t, providertest.HostRunner(t)) // the same token
 	inst := newSandbox(t, client(t, urlA, testToken))
-	h := roundTrip(t, inst.Handle())
-	if got := handleAPIURL(t, h); got != urlA {
+	h := providertest.RoundTrip(t, inst.Handle())
+	if got := providertest.HandleAPIURL(t, h); got != urlA {
 		t.Errorf("handle api_url = %q; want %q", got, urlA)
 	}
 	if strings.Contains(string(h.State), testToken) {
@@ -79,10 +53,10 @@ func TestAttachKeepsCreationEndpoint(t *testing.T) {
 	if u, err := attached.(backend.PortExposer).ExposePort(testCtx(t), 8080); err != nil || u == "" {
 		t.Fatalf("ExposePort = %q, %v", u, err)
 	}
-	if got := handleAPIURL(t, attached.Handle()); got != urlA {
+	if got := providertest.HandleAPIURL(t, attached.Handle()); got != urlA {
 		t.Errorf("attached handle api_url = %q; want A's", got)
 	}
-	again, err := b.Attach(testCtx(t), roundTrip(t, attached.Handle()))
+	again, err := b.Attach(testCtx(t), providertest.RoundTrip(t, attached.Handle()))
 	if err != nil {
 		t.Fatalf("second Attach: %v", err)
 	}
@@ -116,11 +90,11 @@ func TestListedHandleKeepsEndpoint(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("List = %+v, %v", got, err)
 	}
-	if u := handleAPIURL(t, got[0].Handle); u != urlA {
+	if u := providertest.HandleAPIURL(t, got[0].Handle); u != urlA {
 		t.Errorf("listed handle api_url = %q; want A's", u)
 	}
 	beforeB := fakeB.Requests()
-	inst, err := client(t, urlB, testToken).Attach(testCtx(t), roundTrip(t, got[0].Handle))
+	inst, err := client(t, urlB, testToken).Attach(testCtx(t), providertest.RoundTrip(t, got[0].Handle))
 	if err != nil {
 		t.Fatalf("Attach(listed on A) through B: %v", err)
 	}
@@ -146,14 +120,14 @@ func TestOldHandleUsesConfiguredEndpoint(t *testing.T) {
 	raw, _ := json.Marshal(st)
 	old := backend.Handle{Backend: daytona.Name, Version: 1, State: raw}
 
-	attached, err := client(t, urlA, testToken).Attach(testCtx(t), roundTrip(t, old))
+	attached, err := client(t, urlA, testToken).Attach(testCtx(t), providertest.RoundTrip(t, old))
 	if err != nil {
 		t.Fatalf("Attach(old handle) on its API: %v", err)
 	}
 	if code, out, _, err := run(testCtx(t), attached, "echo", "old"); err != nil || code != 0 || out != "old\n" {
 		t.Fatalf("exec = %d %q %v", code, out, err)
 	}
-	if got := handleAPIURL(t, attached.Handle()); got != urlA {
+	if got := providertest.HandleAPIURL(t, attached.Handle()); got != urlA {
 		t.Errorf("re-written handle api_url = %q; want the configured one", got)
 	}
 	beforeB := fakeB.Requests()

@@ -15,20 +15,6 @@ import (
 	"github.com/moatsh/moat/errdefs"
 )
 
-// roundTrip passes h through JSON, as a store (or another process) hands it back.
-func roundTrip(t *testing.T, h backend.Handle) backend.Handle {
-	t.Helper()
-	raw, err := json.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out backend.Handle
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // handleEndpoint returns the api_url and sandbox_url a handle records.
 func handleEndpoint(t *testing.T, h backend.Handle) (apiURL, sandboxURL string) {
 	t.Helper()
@@ -52,7 +38,7 @@ func TestAttachKeepsCreationEndpoint(t *testing.T) {
 	b := newHarness(t, providertest.HostRunner(t), "", e2bfake.Options{}) // the same token
 	inst := a.create(t)
 	id := sandboxID(t, inst)
-	h := roundTrip(t, inst.Handle())
+	h := providertest.RoundTrip(t, inst.Handle())
 	if api, sbx := handleEndpoint(t, h); api != a.srv.URL || sbx != a.srv.URL {
 		t.Errorf("handle endpoint = %q, %q; want A's %q", api, sbx, a.srv.URL)
 	}
@@ -91,7 +77,7 @@ func TestAttachKeepsCreationEndpoint(t *testing.T) {
 	if api, sbx := handleEndpoint(t, attached.Handle()); api != a.srv.URL || sbx != a.srv.URL {
 		t.Errorf("attached handle endpoint = %q, %q; want A's", api, sbx)
 	}
-	again, err := b.b.Attach(ctx, roundTrip(t, attached.Handle()))
+	again, err := b.b.Attach(ctx, providertest.RoundTrip(t, attached.Handle()))
 	if err != nil {
 		t.Fatalf("second Attach: %v", err)
 	}
@@ -121,7 +107,7 @@ func TestListedHandleKeepsEndpoint(t *testing.T) {
 		t.Errorf("listed handle endpoint = %q, %q; want A's", api, sbx)
 	}
 	beforeB := b.fake.TotalRequests()
-	inst, err := b.b.Attach(testCtx(t), roundTrip(t, got[0].Handle))
+	inst, err := b.b.Attach(testCtx(t), providertest.RoundTrip(t, got[0].Handle))
 	if err != nil {
 		t.Fatalf("Attach(listed on A) through B: %v", err)
 	}
@@ -148,7 +134,7 @@ func TestOldHandleUsesConfiguredEndpoint(t *testing.T) {
 	raw, _ := json.Marshal(st)
 	old := backend.Handle{Backend: e2b.Name, Version: 1, State: raw}
 
-	attached, err := newClient(t, a.srv.URL, testToken).Attach(testCtx(t), roundTrip(t, old))
+	attached, err := newClient(t, a.srv.URL, testToken).Attach(testCtx(t), providertest.RoundTrip(t, old))
 	if err != nil {
 		t.Fatalf("Attach(old handle) on its API: %v", err)
 	}

@@ -7,35 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moatsh/moat/backends/internal/providertest"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 )
-
-// roundTrip passes h through JSON, as a store (or another process) hands it back.
-func roundTrip(t *testing.T, h backend.Handle) backend.Handle {
-	t.Helper()
-	raw, err := json.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out backend.Handle
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// handleAPIURL returns the api_url a handle records ("" when none).
-func handleAPIURL(t *testing.T, h backend.Handle) string {
-	t.Helper()
-	var st struct {
-		APIURL string `json:"api_url"`
-	}
-	if err := json.Unmarshal(h.State, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.APIURL
-}
 
 // TestAttachKeepsCreationEndpoint: a sandbox created on API A keeps talking to A when its
 // handle is attached by a backend configured for API B (as after api_url changed, or in
@@ -43,8 +19,8 @@ func handleAPIURL(t *testing.T, h backend.Handle) string {
 func TestAttachKeepsCreationEndpoint(t *testing.T) {
 	a, b := newEnv(t), newEnv(t) // two fake APIs, the same token
 	inst := a.create(t)
-	h := roundTrip(t, inst.Handle())
-	if got, want := handleAPIURL(t, h), a.ts.URL+"/api"; got != want {
+	h := providertest.RoundTrip(t, inst.Handle())
+	if got, want := providertest.HandleAPIURL(t, h), a.ts.URL+"/api"; got != want {
 		t.Errorf("handle api_url = %q; want %q", got, want)
 	}
 	if strings.Contains(string(h.State), testToken) {
@@ -70,11 +46,11 @@ func TestAttachKeepsCreationEndpoint(t *testing.T) {
 	if st, err := attached.Status(tctx(t)); err != nil || st != backend.StatusRunning {
 		t.Fatalf("Status = %q, %v", st, err)
 	}
-	if got := handleAPIURL(t, attached.Handle()); got != a.ts.URL+"/api" {
+	if got := providertest.HandleAPIURL(t, attached.Handle()); got != a.ts.URL+"/api" {
 		t.Errorf("attached handle api_url = %q; want A's", got)
 	}
 	// Attaching the attached instance's handle again (another restart) still finds A.
-	again, err := b.b.Attach(tctx(t), roundTrip(t, attached.Handle()))
+	again, err := b.b.Attach(tctx(t), providertest.RoundTrip(t, attached.Handle()))
 	if err != nil {
 		t.Fatalf("second Attach: %v", err)
 	}
@@ -97,11 +73,11 @@ func TestListedHandleKeepsEndpoint(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("List = %+v, %v", got, err)
 	}
-	if u := handleAPIURL(t, got[0].Handle); u != a.ts.URL+"/api" {
+	if u := providertest.HandleAPIURL(t, got[0].Handle); u != a.ts.URL+"/api" {
 		t.Errorf("listed handle api_url = %q; want A's", u)
 	}
 	beforeB := b.srv.Requests()
-	inst, err := b.b.Attach(tctx(t), roundTrip(t, got[0].Handle))
+	inst, err := b.b.Attach(tctx(t), providertest.RoundTrip(t, got[0].Handle))
 	if err != nil {
 		t.Fatalf("Attach(listed on A) through B: %v", err)
 	}
@@ -128,14 +104,14 @@ func TestOldHandleUsesConfiguredEndpoint(t *testing.T) {
 
 	// Configured for A (a fresh backend, as after a restart): found there.
 	fresh := newBackend(t, a.ts.URL+"/api", testToken)
-	attached, err := fresh.Attach(tctx(t), roundTrip(t, old))
+	attached, err := fresh.Attach(tctx(t), providertest.RoundTrip(t, old))
 	if err != nil {
 		t.Fatalf("Attach(old handle) on its API: %v", err)
 	}
 	if code, out, _, err := run(tctx(t), attached, nil, "echo", "old"); err != nil || code != 0 || out != "old\n" {
 		t.Fatalf("exec = %d %q %v", code, out, err)
 	}
-	if got := handleAPIURL(t, attached.Handle()); got != a.ts.URL+"/api" {
+	if got := providertest.HandleAPIURL(t, attached.Handle()); got != a.ts.URL+"/api" {
 		t.Errorf("re-written handle api_url = %q; want the configured one", got)
 	}
 	// Configured for B: the old handle can only mean B, where there is no such sandbox.

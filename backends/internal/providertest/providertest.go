@@ -8,6 +8,7 @@ package providertest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,4 +109,30 @@ func OpenTOML(name, section string) (backend.Backend, *bytes.Buffer, error) {
 		},
 	})
 	return b, &logs, err
+}
+
+// RoundTrip passes h through JSON, as a store (or another process) hands it back.
+func RoundTrip(t testing.TB, h backend.Handle) backend.Handle {
+	t.Helper()
+	raw, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out backend.Handle
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// HandleAPIURL returns the api_url a hosted backend's handle records ("" when none).
+func HandleAPIURL(t testing.TB, h backend.Handle) string {
+	t.Helper()
+	var st struct {
+		APIURL string `json:"api_url"`
+	}
+	if err := json.Unmarshal(h.State, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.APIURL
 }
