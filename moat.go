@@ -242,11 +242,12 @@ func (m *Manager) idPrefix(ctx context.Context) (string, error) {
 func (m *Manager) loadTag(ctx context.Context) (string, error) {
 	v, err := m.store.GetSetting(ctx, installationKey)
 	if errdefs.Is(err, errdefs.KindNotFound) {
-		tag := randomBase32(installationTagLen)
-		if err = m.store.PutSetting(ctx, installationKey, []byte(tag)); err != nil {
+		// Replicas starting at once on an empty store must agree on one tag (each sweeps
+		// only its own prefix): the first CreateSetting wins and everyone reads that.
+		err = m.store.CreateSetting(ctx, installationKey, []byte(randomBase32(installationTagLen)))
+		if err != nil && !errdefs.Is(err, errdefs.KindAlreadyExists) {
 			return "", err
 		}
-		// Another process may have raced us: whatever is stored now wins.
 		v, err = m.store.GetSetting(ctx, installationKey)
 	}
 	if err != nil {
