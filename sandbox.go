@@ -149,7 +149,8 @@ func (s *Sandbox) checkGone(ctx context.Context, inst backend.Instance, err erro
 // markGone records on the sandbox that its backend lost it. It marks the record only
 // while the record still names the sandbox this handle found gone: another replica may
 // have recreated it meanwhile (a new backend handle), and that one is not lost. Either way
-// the handle takes the stored record, so its next call attaches what the record names.
+// the handle takes the stored record, so its next call attaches what the record names. A
+// sandbox whose spec asks to be recreated stays active: the reconciler recreates it.
 func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	if !errGone(err) {
 		return err
@@ -159,7 +160,7 @@ func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	gone := s.record().Handle
 	rec, gerr := s.m.store.Get(ctx, s.id)
 	if gerr == nil {
-		if rec.Status == store.StatusActive && sameHandle(rec.Handle, gone) {
+		if rec.Status == store.StatusActive && sameHandle(rec.Handle, gone) && !s.spec.Recreate {
 			msg := "backend lost the sandbox: " + err.Error()
 			// Expects the record as just read: a concurrent destroy or recreate stands.
 			if uerr := s.m.update(ctx, rec, func(r *store.Record) {
