@@ -21,6 +21,7 @@ import (
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
+	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store"
 	"github.com/moatsh/moat/store/memstore"
@@ -369,4 +370,95 @@ func replicaRace(t *testing.T, open func(t *testing.T) store.Store) {
 		"double creates %d, excess creates %d, lost records %d, leaked sandboxes %d",
 		replicas, creates, len(pb.creates), vanished, reconciles.Load(), totals.recreated, totals.lost,
 		totals.interrupted, totals.orphans, doubles, excess, lostRecs, leaked)
+}
+
+// Two replicas see one sandbox lost at once: the first claims the record, and while its
+// recreate is under way the second finds the claim and leaves the sandbox alone.
+func TestRecreateIsClaimedByOneReplica(t *testing.T) {
+	ctx := context.Background()
+	a, st, fb := fakeManager(t)
+	b := newManager(t, st, moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}, map[string]backend.Backend{"fake": fb})
+	sb, err := a.Create(ctx, moat.Spec{Recreate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.Vanish(sb.ID())
+	var other moat.ReconcileReport
+	fb.SetFault(fake.OpCreate, func(context.Context) error {
+		fb.SetFault(fake.OpCreate, nil)
+		var err error
+		if other, err = b.Reconcile(ctx); err != nil {
+			t.Errorf("second replica: %v", err)
+		}
+		return nil
+	})
+	rep, err := a.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recreated) != 1 || len(other.Recreated)+len(other.Lost)+len(other.Errors) != 0 {
+		t.Fatalf("first replica %+v, second %+v; want one recreate and the second doing nothing", rep, other)
+	}
+	if got := fb.Calls(fake.OpCreate); got != 2 || len(fb.IDs()) != 1 {
+		t.Fatalf("%d creates, live %v; want the first and one recreate", got, fb.IDs())
+	}
+}
+
+// A status change decided on a stale record does not overwrite a concurrent destroy: the
+// pause reaches the caller as NotFound, and the record stays destroyed.
+func TestTransitionDoesNotOverwriteConcurrentDestroy(t *testing.T) {
+	ctx := context.Background()
+	a, st, fb := fakeManager(t)
+	b := newManager(t, st, moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}, map[string]backend.Backend{"fake": fb})
+	sb, err := a.Create(ctx, moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.SetFaultAfter(fake.OpPause, func(context.Context) error {
+		fb.SetFaultAfter(fake.OpPause, nil)
+		if err := b.Destroy(ctx, sb.ID()); err != nil {
+			t.Errorf("concurrent destroy: %v", err)
+		}
+		return nil
+	})
+	if err := sb.Pause(ctx); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Fatalf("pause racing a destroy: %v; want NotFound", err)
+	}
+	if rec, _ := st.Get(ctx, sb.ID()); rec.Status != store.StatusDestroyed {
+		t.Fatalf("record after the race: %s %q; want destroyed", rec.Status, rec.LastError)
+	}
+	if len(fb.IDs()) != 0 {
+		t.Fatalf("left %v", fb.IDs())
+	}
+}
+
+// A destroy that races a create in flight wins: the create finds its record taken and
+// removes the sandbox it made.
+func TestDestroyDuringCreateLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	a, st, fb := fakeManager(t)
+	b := newManager(t, st, moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}, map[string]backend.Backend{"fake": fb})
+	var id string
+	fb.SetFaultAfter(fake.OpCreate, func(context.Context) error {
+		fb.SetFaultAfter(fake.OpCreate, nil)
+		recs, err := st.List(ctx, store.Filter{})
+		if err != nil || len(recs) != 1 {
+			t.Errorf("records during create: %v %v", recs, err)
+			return nil
+		}
+		id = recs[0].ID
+		if err := b.Destroy(ctx, id); err != nil {
+			t.Errorf("destroy during create: %v", err)
+		}
+		return nil
+	})
+	if _, err := a.Create(ctx, moat.Spec{}); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Fatalf("create destroyed meanwhile: %v; want NotFound", err)
+	}
+	if rec, _ := st.Get(ctx, id); rec.Status != store.StatusDestroyed {
+		t.Fatalf("record: %s %q; want destroyed", rec.Status, rec.LastError)
+	}
+	if len(fb.IDs()) != 0 {
+		t.Fatalf("left %v", fb.IDs())
+	}
 }
