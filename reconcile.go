@@ -69,7 +69,9 @@ const staleDestroy = 5 * time.Minute
 //     leaks nothing. Sandboxes of other installations sharing the backend are left alone.
 //
 // Only backends that are not unavailable are swept. It is safe to run while other
-// processes use the same store: in-flight creates of live processes are left alone.
+// processes use the same store, and on several replicas at once: in-flight creates of live
+// processes are left alone, and a recreate or an expiry is claimed on the record by
+// compare-and-swap, so exactly one replica does it (see Manager.update).
 func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	prefix, err := m.idPrefix(ctx)

@@ -390,7 +390,9 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 }
 
 // Destroy removes the sandbox from its backend and marks its record destroyed, also when
-// the backend had already lost it. Destroying a destroyed sandbox succeeds.
+// the backend had already lost it. Destroying a destroyed sandbox succeeds; so does racing
+// another destroy (in another replica, too). When the backend fails, the record is left
+// as it was, so Destroy can be retried.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	return s.m.destroy(ctx, s.id)
 }
