@@ -55,8 +55,9 @@ func (s *Sandbox) transition(ctx context.Context, from, to store.Status, op func
 	if err := op(inst); err != nil {
 		return s.checkGone(ctx, inst, err)
 	}
-	rec.Status = to
-	if err := s.m.update(ctx, rec); err != nil {
+	// Expects the record as read before op: when it changed meanwhile (a concurrent
+	// destroy, another transition), that write stands and the caller hears of it.
+	if err := s.m.update(ctx, rec, func(r *store.Record) { r.Status = to }); err != nil {
 		return err
 	}
 	s.setRecord(rec)

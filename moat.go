@@ -12,6 +12,7 @@
 package moat
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -249,11 +250,12 @@ func (m *Manager) idPrefix(ctx context.Context) (string, error) {
 func (m *Manager) loadTag(ctx context.Context) (string, error) {
 	v, err := m.store.GetSetting(ctx, installationKey)
 	if errdefs.Is(err, errdefs.KindNotFound) {
-		tag := randomBase32(installationTagLen)
-		if err = m.store.PutSetting(ctx, installationKey, []byte(tag)); err != nil {
+		// Replicas starting at once on an empty store must agree on one tag (each sweeps
+		// only its own prefix): the first CreateSetting wins and everyone reads that.
+		err = m.store.CreateSetting(ctx, installationKey, []byte(randomBase32(installationTagLen)))
+		if err != nil && !errdefs.Is(err, errdefs.KindAlreadyExists) {
 			return "", err
 		}
-		// Another process may have raced us: whatever is stored now wins.
 		v, err = m.store.GetSetting(ctx, installationKey)
 	}
 	if err != nil {
@@ -432,11 +434,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		}
 		inst, err := b.Create(ctx, m.createRequest(rec.ID, spec))
 		if err == nil {
-			rec.Backend = name
-			rec.Handle = inst.Handle()
-			rec.Status = store.StatusActive
-			rec.LastError = strings.Join(failures, "; ")
-			if err := m.update(ctx, rec); err != nil {
+			h, failed := inst.Handle(), strings.Join(failures, "; ")
+			// Expects the record as written above: a concurrent Destroy (or a reconciler
+			// that took this create for interrupted) wins, and the new sandbox goes.
+			err := m.update(ctx, rec, func(r *store.Record) {
+				r.Backend, r.Handle, r.Status, r.LastError = name, h, store.StatusActive, failed
+			})
+			if err != nil {
 				// The sandbox exists but its record could not say so: remove it rather
 				// than leak it (the reconciler would do the same later).
 				_ = inst.Destroy(context.WithoutCancel(ctx))
@@ -456,10 +460,10 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 			return nil, err
 		}
 		m.log.Warn("create failed, failing over", "id", rec.ID, "backend", name, "next", tries[i+1], "err", err)
-		rec.Backend = tries[i+1]
-		rec.Handle = pendingHandle(tries[i+1])
-		rec.LastError = strings.Join(failures, "; ")
-		if err := m.update(ctx, rec); err != nil {
+		next, failed := tries[i+1], strings.Join(failures, "; ")
+		if err := m.update(ctx, rec, func(r *store.Record) {
+			r.Backend, r.Handle, r.LastError = next, pendingHandle(next), failed
+		}); err != nil {
 			m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("recording the failover: %w", err))
 			return nil, err
 		}
@@ -469,14 +473,18 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 
 // recordCreateFailure marks rec as a failed create, so it does not stay "creating" while
 // this process lives (the reconciler leaves in-flight creates of live processes alone). It
-// writes even when ctx has ended: the caller leaving is what often got us here.
+// writes even when ctx has ended: the caller leaving is what often got us here. It expects
+// the record as this create last wrote it: when someone else changed it since (a Destroy),
+// theirs stands.
 func (m *Manager) recordCreateFailure(ctx context.Context, rec *store.Record, failures []string, last error) {
 	if last != nil {
 		failures = append(failures, last.Error())
 	}
-	rec.Status = store.StatusError
-	rec.LastError = strings.Join(failures, "; ")
-	if err := m.update(context.WithoutCancel(ctx), rec); err != nil {
+	msg := strings.Join(failures, "; ")
+	err := m.update(context.WithoutCancel(ctx), rec, func(r *store.Record) {
+		r.Status, r.LastError = store.StatusError, msg
+	})
+	if err != nil && !isStale(err) {
 		m.log.Error("record create failure", "id", rec.ID, "err", err)
 	}
 }
@@ -506,24 +514,61 @@ func (m *Manager) createRequest(id string, spec Spec) *backend.CreateRequest {
 	}
 }
 
-// update writes rec, retrying once on a version conflict by re-reading the stored version
-// (the manager is the only writer of a record's backend fields; a concurrent writer only
-// touched last-used).
-func (m *Manager) update(ctx context.Context, rec *store.Record) error {
-	rec.UpdatedAt = time.Now().UTC()
-	err := m.store.Update(ctx, rec)
-	if errdefs.Is(err, errdefs.KindConflict) {
-		cur, gerr := m.store.Get(ctx, rec.ID)
-		if gerr != nil {
+// update stores a change to rec, a record the caller read, by compare-and-swap on
+// rec.Version: change is applied to a copy, and the write succeeds only when the stored
+// record is still the one the caller read. On success rec is the stored record (new
+// Version); on failure rec is left as it was.
+//
+// The only write that may come between is a last-used touch, which changes nothing a
+// decision rests on: then update reads the record again and applies change to it. Any other
+// write (every one goes through update, which sets UpdatedAt) means the caller decided on a
+// stale view, so update writes nothing and says so: NotFound when the record has been
+// destroyed (or deleted) meanwhile, Conflict otherwise. Callers must not retry blindly: they
+// read again and decide again (see isStale).
+func (m *Manager) update(ctx context.Context, rec *store.Record, change func(r *store.Record)) error {
+	read := rec
+	for attempt := 0; ; attempt++ {
+		next := *read
+		change(&next)
+		next.UpdatedAt = time.Now().UTC()
+		err := m.store.Update(ctx, &next)
+		if err == nil {
+			*rec = next
+			return nil
+		}
+		if !errdefs.Is(err, errdefs.KindConflict) {
 			return err
 		}
-		if cur.Status == store.StatusDestroyed && rec.Status != store.StatusDestroyed {
+		cur, gerr := m.store.Get(ctx, rec.ID)
+		switch {
+		case errdefs.Is(gerr, errdefs.KindNotFound):
+			return errdefs.NotFoundf("moat: sandbox %s: record deleted concurrently", rec.ID)
+		case gerr != nil:
+			return gerr
+		case cur.Status == store.StatusDestroyed:
 			return errdefs.NotFoundf("moat: sandbox %s was destroyed concurrently", rec.ID)
+		case !sameState(cur, rec) || attempt >= 5:
+			return errdefs.Conflictf("moat: sandbox %s changed concurrently (now %s, version %d; expected version %d)", rec.ID, cur.Status, cur.Version, rec.Version)
 		}
-		rec.Version = cur.Version
-		err = m.store.Update(ctx, rec)
+		read = cur // only last-used moved: apply the change again
 	}
-	return err
+}
+
+// isStale reports whether err is update's answer that the record changed under the caller.
+func isStale(err error) bool {
+	return errdefs.Is(err, errdefs.KindConflict) || errdefs.Is(err, errdefs.KindNotFound)
+}
+
+// sameState reports whether two versions of a record agree on everything but the last-used
+// time (the one field written outside update).
+func sameState(a, b *store.Record) bool {
+	return a.Status == b.Status && a.Backend == b.Backend && sameHandle(a.Handle, b.Handle) &&
+		a.LastError == b.LastError && a.Name == b.Name && a.UpdatedAt.Equal(b.UpdatedAt) &&
+		a.ExpiresAt.Equal(b.ExpiresAt) && bytes.Equal(a.Spec, b.Spec)
+}
+
+func sameHandle(a, b backend.Handle) bool {
+	return a.Backend == b.Backend && a.Version == b.Version && bytes.Equal(a.State, b.State)
 }
 
 func (m *Manager) cacheInstance(id string, inst backend.Instance, from backend.Backend) {

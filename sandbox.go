@@ -146,19 +146,30 @@ func (s *Sandbox) checkGone(ctx context.Context, inst backend.Instance, err erro
 	return err
 }
 
-// markGone records on the sandbox that its backend lost it.
+// markGone records on the sandbox that its backend lost it. It marks the record only
+// while the record still names the sandbox this handle found gone: another replica may
+// have recreated it meanwhile (a new backend handle), and that one is not lost. Either way
+// the handle takes the stored record, so its next call attaches what the record names. A
+// sandbox whose spec asks to be recreated stays active: the reconciler recreates it.
 func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	if !errGone(err) {
 		return err
 	}
 	s.m.forgetInstance(s.id)
-	rec, gerr := s.m.store.Get(context.WithoutCancel(ctx), s.id)
-	if gerr == nil && rec.Status == store.StatusActive {
-		rec.Status = store.StatusError
-		rec.LastError = "backend lost the sandbox: " + err.Error()
-		if uerr := s.m.update(context.WithoutCancel(ctx), rec); uerr == nil {
-			s.setRecord(rec)
+	ctx = context.WithoutCancel(ctx)
+	gone := s.record().Handle
+	rec, gerr := s.m.store.Get(ctx, s.id)
+	if gerr == nil {
+		if rec.Status == store.StatusActive && sameHandle(rec.Handle, gone) && !s.spec.Recreate {
+			msg := "backend lost the sandbox: " + err.Error()
+			// Expects the record as just read: a concurrent destroy or recreate stands.
+			if uerr := s.m.update(ctx, rec, func(r *store.Record) {
+				r.Status, r.LastError = store.StatusError, msg
+			}); uerr != nil && !isStale(uerr) {
+				s.m.log.Warn("record lost sandbox", "id", s.id, "err", uerr)
+			}
 		}
+		s.setRecord(rec)
 	}
 	return errdefs.NotFoundf("moat: sandbox %s is gone from backend %s: %w", s.id, s.backend, err)
 }
@@ -276,9 +287,12 @@ func (m *Manager) touch(id string) {
 	m.background(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		for range 3 {
+		// A touch merges with any concurrent write: it changes only last-used (never
+		// backwards), on the record as it is now, by compare-and-swap, so it cannot undo
+		// a status change; on a conflict it reads again.
+		for range 5 {
 			rec, err := m.store.Get(ctx, id)
-			if err != nil || rec.Status == store.StatusDestroyed {
+			if err != nil || rec.Status == store.StatusDestroyed || !rec.LastUsed.Before(now) {
 				return
 			}
 			rec.LastUsed = now.UTC()
@@ -396,7 +410,9 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 }
 
 // Destroy removes the sandbox from its backend and marks its record destroyed, also when
-// the backend had already lost it. Destroying a destroyed sandbox succeeds.
+// the backend had already lost it. Destroying a destroyed sandbox succeeds; so does racing
+// another destroy (in another replica, too). When the backend fails, the record is left
+// as it was, so Destroy can be retried.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	return s.m.destroy(ctx, s.id)
 }
@@ -416,19 +432,65 @@ func (m *Manager) Destroy(ctx context.Context, idOrName string) error {
 }
 
 func (m *Manager) destroy(ctx context.Context, id string) error {
-	rec, err := m.store.Get(ctx, id)
-	if err != nil {
-		return err
+	_, err := m.destroyIf(ctx, id, nil)
+	return err
+}
+
+// destroyingMsg is the last error of a record claimed by a destroy in progress.
+const destroyingMsg = "being destroyed"
+
+// destroyIf destroys the sandbox with this id when the record is not destroyed and ok
+// (when given) holds for it, and reports whether this call marked it destroyed.
+//
+// It first claims the record by compare-and-swap: status error, "being destroyed". From
+// then on no replica recreates the sandbox, nothing runs in it, and a create still in
+// flight finds its record taken and removes what it made. Then it removes what the record
+// names from the backend and marks the record destroyed. When the removal fails the record
+// is given back as it was, so the caller can retry. A destroy that finds the record
+// destroyed by someone else succeeds; a destroy interrupted by a crash is finished by
+// Reconcile.
+func (m *Manager) destroyIf(ctx context.Context, id string, ok func(*store.Record) bool) (bool, error) {
+	for range 5 {
+		rec, err := m.store.Get(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		if rec.Status == store.StatusDestroyed || (ok != nil && !ok(rec)) {
+			return false, nil
+		}
+		before := *rec
+		err = m.update(ctx, rec, func(r *store.Record) { r.Status, r.LastError = store.StatusError, destroyingMsg })
+		if isStale(err) {
+			continue // read again and decide again
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := m.destroyInstance(ctx, rec); err != nil {
+			msg := before.LastError
+			if before.Status == store.StatusError && before.LastError == destroyingMsg {
+				msg = "destroy failed: " + err.Error()
+			}
+			if uerr := m.update(context.WithoutCancel(ctx), rec, func(r *store.Record) {
+				r.Status, r.LastError = before.Status, msg
+			}); uerr != nil && !isStale(uerr) {
+				m.log.Warn("give back the record of a failed destroy", "id", id, "err", uerr)
+			}
+			return false, err
+		}
+		m.forgetInstance(id)
+		err = m.update(context.WithoutCancel(ctx), rec, func(r *store.Record) {
+			r.Status, r.LastError = store.StatusDestroyed, before.LastError
+		})
+		if err == nil {
+			return true, nil
+		}
+		if !isStale(err) {
+			return false, err
+		}
+		// Another destroy took the record over: look again (it has finished, or we do).
 	}
-	if rec.Status == store.StatusDestroyed {
-		return nil
-	}
-	if err := m.destroyInstance(ctx, rec); err != nil {
-		return err
-	}
-	m.forgetInstance(id)
-	rec.Status = store.StatusDestroyed
-	return m.update(ctx, rec)
+	return false, errdefs.Conflictf("moat: destroy %s: the record kept changing; try again", id)
 }
 
 // destroyInstance removes rec's sandbox from its backend; a sandbox already gone is fine.
