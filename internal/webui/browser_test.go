@@ -172,27 +172,7 @@ func TestBrowserWithToken(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	devtools := startChromium(ctx, t)
-	d := dialCDP(ctx, t, devtools)
-	res, err := d.call(ctx, "", "Target.createTarget", map[string]any{"url": srv.URL + "/#sandbox/" + sb.ID() + "/terminal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var target struct {
-		TargetID string `json:"targetId"`
-	}
-	_ = json.Unmarshal(res, &target)
-	res, err = d.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var att struct {
-		SessionID string `json:"sessionId"`
-	}
-	_ = json.Unmarshal(res, &att)
-	p := &page{t: t, ctx: ctx, d: d, session: att.SessionID}
+	p := openPage(t, srv.URL+"/#sandbox/"+sb.ID()+"/terminal")
 
 	// The API answered 401: the page asks for the token.
 	p.waitText("the token dialog", `String(document.getElementById("login").open)`, func(s string) bool { return s == "true" })
@@ -216,7 +196,7 @@ func TestBrowserWithToken(t *testing.T) {
 	p.waitText("the echoed line", term, func(s string) bool { return strings.Contains(s, "> echo hi") })
 
 	// A smaller window: the page sends a resize.
-	if _, err := d.call(ctx, att.SessionID, "Emulation.setDeviceMetricsOverride", map[string]any{
+	if _, err := p.d.call(p.ctx, p.session, "Emulation.setDeviceMetricsOverride", map[string]any{
 		"width": 700, "height": 600, "deviceScaleFactor": 1, "mobile": false,
 	}); err != nil {
 		t.Fatal(err)
@@ -250,7 +230,7 @@ func TestBrowserWithToken(t *testing.T) {
 		document.getElementById("upload-form").requestSubmit(); ""`)
 	p.waitText("the uploaded file in the list", `document.getElementById("files-rows").textContent`, func(s string) bool { return strings.Contains(s, "up <1>.txt") })
 	var got strings.Builder
-	if err := sb.ReadFile(ctx, "/workspace/up <1>.txt", &got); err != nil || got.String() != "uploaded <b>bytes</b>" {
+	if err := sb.ReadFile(p.ctx, "/workspace/up <1>.txt", &got); err != nil || got.String() != "uploaded <b>bytes</b>" {
 		t.Errorf("uploaded file: %q, %v", got.String(), err)
 	}
 
@@ -260,7 +240,7 @@ func TestBrowserWithToken(t *testing.T) {
 	p.waitText("the unsupported stop", `document.getElementById("flash").textContent`, func(s string) bool { return strings.HasPrefix(s, "unsupported: ") })
 	p.eval(`window.confirm = () => true; document.querySelector('#d-actions [data-op="destroy"]').click(); ""`)
 	p.waitText("the destroyed sandbox gone from the list", `document.getElementById("sb-rows").textContent`, func(s string) bool { return !strings.Contains(s, sb.ID()) })
-	if _, err := c.Get(ctx, sb.ID()); err == nil {
+	if _, err := c.Get(p.ctx, sb.ID()); err == nil {
 		t.Errorf("the sandbox is still there after Destroy in the page")
 	}
 }
