@@ -13,6 +13,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/tarfs/tarfstest"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -138,16 +139,8 @@ func TestGetArchiveChecksWhatTheBackendSends(t *testing.T) {
 	if err := sb.GetArchive(context.Background(), "/workspace", &out, moat.ArchiveLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	tr := tar.NewReader(&out)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		names = append(names, h.Name)
-	}
-	if strings.Join(names, ",") != "a.txt,d/" {
+	got, _ := tarfstest.Contents(&out)
+	if names := tarfstest.Names(got); names != "a.txt,d/" {
 		t.Errorf("archive holds %q, want a.txt and d/", names)
 	}
 	ab.send = append(ab.send, tar.Header{Typeflag: tar.TypeReg, Name: "../../etc/cron.d/x", Linkname: "pwned"})

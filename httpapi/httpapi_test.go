@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/tarfs/tarfstest"
 	"github.com/moatsh/moat/internal/testenv"
 
 	"github.com/coder/websocket"
@@ -372,18 +373,9 @@ func TestArchiveAndDelete(t *testing.T) {
 	if err := sb.GetArchive(ctx, "/workspace/proj", &out, moat.ArchiveLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(&out)
-	got := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
-		got[h.Name] = string(b)
+	got, err := tarfstest.Contents(&out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := map[string]string{"a.txt": "alpha", "empty/": "", "sub/": "", "sub/b.txt": "beta"}
 	if len(got) != len(want) {
