@@ -28,6 +28,8 @@ type Config struct {
 	Sandbox SandboxConfig
 	// Network is the network policy.
 	Network NetworkConfig
+	// Security says which host paths API callers may name.
+	Security SecurityConfig
 	// Backends holds each [backends.<name>] section, decoded by that backend.
 	Backends map[string]map[string]any
 	// Getenv reads environment aliases (VERCEL_TOKEN, ...); default os.Getenv.
