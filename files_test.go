@@ -235,3 +235,29 @@ func TestPutArchiveStopsWhenTheCallerLeaves(t *testing.T) {
 		}
 	})
 }
+
+// A snapshot needs a name: an empty one is invalid_argument, before the backend is asked.
+func TestSnapshotNameRequired(t *testing.T) {
+	fb := fake.New()
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}},
+		moat.WithoutRegistered(), moat.WithBackend("fake", fb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	sb, err := m.Create(context.Background(), moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"", "../x", "a b"} {
+		if _, err := sb.Snapshot(context.Background(), name); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+			t.Errorf("Snapshot(%q): %v; want invalid_argument", name, err)
+		}
+	}
+	if fb.Calls(fake.OpSnapshot) != 0 {
+		t.Errorf("the backend was asked to snapshot with a bad name")
+	}
+	if _, err := sb.Snapshot(context.Background(), "good"); err != nil {
+		t.Errorf("Snapshot(good): %v", err)
+	}
+}
