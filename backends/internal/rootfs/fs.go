@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -237,7 +238,16 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // open resolves p inside its root and reopens it with flags.
 func (f *FS) open(op, p string, flags int) (*os.File, os.FileInfo, error) {
-	rootDir, rp, _ := f.target(p)
+	rootDir, rp, bound := f.target(p)
+	if bound && rp == "" {
+		// A file bind (/etc/passwd): the operator's host file, links followed as bwrap
+		// follows a bind's source; opened by name in its directory.
+		if real, err := filepath.EvalSymlinks(rootDir); err == nil {
+			if fi, err := os.Stat(real); err == nil && !fi.IsDir() {
+				rootDir, rp = filepath.Dir(real), filepath.Base(real)
+			}
+		}
+	}
 	root, err := openRoot(rootDir)
 	if err != nil {
 		return nil, nil, f.wrapErr(op, p, err)
@@ -329,12 +339,63 @@ func (f *FS) MkdirAll(p string, mode fs.FileMode) error {
 // inside the root (or inside a bind). It is for lookups such as "does this executable
 // exist"; it is not race-free, so never write through it.
 func (f *FS) HostPath(p string) (string, error) {
-	rootDir, rp, _ := f.target(p)
-	full, err := securejoinRel(rootDir, "/"+rp)
+	r, err := f.resolve(p)
 	if err != nil {
 		return "", err
 	}
-	return path.Join(rootDir, full), nil
+	return f.hostOf(r), nil
+}
+
+// hostOf maps a sandbox path whose parents hold no symlinks to the host path serving it:
+// under a bind, or under Root.
+func (f *FS) hostOf(p string) string {
+	if dir, rest, ok := f.bindFor(p); ok {
+		return path.Join(dir, rest)
+	}
+	return path.Join(f.Root, p)
+}
+
+// resolve follows the symlinks of sandbox path p one component at a time as the sandbox
+// sees them: a link in a bind (/usr/bin/awk -> /etc/alternatives/awk) may lead into Root
+// or another bind, and ".." and absolute targets stop at the sandbox's "/". A missing
+// component ends the walk (the rest is appended as is).
+func (f *FS) resolve(p string) (string, error) {
+	todo := strings.Split(path.Clean("/"+p), "/")
+	cur := "/"
+	hops := 0
+	for len(todo) > 0 {
+		e := todo[0]
+		todo = todo[1:]
+		switch e {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur)
+			continue
+		}
+		next := path.Join(cur, e)
+		hp := f.hostOf(next)
+		fi, err := os.Lstat(hp)
+		if err != nil {
+			return path.Join(append([]string{next}, todo...)...), nil
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", syscall.ELOOP
+		}
+		t, err := os.Readlink(hp)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(t) {
+			cur = "/"
+		}
+		todo = append(strings.Split(t, "/"), todo...)
+	}
+	return cur, nil
 }
 
 // securejoinRel resolves p's symlinks inside root and returns the sandbox-absolute result.
