@@ -28,6 +28,8 @@ type Config struct {
 	Sandbox SandboxConfig
 	// Network is the network policy.
 	Network NetworkConfig
+	// Security says which host paths API callers may name.
+	Security SecurityConfig
 	// Backends holds each [backends.<name>] section, decoded by that backend.
 	Backends map[string]map[string]any
 	// SettingsKeyFile holds the keys that encrypt backend settings saved through the API

@@ -80,10 +80,25 @@ func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim A
 	}
 	var res ArchiveResult
 	err = s.fileOp(ctx, func(inst backend.Instance) (err error) {
-		res, err = s.putArchive(ctx, inst, dir, tarfs.NewReader(r, lim), lim)
+		// The stream stops when ctx ends (the client went away), whether or not the
+		// backend unpacking it watches ctx.
+		res, err = s.putArchive(ctx, inst, dir, tarfs.NewReader(ctxReader{ctx, r}, lim), lim)
 		return err
 	})
 	return res, err
+}
+
+// ctxReader fails its reads once ctx has ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 func (s *Sandbox) putArchive(ctx context.Context, inst backend.Instance, dir string, tr *tarfs.Reader, lim ArchiveLimits) (ArchiveResult, error) {

@@ -398,9 +398,22 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 	if spec.Network == NetworkHost && !m.cfg.Network.AllowOutbound {
 		return nil, errdefs.Newf(errdefs.ErrPermissionDenied, "moat: network %q is not allowed; set [network] allow_outbound = true", spec.Network)
 	}
+	// Host path fields are checked before anything is recorded, so a refused create leaves
+	// nothing behind: for a backend named explicitly first (a refusal does not depend on
+	// its health), then for every candidate, so failover cannot reach an unchecked backend.
+	if _, ok := m.backend(spec.Backend); ok {
+		if spec, err = m.checkHostPaths(ctx, m.descriptor(spec.Backend), spec); err != nil {
+			return nil, err
+		}
+	}
 	dec, err := m.route(ctx, spec)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range append([]string{dec.Chosen}, dec.Rest...) {
+		if spec, err = m.checkHostPaths(ctx, m.descriptor(name), spec); err != nil {
+			return nil, err
+		}
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil {

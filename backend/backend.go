@@ -156,7 +156,10 @@ type FileInfo = moattype.FileInfo
 // Without it the manager falls back to exec (cat, tar).
 type FileTransferer interface {
 	// WriteFile creates or replaces the file at path with r's bytes and mode's permission
-	// bits, creating missing parent directories (0755).
+	// bits, creating missing parent directories (0755). It is all or nothing: when r fails
+	// (a size cap, a client gone) or ctx ends before all of it is written, the old file is
+	// left as it was and no partial or temporary file stays behind (write beside it and
+	// rename, or hold all of r before the provider call).
 	WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error
 	// ReadFile copies the file at path to w. NotFound when it does not exist;
 	// InvalidArgument when it is a directory.

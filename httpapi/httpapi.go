@@ -191,7 +191,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r.Header.Get("X-Request-Id"))
 	w.Header().Set("X-Request-Id", id)
 	sw := &statusWriter{ResponseWriter: w}
-	r = r.WithContext(context.WithValue(r.Context(), reqIDKey{}, id))
+	// Every request is a remote caller's: the manager refuses it host paths the operator
+	// did not allow (moat.WithCaller).
+	r = r.WithContext(moat.WithCaller(context.WithValue(r.Context(), reqIDKey{}, id), moat.CallerRemote))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {

@@ -65,6 +65,15 @@ type Descriptor struct {
 	// Settings are the keys of the backend's [backends.<name>] section that an operator may
 	// also give through an environment alias or the settings API.
 	Settings []Setting `json:"settings,omitempty"`
+	// HostPaths names the create-request fields whose values can name a path on the host
+	// moat runs on: "image" when an absolute image is a host directory or tarball (bwrap),
+	// "options.<key>[.<key>...]" for a string, or an array of strings, inside
+	// Spec.Options (arrays of objects are walked element by element). Only the operator
+	// names host paths: the manager refuses such a value from an API caller with
+	// permission_denied unless it lies under a [security] allowed_host_paths root, and
+	// hands the backend the canonical path (symlinks resolved) it checked. A backend that
+	// adds a field naming a host path lists it here; nothing else is needed.
+	HostPaths []string `json:"host_paths,omitempty"`
 }
 
 // Setting is one key of a backend's [backends.<name>] section that may also come from an

@@ -99,7 +99,9 @@ func (b *Backend) Descriptor() backend.Descriptor {
 	}
 	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNamespace,
 		PackageManager: pm, DefaultImage: b.conf.Rootfs, AutoRank: backend.RankBwrap,
-		Summary: "bubblewrap: user/pid/ipc/uts/net namespaces, own rootfs (tarball or directory) or read-only host binds; state persists between execs"}
+		// An image is a host directory or tarball that Create copies in.
+		HostPaths: []string{"image"},
+		Summary:   "bubblewrap: user/pid/ipc/uts/net namespaces, own rootfs (tarball or directory) or read-only host binds; state persists between execs"}
 }
 
 func (b *Backend) bwrapPath() (string, error) {

@@ -29,7 +29,7 @@ func init() {
 		"sleep": toolSleep, "head": toolHead, "ls": toolLs, "mkdir": toolMkdir, "ln": toolLn,
 		"stat": toolStat, "test": toolTest, "[": toolTest, "chmod": toolChmod, "rm": toolRm,
 		"touch": toolTouch, "find": toolFind, "kill": toolKill, "basename": toolBasename,
-		"dirname": toolDirname, "wc": toolWc,
+		"dirname": toolDirname, "wc": toolWc, "mv": toolMv,
 	}
 }
 
@@ -575,6 +575,21 @@ func toolRm(_ context.Context, c *call) (int, error) {
 		}
 		return nil
 	}), nil
+}
+
+// toolMv is mv [-f] SRC DST: one source, renamed (no copies across filesystems here).
+func toolMv(_ context.Context, c *call) (int, error) {
+	_, operands, ok := parseOpts(c, "", "f")
+	if !ok {
+		return 2, nil
+	}
+	if len(operands) != 2 {
+		return c.fail(1, "want exactly SRC and DST")
+	}
+	if err := c.p.rt.fs.rename(c.cwd, operands[0], operands[1]); err != nil {
+		return c.fail(1, "can't rename '%s': %s", operands[0], errText(err))
+	}
+	return 0, nil
 }
 
 func toolTouch(_ context.Context, c *call) (int, error) {
