@@ -70,7 +70,6 @@ func FuzzConnectStream(f *testing.F) {
 	})
 }
 
-
 // envelopeFlags returns the flags of the i-th envelope of data, walking the framing
 // independently of streamReader.
 func envelopeFlags(data []byte, i int) (byte, bool) {
