@@ -35,6 +35,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,8 +193,8 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 		}
 		c.Sandbox.Limits.MemoryBytes = n
 	}
-	if f.Sandbox.CPUs < 0 {
-		return Loaded{}, errdefs.InvalidArgumentf("sandbox.cpus: %g must not be negative", f.Sandbox.CPUs)
+	if f.Sandbox.CPUs < 0 || math.IsNaN(f.Sandbox.CPUs) || math.IsInf(f.Sandbox.CPUs, 0) {
+		return Loaded{}, errdefs.InvalidArgumentf("sandbox.cpus: %g must be a non-negative number", f.Sandbox.CPUs)
 	}
 	c.Sandbox.Limits.CPUs = f.Sandbox.CPUs
 	if f.Sandbox.PIDs < 0 {
