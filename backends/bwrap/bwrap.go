@@ -326,6 +326,10 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 		"--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
 		"--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true")
 	cmd.Env = []string{}
+	// When ctx ends bwrap is killed, but a child of it may still hold the output pipe:
+	// WaitDelay closes it, so a cancelled probe returns at once instead of hanging (moatd's
+	// shutdown waits for the probe of its maintenance loop).
+	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		msg := strings.TrimSpace(string(out))
