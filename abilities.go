@@ -55,8 +55,9 @@ func (s *Sandbox) transition(ctx context.Context, from, to store.Status, op func
 	if err := op(inst); err != nil {
 		return s.checkGone(ctx, inst, err)
 	}
-	rec.Status = to
-	if err := s.m.update(ctx, rec); err != nil {
+	// Expects the record as read before op: when it changed meanwhile (a concurrent
+	// destroy, another transition), that write stands and the caller hears of it.
+	if err := s.m.update(ctx, rec, func(r *store.Record) { r.Status = to }); err != nil {
 		return err
 	}
 	s.setRecord(rec)
@@ -64,8 +65,13 @@ func (s *Sandbox) transition(ctx context.Context, from, to store.Status, op func
 }
 
 // Snapshot saves the sandbox's filesystem under name (Unsupported when its backend cannot).
+// The name is required: letters, digits, '_', '.', '-' (at most 63); an empty or other name
+// is InvalidArgument.
 func (s *Sandbox) Snapshot(ctx context.Context, name string) (Snapshot, error) {
-	if name != "" && !nameRE.MatchString(name) {
+	if name == "" {
+		return Snapshot{}, errdefs.InvalidArgumentf("moat: a snapshot needs a name")
+	}
+	if !nameRE.MatchString(name) {
 		return Snapshot{}, errdefs.InvalidArgumentf("moat: invalid snapshot name %q", name)
 	}
 	inst, err := s.usable(ctx)

@@ -28,8 +28,14 @@ type Config struct {
 	Sandbox SandboxConfig
 	// Network is the network policy.
 	Network NetworkConfig
+	// Security says which host paths API callers may name.
+	Security SecurityConfig
 	// Backends holds each [backends.<name>] section, decoded by that backend.
 	Backends map[string]map[string]any
+	// SettingsKeyFile holds the keys that encrypt backend settings saved through the API
+	// (tokens) at rest; default <Home>/settings.key, made (mode 0600) on the first save.
+	// Replicas sharing a store must share it. Env: MOAT_SETTINGS_KEY_FILE.
+	SettingsKeyFile string
 	// Getenv reads environment aliases (VERCEL_TOKEN, ...); default os.Getenv.
 	Getenv func(string) string
 	// Logger receives structured logs; default discards.

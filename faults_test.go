@@ -225,7 +225,7 @@ func TestPauseSnapshotAndUnsupportedAbilities(t *testing.T) {
 	if err := hs.Pause(ctx); !errdefs.Is(err, errdefs.KindUnsupported) {
 		t.Fatalf("pause on host: %v", err)
 	}
-	if _, err := hs.Snapshot(ctx, ""); !errdefs.Is(err, errdefs.KindUnsupported) {
+	if _, err := hs.Snapshot(ctx, "snap"); !errdefs.Is(err, errdefs.KindUnsupported) {
 		t.Fatalf("snapshot on host: %v", err)
 	}
 	if info, _ := hs.Info(ctx); info.Status != moat.StatusActive {

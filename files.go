@@ -53,12 +53,7 @@ func (s *Sandbox) Remove(ctx context.Context, p string, recursive bool) error {
 	if p == "/" {
 		return errdefs.InvalidArgumentf("moat: refusing to remove /")
 	}
-	inst, err := s.usable(ctx)
-	if err != nil {
-		return err
-	}
-	s.m.touch(s.id)
-	return s.checkGone(ctx, inst, remover(inst).Remove(ctx, p, recursive))
+	return s.fileOp(ctx, func(inst backend.Instance) error { return remover(inst).Remove(ctx, p, recursive) })
 }
 
 // Mkdir creates the directory at p and its missing parents (0755); mode 0 means 0755. An
@@ -68,18 +63,10 @@ func (s *Sandbox) Mkdir(ctx context.Context, p string, mode fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if mode == 0 {
-		mode = 0o755
-	}
-	if mode&^fs.ModePerm != 0 {
-		return errdefs.InvalidArgumentf("moat: directory mode %v: only permission bits are allowed", mode)
-	}
-	inst, err := s.usable(ctx)
-	if err != nil {
+	if mode, err = permMode("directory", mode, 0o755); err != nil {
 		return err
 	}
-	s.m.touch(s.id)
-	return s.checkGone(ctx, inst, dirMaker(inst).Mkdir(ctx, p, mode))
+	return s.fileOp(ctx, func(inst backend.Instance) error { return dirMaker(inst).Mkdir(ctx, p, mode) })
 }
 
 // PutArchive unpacks the tar stream r into directory dir, creating it. Only regular files
@@ -91,15 +78,29 @@ func (s *Sandbox) PutArchive(ctx context.Context, dir string, r io.Reader, lim A
 	if err != nil {
 		return ArchiveResult{}, err
 	}
-	inst, err := s.usable(ctx)
-	if err != nil {
-		return ArchiveResult{}, err
+	var res ArchiveResult
+	err = s.fileOp(ctx, func(inst backend.Instance) (err error) {
+		// The stream stops when ctx ends (the client went away), whether or not the
+		// backend unpacking it watches ctx.
+		tr := tarfs.NewReader(ctxReader{ctx, r}, lim)
+		tr.Base = dir
+		res, err = s.putArchive(ctx, inst, dir, tr, lim)
+		return err
+	})
+	return res, err
+}
+
+// ctxReader fails its reads once ctx has ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
 	}
-	s.m.touch(s.id)
-	tr := tarfs.NewReader(r, lim)
-	tr.Base = dir
-	res, err := s.putArchive(ctx, inst, dir, tr, lim)
-	return res, s.checkGone(ctx, inst, err)
+	return c.r.Read(p)
 }
 
 func (s *Sandbox) putArchive(ctx context.Context, inst backend.Instance, dir string, tr *tarfs.Reader, lim ArchiveLimits) (ArchiveResult, error) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/tarfs/tarfstest"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -138,16 +140,8 @@ func TestGetArchiveChecksWhatTheBackendSends(t *testing.T) {
 	if err := sb.GetArchive(context.Background(), "/workspace", &out, moat.ArchiveLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	tr := tar.NewReader(&out)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		names = append(names, h.Name)
-	}
-	if strings.Join(names, ",") != "a.txt,d/" {
+	got, _ := tarfstest.Contents(&out)
+	if names := tarfstest.Names(got); names != "a.txt,d/" {
 		t.Errorf("archive holds %q, want a.txt and d/", names)
 	}
 	ab.send = append(ab.send, tar.Header{Typeflag: tar.TypeReg, Name: "../../etc/cron.d/x", Linkname: "pwned"})
@@ -158,5 +152,105 @@ func TestGetArchiveChecksWhatTheBackendSends(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "pwned") {
 		t.Errorf("the escaping entry's content reached the caller")
+	}
+}
+
+// endlessTar is a tar stream of numbered one-byte files that runs fn after `after` of them
+// and stops by itself after max (so a test never hangs).
+type endlessTar struct {
+	buf        bytes.Buffer
+	n, after   int
+	max        int
+	fn         func()
+	tw         *tar.Writer
+	emittedEnd bool
+}
+
+func (e *endlessTar) Read(p []byte) (int, error) {
+	if e.tw == nil {
+		e.tw = tar.NewWriter(&e.buf)
+	}
+	for e.buf.Len() == 0 {
+		if e.n >= e.max {
+			if !e.emittedEnd {
+				e.emittedEnd = true
+				_ = e.tw.Close()
+				continue
+			}
+			return 0, io.EOF
+		}
+		if e.n == e.after {
+			e.fn()
+		}
+		_ = e.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "f-" + strconv.Itoa(e.n), Size: 1, Mode: 0o644})
+		_, _ = e.tw.Write([]byte("x"))
+		_ = e.tw.Flush()
+		e.n++
+	}
+	return e.buf.Read(p)
+}
+
+// An archive upload whose caller went away stops unpacking, even on a backend whose
+// Archiver does not watch ctx, and on the file-at-a-time fallback.
+func TestPutArchiveStopsWhenTheCallerLeaves(t *testing.T) {
+	const after, max = 5, 5000
+	t.Run("Archiver", func(t *testing.T) {
+		sb, ab := archiveSandbox(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, err := sb.PutArchive(ctx, "/workspace/x", &endlessTar{after: after, max: max, fn: cancel}, moat.ArchiveLimits{})
+		if err == nil {
+			t.Errorf("put archive after the caller left: no error")
+		}
+		ab.mu.Lock()
+		defer ab.mu.Unlock()
+		if len(ab.got) > after+1 {
+			t.Errorf("the backend received %d entries after the caller left at %d", len(ab.got), after)
+		}
+	})
+	t.Run("Fallback", func(t *testing.T) {
+		fb := fake.New()
+		m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}},
+			moat.WithoutRegistered(), moat.WithBackend("fake", fb))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close() })
+		sb, err := m.Create(context.Background(), moat.Spec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		res, err := sb.PutArchive(ctx, "/workspace/x", &endlessTar{after: after, max: max, fn: cancel}, moat.ArchiveLimits{})
+		if err == nil || res.Files > after+1 {
+			t.Errorf("put archive after the caller left: %+v, %v; want an error within %d files", res, err, after+1)
+		}
+	})
+}
+
+// A snapshot needs a name: an empty one is invalid_argument, before the backend is asked.
+func TestSnapshotNameRequired(t *testing.T) {
+	fb := fake.New()
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}},
+		moat.WithoutRegistered(), moat.WithBackend("fake", fb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	sb, err := m.Create(context.Background(), moat.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"", "../x", "a b"} {
+		if _, err := sb.Snapshot(context.Background(), name); !errdefs.Is(err, errdefs.KindInvalidArgument) {
+			t.Errorf("Snapshot(%q): %v; want invalid_argument", name, err)
+		}
+	}
+	if fb.Calls(fake.OpSnapshot) != 0 {
+		t.Errorf("the backend was asked to snapshot with a bad name")
+	}
+	if _, err := sb.Snapshot(context.Background(), "good"); err != nil {
+		t.Errorf("Snapshot(good): %v", err)
 	}
 }

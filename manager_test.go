@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
@@ -428,3 +430,6 @@ func TestExpiredSandboxesAreDestroyed(t *testing.T) {
 		t.Fatalf("status %s", rec.Status)
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

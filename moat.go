@@ -12,6 +12,7 @@
 package moat
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -20,6 +21,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +32,7 @@ import (
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/moattype"
 	"github.com/moatsh/moat/router"
+	"github.com/moatsh/moat/settings"
 	"github.com/moatsh/moat/store"
 )
 
@@ -44,6 +47,7 @@ type Manager struct {
 	set      *backendSet
 	// settingsMu serializes writers of saved settings (PutBackendSettings, ReloadSettings).
 	settingsMu sync.Mutex
+	keyring    *settings.Keyring // encrypts saved settings at rest
 
 	healthMu sync.Mutex
 	health   map[string]cachedHealth
@@ -144,6 +148,11 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 		lastTouch: map[string]time.Time{},
 	}
 	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	keyFile := cfg.SettingsKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(cfg.Home, "settings.key")
+	}
+	m.keyring = settings.NewKeyring(keyFile)
 	if cfg.Storage != nil {
 		m.store = cfg.Storage
 	} else {
@@ -241,11 +250,12 @@ func (m *Manager) idPrefix(ctx context.Context) (string, error) {
 func (m *Manager) loadTag(ctx context.Context) (string, error) {
 	v, err := m.store.GetSetting(ctx, installationKey)
 	if errdefs.Is(err, errdefs.KindNotFound) {
-		tag := randomBase32(installationTagLen)
-		if err = m.store.PutSetting(ctx, installationKey, []byte(tag)); err != nil {
+		// Replicas starting at once on an empty store must agree on one tag (each sweeps
+		// only its own prefix): the first CreateSetting wins and everyone reads that.
+		err = m.store.CreateSetting(ctx, installationKey, []byte(randomBase32(installationTagLen)))
+		if err != nil && !errdefs.Is(err, errdefs.KindAlreadyExists) {
 			return "", err
 		}
-		// Another process may have raced us: whatever is stored now wins.
 		v, err = m.store.GetSetting(ctx, installationKey)
 	}
 	if err != nil {
@@ -326,6 +336,7 @@ func (m *Manager) probe(ctx context.Context, name string, fresh bool) backend.He
 			h.State = backend.Unavailable
 		}
 	}
+	h = m.explainEnvKeys(name, h)
 	m.healthMu.Lock()
 	m.health[name] = cachedHealth{h: h, at: time.Now()}
 	m.healthMu.Unlock()
@@ -346,51 +357,13 @@ func (m *Manager) candidates(ctx context.Context, names []string) []router.Candi
 	return out
 }
 
-// sessionKey is the settings key of a session's backend override.
-func sessionKey(session string) string { return "session/" + session + "/backend" }
-
-// SetSessionBackend makes sandboxes created with this session id use backend name (unless
-// their spec names one). The override is stored, so it survives restarts.
-func (m *Manager) SetSessionBackend(ctx context.Context, session, name string) error {
-	if session == "" {
-		return errdefs.InvalidArgumentf("moat: empty session id")
-	}
-	if _, ok := m.backend(name); !ok {
-		return m.unknownBackend(name)
-	}
-	return m.store.PutSetting(ctx, sessionKey(session), []byte(name))
-}
-
-// SessionBackend returns the session's override; NotFound when it has none.
-func (m *Manager) SessionBackend(ctx context.Context, session string) (string, error) {
-	v, err := m.store.GetSetting(ctx, sessionKey(session))
-	if err != nil {
-		return "", err
-	}
-	return string(v), nil
-}
-
-// ClearSessionBackend removes the session's override.
-func (m *Manager) ClearSessionBackend(ctx context.Context, session string) error {
-	return m.store.DeleteSetting(ctx, sessionKey(session))
-}
-
 func (m *Manager) unknownBackend(name string) error {
 	return errdefs.NotFoundf("moat: unknown backend %q (available: %s)", name, strings.Join(m.backendNames(), ", "))
 }
 
 // route decides which backends to try for spec, in order.
 func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error) {
-	name := spec.Backend
-	if name == "" || name == "auto" {
-		if spec.SessionID != "" {
-			if v, err := m.SessionBackend(ctx, spec.SessionID); err == nil {
-				name = v
-			} else if !errdefs.Is(err, errdefs.KindNotFound) {
-				return router.Decision{}, err
-			}
-		}
-	}
+	name := spec.Backend // a session's backend is already in (withSession)
 	if name == "" || name == "auto" {
 		name = m.cfg.Sandbox.Backend
 	}
@@ -404,25 +377,43 @@ func (m *Manager) route(ctx context.Context, spec Spec) (router.Decision, error)
 	return router.Explicit(c, m.policy())
 }
 
-// Create routes spec to a backend, records the sandbox, and creates it. The record is
-// written as "creating" before the backend is called and "active" after, so a crash in
-// between is found by the reconciler. With auto routing, a create that fails with
+// Create routes spec to a backend, records the sandbox, and creates it. Fields the spec
+// leaves empty come from its session's settings (Session), then from the [sandbox] config.
+// The record is written as "creating" before the backend is called and "active" after, so
+// a crash in between is found by the reconciler. With auto routing, a create that fails with
 // Unavailable fails over to the next usable backend; the reasons are kept on the record.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
+	spec, err := m.withSession(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
 	defaults := Spec{
 		Image: m.cfg.Sandbox.Image, Workdir: m.cfg.Sandbox.Workdir,
 		TTL: m.cfg.Sandbox.TTL, Env: m.cfg.Sandbox.Env,
 	}
-	spec, err := normalizeSpec(spec, defaults)
+	spec, err = normalizeSpec(spec, defaults)
 	if err != nil {
 		return nil, err
 	}
 	if spec.Network == NetworkHost && !m.cfg.Network.AllowOutbound {
 		return nil, errdefs.Newf(errdefs.ErrPermissionDenied, "moat: network %q is not allowed; set [network] allow_outbound = true", spec.Network)
 	}
+	// Host path fields are checked before anything is recorded, so a refused create leaves
+	// nothing behind: for a backend named explicitly first (a refusal does not depend on
+	// its health), then for every candidate, so failover cannot reach an unchecked backend.
+	if _, ok := m.backend(spec.Backend); ok {
+		if spec, err = m.checkHostPaths(ctx, m.descriptor(spec.Backend), spec); err != nil {
+			return nil, err
+		}
+	}
 	dec, err := m.route(ctx, spec)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range append([]string{dec.Chosen}, dec.Rest...) {
+		if spec, err = m.checkHostPaths(ctx, m.descriptor(name), spec); err != nil {
+			return nil, err
+		}
 	}
 	asked := spec.Limits
 	if spec.Limits, err = effectiveLimits(asked, m.cfg.Sandbox.Limits, m.descriptor(dec.Chosen)); err != nil {
@@ -460,11 +451,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		}
 		inst, err := b.Create(ctx, m.createRequest(rec.ID, spec))
 		if err == nil {
-			rec.Backend = name
-			rec.Handle = inst.Handle()
-			rec.Status = store.StatusActive
-			rec.LastError = strings.Join(failures, "; ")
-			if err := m.update(ctx, rec); err != nil {
+			h, failed := inst.Handle(), strings.Join(failures, "; ")
+			// Expects the record as written above: a concurrent Destroy (or a reconciler
+			// that took this create for interrupted) wins, and the new sandbox goes.
+			err := m.update(ctx, rec, func(r *store.Record) {
+				r.Backend, r.Handle, r.Status, r.LastError = name, h, store.StatusActive, failed
+			})
+			if err != nil {
 				// The sandbox exists but its record could not say so: remove it rather
 				// than leak it (the reconciler would do the same later).
 				_ = inst.Destroy(context.WithoutCancel(ctx))
@@ -485,20 +478,22 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 		}
 		m.log.Warn("create failed, failing over", "id", rec.ID, "backend", name, "next", tries[i+1], "err", err)
 		// The next backend's limits: a local one takes the defaults a hosted one left off.
-		next, lerr := effectiveLimits(asked, m.cfg.Sandbox.Limits, m.descriptor(tries[i+1]))
+		next := tries[i+1]
+		nextLimits, lerr := effectiveLimits(asked, m.cfg.Sandbox.Limits, m.descriptor(next))
 		if lerr != nil {
-			m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("%s: %w", tries[i+1], lerr))
+			m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("%s: %w", next, lerr))
 			return nil, lerr
 		}
-		spec.Limits = next
-		if rec.Spec, err = json.Marshal(spec); err != nil {
+		spec.Limits = nextLimits
+		nextSpec, err := json.Marshal(spec)
+		if err != nil {
 			m.recordCreateFailure(ctx, rec, failures, err)
 			return nil, fmt.Errorf("moat: encode spec: %w", err)
 		}
-		rec.Backend = tries[i+1]
-		rec.Handle = pendingHandle(tries[i+1])
-		rec.LastError = strings.Join(failures, "; ")
-		if err := m.update(ctx, rec); err != nil {
+		failed := strings.Join(failures, "; ")
+		if err := m.update(ctx, rec, func(r *store.Record) {
+			r.Backend, r.Handle, r.LastError, r.Spec = next, pendingHandle(next), failed, nextSpec
+		}); err != nil {
 			m.recordCreateFailure(ctx, rec, failures, fmt.Errorf("recording the failover: %w", err))
 			return nil, err
 		}
@@ -508,14 +503,18 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*Sandbox, error) {
 
 // recordCreateFailure marks rec as a failed create, so it does not stay "creating" while
 // this process lives (the reconciler leaves in-flight creates of live processes alone). It
-// writes even when ctx has ended: the caller leaving is what often got us here.
+// writes even when ctx has ended: the caller leaving is what often got us here. It expects
+// the record as this create last wrote it: when someone else changed it since (a Destroy),
+// theirs stands.
 func (m *Manager) recordCreateFailure(ctx context.Context, rec *store.Record, failures []string, last error) {
 	if last != nil {
 		failures = append(failures, last.Error())
 	}
-	rec.Status = store.StatusError
-	rec.LastError = strings.Join(failures, "; ")
-	if err := m.update(context.WithoutCancel(ctx), rec); err != nil {
+	msg := strings.Join(failures, "; ")
+	err := m.update(context.WithoutCancel(ctx), rec, func(r *store.Record) {
+		r.Status, r.LastError = store.StatusError, msg
+	})
+	if err != nil && !isStale(err) {
 		m.log.Error("record create failure", "id", rec.ID, "err", err)
 	}
 }
@@ -545,24 +544,61 @@ func (m *Manager) createRequest(id string, spec Spec) *backend.CreateRequest {
 	}
 }
 
-// update writes rec, retrying once on a version conflict by re-reading the stored version
-// (the manager is the only writer of a record's backend fields; a concurrent writer only
-// touched last-used).
-func (m *Manager) update(ctx context.Context, rec *store.Record) error {
-	rec.UpdatedAt = time.Now().UTC()
-	err := m.store.Update(ctx, rec)
-	if errdefs.Is(err, errdefs.KindConflict) {
-		cur, gerr := m.store.Get(ctx, rec.ID)
-		if gerr != nil {
+// update stores a change to rec, a record the caller read, by compare-and-swap on
+// rec.Version: change is applied to a copy, and the write succeeds only when the stored
+// record is still the one the caller read. On success rec is the stored record (new
+// Version); on failure rec is left as it was.
+//
+// The only write that may come between is a last-used touch, which changes nothing a
+// decision rests on: then update reads the record again and applies change to it. Any other
+// write (every one goes through update, which sets UpdatedAt) means the caller decided on a
+// stale view, so update writes nothing and says so: NotFound when the record has been
+// destroyed (or deleted) meanwhile, Conflict otherwise. Callers must not retry blindly: they
+// read again and decide again (see isStale).
+func (m *Manager) update(ctx context.Context, rec *store.Record, change func(r *store.Record)) error {
+	read := rec
+	for attempt := 0; ; attempt++ {
+		next := *read
+		change(&next)
+		next.UpdatedAt = time.Now().UTC()
+		err := m.store.Update(ctx, &next)
+		if err == nil {
+			*rec = next
+			return nil
+		}
+		if !errdefs.Is(err, errdefs.KindConflict) {
 			return err
 		}
-		if cur.Status == store.StatusDestroyed && rec.Status != store.StatusDestroyed {
+		cur, gerr := m.store.Get(ctx, rec.ID)
+		switch {
+		case errdefs.Is(gerr, errdefs.KindNotFound):
+			return errdefs.NotFoundf("moat: sandbox %s: record deleted concurrently", rec.ID)
+		case gerr != nil:
+			return gerr
+		case cur.Status == store.StatusDestroyed:
 			return errdefs.NotFoundf("moat: sandbox %s was destroyed concurrently", rec.ID)
+		case !sameState(cur, rec) || attempt >= 5:
+			return errdefs.Conflictf("moat: sandbox %s changed concurrently (now %s, version %d; expected version %d)", rec.ID, cur.Status, cur.Version, rec.Version)
 		}
-		rec.Version = cur.Version
-		err = m.store.Update(ctx, rec)
+		read = cur // only last-used moved: apply the change again
 	}
-	return err
+}
+
+// isStale reports whether err is update's answer that the record changed under the caller.
+func isStale(err error) bool {
+	return errdefs.Is(err, errdefs.KindConflict) || errdefs.Is(err, errdefs.KindNotFound)
+}
+
+// sameState reports whether two versions of a record agree on everything but the last-used
+// time (the one field written outside update).
+func sameState(a, b *store.Record) bool {
+	return a.Status == b.Status && a.Backend == b.Backend && sameHandle(a.Handle, b.Handle) &&
+		a.LastError == b.LastError && a.Name == b.Name && a.UpdatedAt.Equal(b.UpdatedAt) &&
+		a.ExpiresAt.Equal(b.ExpiresAt) && bytes.Equal(a.Spec, b.Spec)
+}
+
+func sameHandle(a, b backend.Handle) bool {
+	return a.Backend == b.Backend && a.Version == b.Version && bytes.Equal(a.State, b.State)
 }
 
 func (m *Manager) cacheInstance(id string, inst backend.Instance, from backend.Backend) {

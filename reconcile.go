@@ -22,7 +22,7 @@ type ReconcileReport struct {
 	Attached    []string `json:"attached"`    // active records whose sandbox is there
 	Recreated   []string `json:"recreated"`   // records whose sandbox was gone and was created again from the spec
 	Lost        []string `json:"lost"`        // records whose sandbox was gone (now status error)
-	Interrupted []string `json:"interrupted"` // creates interrupted by a crash (now status error)
+	Interrupted []string `json:"interrupted"` // creates interrupted by a crash (now status error), and destroys (now finished)
 	Expired     []string `json:"expired"`     // sandboxes destroyed because their TTL ran out
 	Orphans     []string `json:"orphans"`     // backend sandboxes no record owns, removed ("backend/id")
 	Errors      []string `json:"errors"`      // what could not be checked, and why
@@ -54,6 +54,10 @@ func (r ReconcileReport) String() string {
 // creating record whose owner it cannot check (another host).
 const staleCreate = 15 * time.Minute
 
+// staleDestroy is how long a destroy may hold its claim on a record before the reconciler
+// takes it for interrupted and finishes it.
+const staleDestroy = 5 * time.Minute
+
 // Reconcile brings records and backends into agreement, as after a restart:
 //   - active records are re-attached; when the backend lost the sandbox it is created again
 //     from the stored spec if the spec asks for that (Recreate), else the record turns to
@@ -65,7 +69,9 @@ const staleCreate = 15 * time.Minute
 //     leaks nothing. Sandboxes of other installations sharing the backend are left alone.
 //
 // Only backends that are not unavailable are swept. It is safe to run while other
-// processes use the same store: in-flight creates of live processes are left alone.
+// processes use the same store, and on several replicas at once: in-flight creates of live
+// processes are left alone, and a recreate or an expiry is claimed on the record by
+// compare-and-swap, so exactly one replica does it (see Manager.update).
 func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	prefix, err := m.idPrefix(ctx)
@@ -85,19 +91,43 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			if createInFlight(rec, now) {
 				continue
 			}
-			rec.Status = store.StatusError
-			rec.LastError = "create interrupted: the process creating it stopped"
-			if err := m.update(ctx, rec); err != nil {
+			// Expects the record as listed: if the create finished (or another replica
+			// marked it) meanwhile, that write stands and there is nothing to do.
+			err := m.update(ctx, rec, func(r *store.Record) {
+				r.Status, r.LastError = store.StatusError, "create interrupted: the process creating it stopped"
+			})
+			if isStale(err) {
+				continue
+			}
+			if err != nil {
 				rep.Errors = append(rep.Errors, rec.ID+": "+err.Error())
 				continue
 			}
 			rep.Interrupted = append(rep.Interrupted, rec.ID)
+		case store.StatusError:
+			// A destroy claims its record (see destroyIf); one that has held the claim
+			// this long died on the way: finish it (removal is idempotent).
+			if rec.LastError != destroyingMsg || now.Sub(rec.UpdatedAt) < staleDestroy {
+				continue
+			}
+			done, err := m.destroyIf(ctx, rec.ID, func(cur *store.Record) bool {
+				return cur.Status == store.StatusError && cur.LastError == destroyingMsg && now.Sub(cur.UpdatedAt) >= staleDestroy
+			})
+			switch {
+			case err != nil && !errdefs.Is(err, errdefs.KindNotFound):
+				rep.Errors = append(rep.Errors, rec.ID+": finish destroy: "+err.Error())
+			case done:
+				rep.Interrupted = append(rep.Interrupted, rec.ID)
+			}
 		case store.StatusActive, store.StatusStopped, store.StatusPaused:
-			if !rec.ExpiresAt.IsZero() && now.After(rec.ExpiresAt) {
-				if err := m.destroy(ctx, rec.ID); err != nil {
+			if expired(rec, now) {
+				// Replicas expiring at once each remove what the record names (removal
+				// is idempotent); the one whose compare-and-swap marks it reports it.
+				done, err := m.destroyIf(ctx, rec.ID, func(cur *store.Record) bool { return expired(cur, now) })
+				switch {
+				case err != nil && !errdefs.Is(err, errdefs.KindNotFound):
 					rep.Errors = append(rep.Errors, rec.ID+": expire: "+err.Error())
-				} else {
-					rec.Status = store.StatusDestroyed
+				case done:
 					rep.Expired = append(rep.Expired, rec.ID)
 				}
 				continue
@@ -186,29 +216,83 @@ func (m *Manager) reattach(ctx context.Context, rec *store.Record, rep *Reconcil
 	}
 	var spec Spec
 	if jerr := json.Unmarshal(rec.Spec, &spec); jerr == nil && spec.Recreate {
-		newInst, cerr := b.Create(ctx, m.createRequest(rec.ID, spec))
-		if cerr == nil {
-			rec.Handle = newInst.Handle()
-			rec.Status = store.StatusActive
-			rec.LastError = fmt.Sprintf("recreated from the stored spec at %s: %v", time.Now().UTC().Format(time.RFC3339), err)
-			if uerr := m.update(ctx, rec); uerr != nil {
-				_ = newInst.Destroy(ctx)
-				rep.Errors = append(rep.Errors, rec.ID+": "+uerr.Error())
-				return
-			}
-			m.cacheInstance(rec.ID, newInst, b)
-			rep.Recreated = append(rep.Recreated, rec.ID)
-			return
-		}
-		err = fmt.Errorf("%v; recreate failed: %w", err, cerr)
+		m.recreate(ctx, b, rec, spec, err, rep)
+		return
 	}
-	rec.Status = store.StatusError
-	rec.LastError = "backend lost the sandbox: " + err.Error()
-	if uerr := m.update(ctx, rec); uerr != nil {
-		rep.Errors = append(rep.Errors, rec.ID+": "+uerr.Error())
+	m.markLost(ctx, rec, err, rep)
+}
+
+// markLost turns the record of a sandbox its backend lost to error, expecting the record
+// as it was when the loss was seen: if it changed meanwhile (destroyed, recreated by
+// another replica), that write stands.
+func (m *Manager) markLost(ctx context.Context, rec *store.Record, lost error, rep *ReconcileReport) {
+	err := m.update(ctx, rec, func(r *store.Record) {
+		r.Status, r.LastError = store.StatusError, "backend lost the sandbox: "+lost.Error()
+	})
+	if isStale(err) {
+		return
+	}
+	if err != nil {
+		rep.Errors = append(rep.Errors, rec.ID+": "+err.Error())
 		return
 	}
 	rep.Lost = append(rep.Lost, rec.ID)
+}
+
+// recreate creates a lost sandbox again from its stored spec. Several replicas may see the
+// loss at once, so the one that recreates is the one that claims the record first: a
+// compare-and-swap from the record as it was seen (active, naming the lost sandbox) to
+// creating with a pending handle naming this process, exactly like a new Create. The
+// others' claims fail and they leave it alone. A claimant that dies mid-recreate leaves a
+// creating record of a dead process: the next Reconcile marks it interrupted and removes
+// whatever the claimant managed to create as an orphan.
+func (m *Manager) recreate(ctx context.Context, b backend.Backend, rec *store.Record, spec Spec, lost error, rep *ReconcileReport) {
+	reason := fmt.Sprintf("recreating from the stored spec since %s: %v", time.Now().UTC().Format(time.RFC3339), lost)
+	err := m.update(ctx, rec, func(r *store.Record) {
+		r.Status, r.Handle, r.LastError = store.StatusCreating, pendingHandle(r.Backend), reason
+	})
+	if isStale(err) {
+		return // another replica claimed it, or the record changed: not ours to recreate
+	}
+	if err != nil {
+		rep.Errors = append(rep.Errors, rec.ID+": claim recreate: "+err.Error())
+		return
+	}
+	newInst, cerr := b.Create(ctx, m.createRequest(rec.ID, spec))
+	// From here the record is ours and a sandbox may exist: write even if ctx ended.
+	wctx := context.WithoutCancel(ctx)
+	if cerr != nil {
+		msg := fmt.Sprintf("backend lost the sandbox: %v; recreate failed: %v", lost, cerr)
+		err := m.update(wctx, rec, func(r *store.Record) { r.Status, r.LastError = store.StatusError, msg })
+		switch {
+		case err == nil:
+			rep.Lost = append(rep.Lost, rec.ID)
+		case !isStale(err):
+			rep.Errors = append(rep.Errors, rec.ID+": "+err.Error())
+		}
+		return
+	}
+	h := newInst.Handle()
+	done := fmt.Sprintf("recreated from the stored spec at %s: %v", time.Now().UTC().Format(time.RFC3339), lost)
+	if err := m.update(wctx, rec, func(r *store.Record) {
+		r.Status, r.Handle, r.LastError = store.StatusActive, h, done
+	}); err != nil {
+		// Destroyed while we recreated (or the store failed): the new sandbox must not
+		// outlive its record.
+		_ = newInst.Destroy(wctx)
+		if !isStale(err) {
+			m.recordCreateFailure(wctx, rec, nil, fmt.Errorf("recording the recreated sandbox: %w", err))
+			rep.Errors = append(rep.Errors, rec.ID+": "+err.Error())
+		}
+		return
+	}
+	m.cacheInstance(rec.ID, newInst, b)
+	rep.Recreated = append(rep.Recreated, rec.ID)
+}
+
+// expired reports whether rec's TTL has run out.
+func expired(rec *store.Record, now time.Time) bool {
+	return !rec.ExpiresAt.IsZero() && now.After(rec.ExpiresAt)
 }
 
 // createInFlight reports whether a creating record's create may still be running: its

@@ -146,21 +146,48 @@ func (s *Sandbox) checkGone(ctx context.Context, inst backend.Instance, err erro
 	return err
 }
 
-// markGone records on the sandbox that its backend lost it.
+// markGone records on the sandbox that its backend lost it. It marks the record only
+// while the record still names the sandbox this handle found gone: another replica may
+// have recreated it meanwhile (a new backend handle), and that one is not lost. Either way
+// the handle takes the stored record, so its next call attaches what the record names. A
+// sandbox whose spec asks to be recreated stays active: the reconciler recreates it.
 func (s *Sandbox) markGone(ctx context.Context, err error) error {
 	if !errGone(err) {
 		return err
 	}
 	s.m.forgetInstance(s.id)
-	rec, gerr := s.m.store.Get(context.WithoutCancel(ctx), s.id)
-	if gerr == nil && rec.Status == store.StatusActive {
-		rec.Status = store.StatusError
-		rec.LastError = "backend lost the sandbox: " + err.Error()
-		if uerr := s.m.update(context.WithoutCancel(ctx), rec); uerr == nil {
-			s.setRecord(rec)
+	ctx = context.WithoutCancel(ctx)
+	gone := s.record().Handle
+	rec, gerr := s.m.store.Get(ctx, s.id)
+	if gerr == nil {
+		if rec.Status == store.StatusActive && sameHandle(rec.Handle, gone) && !s.spec.Recreate {
+			msg := "backend lost the sandbox: " + err.Error()
+			// Expects the record as just read: a concurrent destroy or recreate stands.
+			if uerr := s.m.update(ctx, rec, func(r *store.Record) {
+				r.Status, r.LastError = store.StatusError, msg
+			}); uerr != nil && !isStale(uerr) {
+				s.m.log.Warn("record lost sandbox", "id", s.id, "err", uerr)
+			}
 		}
+		s.setRecord(rec)
 	}
 	return errdefs.NotFoundf("moat: sandbox %s is gone from backend %s: %w", s.id, s.backend, err)
+}
+
+// envAndWorkdir merges a request's environment over the spec's and resolves its workdir
+// against the spec's; what ("exec", "terminal") names the call in errors.
+func (s *Sandbox) envAndWorkdir(what string, env map[string]string, workdir string) (map[string]string, string, error) {
+	merged, err := mergeEnv(s.spec.Env, env)
+	if err != nil {
+		return nil, "", err
+	}
+	wd := s.spec.Workdir
+	if workdir != "" {
+		if wd, err = resolvePath(s.spec.Workdir, workdir); err != nil {
+			return nil, "", errdefs.InvalidArgumentf("moat: %s: invalid workdir: %w", what, err)
+		}
+	}
+	return merged, wd, nil
 }
 
 // Exec runs a command and waits for it. A non-zero exit is not an error: read ExitCode.
@@ -171,18 +198,12 @@ func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExitResult, error)
 	if err != nil {
 		return ExitResult{}, err
 	}
-	env, err := mergeEnv(s.spec.Env, req.Env)
+	env, wd, err := s.envAndWorkdir("exec", req.Env, req.Workdir)
 	if err != nil {
 		return ExitResult{}, err
 	}
 	if err := checkArgSize(argv, env); err != nil {
 		return ExitResult{}, err
-	}
-	wd := s.spec.Workdir
-	if req.Workdir != "" {
-		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {
-			return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: invalid workdir: %w", err)
-		}
 	}
 	if req.MaxOutputBytes < 0 {
 		return ExitResult{}, errdefs.InvalidArgumentf("moat: exec: negative output cap")
@@ -271,9 +292,12 @@ func (m *Manager) touch(id string) {
 	m.background(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		for range 3 {
+		// A touch merges with any concurrent write: it changes only last-used (never
+		// backwards), on the record as it is now, by compare-and-swap, so it cannot undo
+		// a status change; on a conflict it reads again.
+		for range 5 {
 			rec, err := m.store.Get(ctx, id)
-			if err != nil || rec.Status == store.StatusDestroyed {
+			if err != nil || rec.Status == store.StatusDestroyed || !rec.LastUsed.Before(now) {
 				return
 			}
 			rec.LastUsed = now.UTC()
@@ -310,18 +334,33 @@ func (s *Sandbox) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.
 	if p == "/" {
 		return errdefs.InvalidArgumentf("moat: cannot write to /")
 	}
+	if mode, err = permMode("file", mode, 0o644); err != nil {
+		return err
+	}
+	return s.fileOp(ctx, func(inst backend.Instance) error { return files(inst).WriteFile(ctx, p, r, mode) })
+}
+
+// permMode is mode, or def when mode is 0; InvalidArgument when it has more than
+// permission bits. what names it in the message ("file", "directory").
+func permMode(what string, mode, def fs.FileMode) (fs.FileMode, error) {
 	if mode == 0 {
-		mode = 0o644
+		return def, nil
 	}
 	if mode&^fs.ModePerm != 0 {
-		return errdefs.InvalidArgumentf("moat: file mode %v: only permission bits are allowed", mode)
+		return 0, errdefs.InvalidArgumentf("moat: %s mode %v: only permission bits are allowed", what, mode)
 	}
+	return mode, nil
+}
+
+// fileOp runs op on the sandbox's instance: the sandbox must be usable, the operation
+// counts as activity, and an error saying the sandbox is gone is recorded (checkGone).
+func (s *Sandbox) fileOp(ctx context.Context, op func(inst backend.Instance) error) error {
 	inst, err := s.usable(ctx)
 	if err != nil {
 		return err
 	}
 	s.m.touch(s.id)
-	return s.checkGone(ctx, inst, files(inst).WriteFile(ctx, p, r, mode))
+	return s.checkGone(ctx, inst, op(inst))
 }
 
 // ReadFile copies the file at p to w.
@@ -330,12 +369,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, p string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	inst, err := s.usable(ctx)
-	if err != nil {
-		return err
-	}
-	s.m.touch(s.id)
-	return s.checkGone(ctx, inst, files(inst).ReadFile(ctx, p, w))
+	return s.fileOp(ctx, func(inst backend.Instance) error { return files(inst).ReadFile(ctx, p, w) })
 }
 
 // ListDir lists the directory at p, sorted by name.
@@ -381,7 +415,9 @@ func (s *Sandbox) setRunning(ctx context.Context, run bool) error {
 }
 
 // Destroy removes the sandbox from its backend and marks its record destroyed, also when
-// the backend had already lost it. Destroying a destroyed sandbox succeeds.
+// the backend had already lost it. Destroying a destroyed sandbox succeeds; so does racing
+// another destroy (in another replica, too). When the backend fails, the record is left
+// as it was, so Destroy can be retried.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	return s.m.destroy(ctx, s.id)
 }
@@ -401,19 +437,65 @@ func (m *Manager) Destroy(ctx context.Context, idOrName string) error {
 }
 
 func (m *Manager) destroy(ctx context.Context, id string) error {
-	rec, err := m.store.Get(ctx, id)
-	if err != nil {
-		return err
+	_, err := m.destroyIf(ctx, id, nil)
+	return err
+}
+
+// destroyingMsg is the last error of a record claimed by a destroy in progress.
+const destroyingMsg = "being destroyed"
+
+// destroyIf destroys the sandbox with this id when the record is not destroyed and ok
+// (when given) holds for it, and reports whether this call marked it destroyed.
+//
+// It first claims the record by compare-and-swap: status error, "being destroyed". From
+// then on no replica recreates the sandbox, nothing runs in it, and a create still in
+// flight finds its record taken and removes what it made. Then it removes what the record
+// names from the backend and marks the record destroyed. When the removal fails the record
+// is given back as it was, so the caller can retry. A destroy that finds the record
+// destroyed by someone else succeeds; a destroy interrupted by a crash is finished by
+// Reconcile.
+func (m *Manager) destroyIf(ctx context.Context, id string, ok func(*store.Record) bool) (bool, error) {
+	for range 5 {
+		rec, err := m.store.Get(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		if rec.Status == store.StatusDestroyed || (ok != nil && !ok(rec)) {
+			return false, nil
+		}
+		before := *rec
+		err = m.update(ctx, rec, func(r *store.Record) { r.Status, r.LastError = store.StatusError, destroyingMsg })
+		if isStale(err) {
+			continue // read again and decide again
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := m.destroyInstance(ctx, rec); err != nil {
+			msg := before.LastError
+			if before.Status == store.StatusError && before.LastError == destroyingMsg {
+				msg = "destroy failed: " + err.Error()
+			}
+			if uerr := m.update(context.WithoutCancel(ctx), rec, func(r *store.Record) {
+				r.Status, r.LastError = before.Status, msg
+			}); uerr != nil && !isStale(uerr) {
+				m.log.Warn("give back the record of a failed destroy", "id", id, "err", uerr)
+			}
+			return false, err
+		}
+		m.forgetInstance(id)
+		err = m.update(context.WithoutCancel(ctx), rec, func(r *store.Record) {
+			r.Status, r.LastError = store.StatusDestroyed, before.LastError
+		})
+		if err == nil {
+			return true, nil
+		}
+		if !isStale(err) {
+			return false, err
+		}
+		// Another destroy took the record over: look again (it has finished, or we do).
 	}
-	if rec.Status == store.StatusDestroyed {
-		return nil
-	}
-	if err := m.destroyInstance(ctx, rec); err != nil {
-		return err
-	}
-	m.forgetInstance(id)
-	rec.Status = store.StatusDestroyed
-	return m.update(ctx, rec)
+	return false, errdefs.Conflictf("moat: destroy %s: the record kept changing; try again", id)
 }
 
 // destroyInstance removes rec's sandbox from its backend; a sandbox already gone is fine.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/moatsh/moat/backend"
@@ -89,8 +88,10 @@ func normalizeSpec(s, defaults Spec) (Spec, error) {
 	if err := checkLimits(out.Limits); err != nil {
 		return out, err
 	}
-	if err := checkSessionID(out.SessionID); err != nil {
-		return out, err
+	if out.SessionID != "" {
+		if err := CheckSessionID(out.SessionID); err != nil {
+			return out, err
+		}
 	}
 	if out.TTL < 0 {
 		return out, errdefs.InvalidArgumentf("moat: invalid ttl %s: must not be negative", time.Duration(out.TTL))
@@ -234,23 +235,6 @@ func pickLimit[T int64 | float64](spec, conf, def T, remote bool) T {
 		return def
 	}
 	return 0
-}
-
-// checkSessionID checks a session id: UTF-8 text without control characters, at most
-// MaxSessionIDBytes.
-func checkSessionID(id string) error {
-	if len(id) > moattype.MaxSessionIDBytes {
-		return errdefs.InvalidArgumentf("moat: session id of %d bytes is over the limit of %d", len(id), moattype.MaxSessionIDBytes)
-	}
-	if !utf8.ValidString(id) {
-		return errdefs.InvalidArgumentf("moat: session id %q is not valid UTF-8", id)
-	}
-	for _, r := range id {
-		if unicode.IsControl(r) {
-			return errdefs.InvalidArgumentf("moat: session id %q contains a control character", id)
-		}
-	}
-	return nil
 }
 
 // mergeEnv returns base overlaid with over, after checking every key and value.

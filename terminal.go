@@ -31,18 +31,12 @@ func (s *Sandbox) Terminal(ctx context.Context, req TerminalRequest) (ExitResult
 	if req.Stdout == nil {
 		return ExitResult{}, errdefs.InvalidArgumentf("moat: terminal: no output writer")
 	}
-	env, err := mergeEnv(s.spec.Env, req.Env)
+	env, wd, err := s.envAndWorkdir("terminal", req.Env, req.Workdir)
 	if err != nil {
 		return ExitResult{}, err
 	}
 	if err := checkArgSize(argv, env); err != nil {
 		return ExitResult{}, err
-	}
-	wd := s.spec.Workdir
-	if req.Workdir != "" {
-		if wd, err = resolvePath(s.spec.Workdir, req.Workdir); err != nil {
-			return ExitResult{}, errdefs.InvalidArgumentf("moat: terminal: invalid workdir: %w", err)
-		}
 	}
 	size := req.Size
 	if size.Rows == 0 || size.Cols == 0 {

@@ -179,6 +179,28 @@ type SessionBackend struct {
 	Backend string `json:"backend"`
 }
 
+// Session is the body of PUT /v1/sessions/{session} (the path names the session; an "id"
+// in the body must agree) and the answer of GET, PUT and PATCH.
+type Session = moattype.Session
+
+// SessionPatch is the body of PATCH /v1/sessions/{session}.
+type SessionPatch = moattype.SessionPatch
+
+// LimitsPatch is the "limits" of a SessionPatch.
+type LimitsPatch = moattype.LimitsPatch
+
+// SessionList is the answer of GET /v1/sessions.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// SessionTeardown is the answer of DELETE /v1/sessions/{session}/sandboxes: 200 with the
+// sandboxes destroyed and those that were not, each with its error.
+type SessionTeardown = moattype.SessionTeardown
+
+// SandboxFailure is one entry of SessionTeardown.Failed.
+type SandboxFailure = moattype.SandboxFailure
+
 // SecretState says whether a write-only setting has a value and where it came from.
 type SecretState = moattype.SecretState
 

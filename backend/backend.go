@@ -178,7 +178,10 @@ type FileInfo = moattype.FileInfo
 // Without it the manager falls back to exec (cat, tar).
 type FileTransferer interface {
 	// WriteFile creates or replaces the file at path with r's bytes and mode's permission
-	// bits, creating missing parent directories (0755).
+	// bits, creating missing parent directories (0755). It is all or nothing: when r fails
+	// (a size cap, a client gone) or ctx ends before all of it is written, the old file is
+	// left as it was and no partial or temporary file stays behind (write beside it and
+	// rename, or hold all of r before the provider call).
 	WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error
 	// ReadFile copies the file at path to w. NotFound when it does not exist;
 	// InvalidArgument when it is a directory.
@@ -304,6 +307,23 @@ func (c Config) Fill(s Setting, dst *string) {
 		return
 	}
 	*dst = c.Value(s)
+}
+
+// FromAPI reports whether the value Fill would give a field whose section value is
+// explicit comes from the settings API (rather than moat.toml or the environment). Hosted
+// backends record it for endpoints, so a secret from the operator's environment is never
+// sent to an endpoint an API caller chose, not even to one a sandbox's handle recorded.
+// Call it before Fill.
+func (c Config) FromAPI(s Setting, explicit string) bool {
+	if strings.TrimSpace(explicit) != "" {
+		return false
+	}
+	for _, k := range append([]string{s.Key}, s.Aliases...) {
+		if strings.TrimSpace(c.Saved[k]) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Value returns the value of s that does not come from the section: the saved one, else

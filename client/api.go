@@ -19,6 +19,12 @@ type API interface {
 	SetSessionBackend(ctx context.Context, session, backend string) error
 	SessionBackend(ctx context.Context, session string) (string, error)
 	ClearSessionBackend(ctx context.Context, session string) error
+	Session(ctx context.Context, id string) (moattype.Session, error)
+	Sessions(ctx context.Context) ([]moattype.Session, error)
+	PutSession(ctx context.Context, s moattype.Session) (moattype.Session, error)
+	PatchSession(ctx context.Context, id string, p moattype.SessionPatch) (moattype.Session, error)
+	DeleteSession(ctx context.Context, id string) error
+	DestroySessionSandboxes(ctx context.Context, id string) (moattype.SessionTeardown, error)
 }
 
 // Handle is one sandbox through API. *moattype.Sandbox and *Sandbox both implement it.

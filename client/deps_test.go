@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -11,15 +10,9 @@ import (
 // TestDependencies keeps the Go client light: a program that talks to moatd must not
 // compile the manager, the router, the stores or any backend (and their SDKs).
 func TestDependencies(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps", "./client")
-	cmd.Dir = testenv.RepoRoot()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 10 || deps[len(deps)-1] != "github.com/moatsh/moat/client" {
-		t.Fatalf("go list -deps returned an unexpected list: %q", out)
+	deps := testenv.Deps(t, "./client")
+	if deps[len(deps)-1] != "github.com/moatsh/moat/client" {
+		t.Fatalf("go list -deps ./client ends with %s", deps[len(deps)-1])
 	}
 	for _, d := range deps {
 		if d == "github.com/moatsh/moat" {

@@ -70,34 +70,28 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, err := s.m.Get(ctx, r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	if wantsNDJSON(r) {
-		s.execStream(ctx, w, r, sb, req)
+		s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+			s.execStream(ctx, w, r, sb, req)
+			return nil
+		})
 		return
 	}
 	if req.MaxOutputBytes == 0 || req.MaxOutputBytes > s.opts.MaxExecOutput {
 		req.MaxOutputBytes = min(s.opts.MaxExecOutput, max(req.MaxOutputBytes, moat.DefaultMaxOutput))
 	}
-	res, err := sb.Exec(ctx, req)
-	s.metrics.observeExec(sb.Backend(), "json", res.Duration, err)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := apitype.ExecResponse{
-		ExitCode: res.ExitCode, StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
-		Truncated: res.StdoutTruncated || res.StderrTruncated, DurationMS: res.Duration.Milliseconds(),
-		OOMKilled: res.OOMKilled,
-	}
-	out.Stdout, out.StdoutEncoding = apitype.EncodeBytes(res.Stdout)
-	out.Stderr, out.StderrEncoding = apitype.EncodeBytes(res.Stderr)
-	writeJSON(w, http.StatusOK, out)
+	sandboxJSON(s, w, r, http.StatusOK, func(ctx context.Context, sb *moat.Sandbox) (apitype.ExecResponse, error) {
+		res, err := sb.Exec(ctx, req)
+		s.metrics.observeExec(sb.Backend(), "json", res.Duration, err)
+		out := apitype.ExecResponse{
+			ExitCode: res.ExitCode, StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
+			Truncated: res.StdoutTruncated || res.StderrTruncated, DurationMS: res.Duration.Milliseconds(),
+			OOMKilled: res.OOMKilled,
+		}
+		out.Stdout, out.StdoutEncoding = apitype.EncodeBytes(res.Stdout)
+		out.Stderr, out.StderrEncoding = apitype.EncodeBytes(res.Stderr)
+		return out, err
+	})
 }
 
 // eventSink serializes events to one destination (an NDJSON body or a WebSocket).
@@ -197,6 +191,21 @@ type wsConn struct {
 	done   chan struct{}
 }
 
+// acceptSandboxWS looks up the sandbox {id} (a missing one is answered over HTTP, with its
+// status), then upgrades r with acceptWS. It reports false when the request is answered.
+func (s *Server) acceptSandboxWS(w http.ResponseWriter, r *http.Request, first any) (*moat.Sandbox, *wsConn, bool) {
+	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, nil, false
+	}
+	wc, err := s.acceptWS(w, r, first)
+	if err != nil {
+		return nil, nil, false
+	}
+	return sb, wc, true
+}
+
 // acceptWS upgrades r and reads the first message, a JSON request, into first.
 func (s *Server) acceptWS(w http.ResponseWriter, r *http.Request, first any) (*wsConn, error) {
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins, Subprotocols: []string{WebSocketProtocol}})
@@ -294,6 +303,15 @@ func (wc *wsConn) fail(err error) {
 	wc.cancel()
 }
 
+// finishRun finishes with the run's exit event, or its error event.
+func (wc *wsConn) finishRun(res moat.ExitResult, err error) {
+	if err != nil {
+		wc.finish(errorEvent(err))
+		return
+	}
+	wc.finish(exitEvent(res))
+}
+
 // finish sends the last event, closes the connection and waits for the read loop.
 func (wc *wsConn) finish(ev *apitype.Event) {
 	_ = wc.send(ev)
@@ -314,14 +332,9 @@ func (wc *wsConn) finish(ev *apitype.Event) {
 // then the client sends stdin (binary messages or stdin events) and an eof event; the server
 // sends stdout/stderr events and ends with exit or error.
 func (s *Server) execWS(w http.ResponseWriter, r *http.Request) {
-	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var wreq apitype.ExecRequest
-	wc, err := s.acceptWS(w, r, &wreq)
-	if err != nil {
+	sb, wc, ok := s.acceptSandboxWS(w, r, &wreq)
+	if !ok {
 		return
 	}
 	req, err := toExec(wreq)
@@ -342,11 +355,7 @@ func (s *Server) execWS(w http.ResponseWriter, r *http.Request) {
 	res, err := sb.Exec(wc.ctx, req)
 	stdin.CloseRead()
 	s.metrics.observeExec(sb.Backend(), "websocket", res.Duration, err)
-	if err != nil {
-		wc.finish(errorEvent(err))
-		return
-	}
-	wc.finish(exitEvent(res))
+	wc.finishRun(res, err)
 }
 
 func ptr[T any](v T) *T { return &v }

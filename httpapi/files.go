@@ -38,43 +38,20 @@ func sandboxPath(r *http.Request) (string, error) {
 	return path.Clean(p), nil
 }
 
-func (s *Server) sandbox(ctx context.Context, w http.ResponseWriter, r *http.Request) (*moat.Sandbox, bool) {
-	sb, err := s.m.Get(ctx, r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return nil, false
-	}
-	return sb, true
-}
-
 // putFile writes the raw body to ?path= (?mode=0644 octal). The body is streamed.
 func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
-	p, err := sandboxPath(r)
+	p, mode, err := pathAndMode(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	mode, err := queryMode(r)
-	if err != nil {
+	if err := checkLength(r, "file", s.opts.MaxFileBytes); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if r.ContentLength > s.opts.MaxFileBytes {
-		s.writeError(w, r, fmt.Errorf("httpapi: file of %d bytes is over the %d byte limit: %w", r.ContentLength, s.opts.MaxFileBytes, errTooLarge))
-		return
-	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, ok := s.sandbox(ctx, w, r)
-	if !ok {
-		return
-	}
-	body := http.MaxBytesReader(w, r.Body, s.opts.MaxFileBytes)
-	if err := sb.WriteFile(ctx, p, body, mode); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+		return noContent(w, sb.WriteFile(ctx, p, http.MaxBytesReader(w, r.Body, s.opts.MaxFileBytes), mode))
+	})
 }
 
 // lazyWriter writes the success header on the first byte, so an error that comes before
@@ -109,36 +86,32 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, ok := s.sandbox(ctx, w, r)
-	if !ok {
-		return
-	}
-	if list, _ := strconv.ParseBool(r.URL.Query().Get("list")); list {
-		entries, err := sb.ListDir(ctx, p)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
+	list, _ := strconv.ParseBool(r.URL.Query().Get("list"))
+	s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+		if list {
+			entries, err := sb.ListDir(ctx, p)
+			if err != nil {
+				return err
+			}
+			if entries == nil {
+				entries = []moat.FileInfo{}
+			}
+			writeJSON(w, http.StatusOK, apitype.FileList{Path: p, Entries: entries})
+			return nil
 		}
-		if entries == nil {
-			entries = []moat.FileInfo{}
+		lw := &lazyWriter{w: w, contentType: apitype.MediaOctet}
+		if err := sb.ReadFile(ctx, p, lw); err != nil {
+			if !lw.started {
+				return err
+			}
+			// Content went out already: cut the connection so the client sees a short body
+			// rather than a file that looks complete.
+			s.log.Warn("file read failed mid-stream", "request_id", RequestID(r.Context()), "err", err)
+			panic(http.ErrAbortHandler)
 		}
-		writeJSON(w, http.StatusOK, apitype.FileList{Path: p, Entries: entries})
-		return
-	}
-	lw := &lazyWriter{w: w, contentType: apitype.MediaOctet}
-	if err := sb.ReadFile(ctx, p, lw); err != nil {
-		if !lw.started {
-			s.writeError(w, r, err)
-			return
-		}
-		// Content went out already: cut the connection so the client sees a short body
-		// rather than a file that looks complete.
-		s.log.Warn("file read failed mid-stream", "request_id", RequestID(r.Context()), "err", err)
-		panic(http.ErrAbortHandler)
-	}
-	lw.start()
+		lw.start()
+		return nil
+	})
 }
 
 // deleteFile removes the file at ?path= (a directory with ?recursive=1). It is NotFound
@@ -150,42 +123,40 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	recursive, _ := strconv.ParseBool(r.URL.Query().Get("recursive"))
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, ok := s.sandbox(ctx, w, r)
-	if !ok {
-		return
-	}
-	if err := sb.Remove(ctx, p, recursive); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+		return noContent(w, sb.Remove(ctx, p, recursive))
+	})
 }
 
 // putDir makes the directory ?path= and its missing parents (?mode=0755 octal).
 func (s *Server) putDir(w http.ResponseWriter, r *http.Request) {
+	p, mode, err := pathAndMode(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+		return noContent(w, sb.Mkdir(ctx, p, mode))
+	})
+}
+
+// pathAndMode reads ?path= and ?mode= (the routes that write a file or make a directory).
+func pathAndMode(r *http.Request) (string, fs.FileMode, error) {
 	p, err := sandboxPath(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return "", 0, err
 	}
 	mode, err := queryMode(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+	return p, mode, err
+}
+
+// checkLength refuses, before any work, a body that declares more than limit bytes (413);
+// what names the body in the message.
+func checkLength(r *http.Request, what string, limit int64) error {
+	if r.ContentLength > limit {
+		return fmt.Errorf("httpapi: %s of %d bytes is over the %d byte limit: %w", what, r.ContentLength, limit, errTooLarge)
 	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, ok := s.sandbox(ctx, w, r)
-	if !ok {
-		return
-	}
-	if err := sb.Mkdir(ctx, p, mode); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // queryMode reads ?mode= as octal permission bits; 0 when absent.
@@ -199,6 +170,16 @@ func queryMode(r *http.Request) (fs.FileMode, error) {
 		return 0, errdefs.InvalidArgumentf("httpapi: mode %q: want octal permission bits like 0644", m)
 	}
 	return fs.FileMode(v), nil
+}
+
+// archiveArgs reads ?path= and the archive caps (both archive routes).
+func (s *Server) archiveArgs(r *http.Request) (string, moat.ArchiveLimits, error) {
+	dir, err := sandboxPath(r)
+	if err != nil {
+		return "", moat.ArchiveLimits{}, err
+	}
+	lim, err := s.archiveLimits(r)
+	return dir, lim, err
 }
 
 // archiveLimits are the server's archive caps, tightened by the caller's ?max_bytes=,
@@ -228,68 +209,46 @@ func (s *Server) archiveLimits(r *http.Request) (moat.ArchiveLimits, error) {
 
 // putArchive unpacks a tar body into the directory ?path= (see Sandbox.PutArchive).
 func (s *Server) putArchive(w http.ResponseWriter, r *http.Request) {
-	dir, err := sandboxPath(r)
+	dir, lim, err := s.archiveArgs(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	lim, err := s.archiveLimits(r)
-	if err != nil {
+	if err := checkLength(r, "archive", s.opts.MaxArchiveBytes); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if r.ContentLength > s.opts.MaxArchiveBytes {
-		s.writeError(w, r, fmt.Errorf("httpapi: archive of %d bytes is over the %d byte limit: %w", r.ContentLength, s.opts.MaxArchiveBytes, errTooLarge))
-		return
-	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, ok := s.sandbox(ctx, w, r)
-	if !ok {
-		return
-	}
-	res, err := sb.PutArchive(ctx, dir, http.MaxBytesReader(w, r.Body, s.opts.MaxArchiveBytes), lim)
-	if err != nil {
+	sandboxJSON(s, w, r, http.StatusOK, func(ctx context.Context, sb *moat.Sandbox) (moat.ArchiveResult, error) {
+		res, err := sb.PutArchive(ctx, dir, http.MaxBytesReader(w, r.Body, s.opts.MaxArchiveBytes), lim)
 		if errdefs.Is(err, errdefs.KindResourceExhausted) {
 			err = fmt.Errorf("%w: %w", err, errTooLarge) // 413, like a body over its limit
 		}
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+		return res, err
+	})
 }
 
 // getArchive streams the directory ?path= as a tar archive (see Sandbox.GetArchive).
 func (s *Server) getArchive(w http.ResponseWriter, r *http.Request) {
-	dir, err := sandboxPath(r)
+	dir, lim, err := s.archiveArgs(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	lim, err := s.archiveLimits(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, ok := s.sandbox(ctx, w, r)
-	if !ok {
-		return
-	}
-	lw := &lazyWriter{w: w, contentType: apitype.MediaTar, trailers: []string{apitype.TrailerError}}
-	if err := sb.GetArchive(ctx, dir, lw, lim); err != nil {
-		if !lw.started {
-			s.writeError(w, r, err)
-			return
+	s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+		lw := &lazyWriter{w: w, contentType: apitype.MediaTar, trailers: []string{apitype.TrailerError}}
+		if err := sb.GetArchive(ctx, dir, lw, lim); err != nil {
+			if !lw.started {
+				return err
+			}
+			// Content went out already: the error goes in the trailer, so its kind survives
+			// (an archive over its cap is resource_exhausted, not a lost connection), and the
+			// archive ends without its end marker.
+			s.log.Warn("archive failed mid-stream", "request_id", RequestID(r.Context()), "err", err)
+			b, _ := json.Marshal(apitype.NewErrorBody(errdefs.KindOf(err), err))
+			w.Header().Set(apitype.TrailerError, string(b))
+			return nil
 		}
-		// Content went out already: the error goes in the trailer, so its kind survives
-		// (an archive over its cap is resource_exhausted, not a lost connection), and the
-		// archive ends without its end marker.
-		s.log.Warn("archive failed mid-stream", "request_id", RequestID(r.Context()), "err", err)
-		b, _ := json.Marshal(apitype.NewErrorBody(errdefs.KindOf(err), err))
-		w.Header().Set(apitype.TrailerError, string(b))
-		return
-	}
-	lw.start()
+		lw.start()
+		return nil
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -110,7 +111,7 @@ func TestReadyzKeepsStoreErrorsInside(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	logs := &lockedBuf{}
+	logs := &syncbuf.Buffer{}
 	h := httpapi.New(m, httpapi.Options{Tokens: []string{token}, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })

@@ -1,6 +1,6 @@
 // Package httpapi answers "how is a moat Manager served over HTTP?": the v1 JSON API
 // (sandboxes, exec with buffered, NDJSON and WebSocket streaming, files and tar archives,
-// the PTY terminal, backends, backend settings, session overrides), health, readiness and
+// the PTY terminal, backends, backend settings, sessions), health, readiness and
 // Prometheus metrics, with bearer-token auth, request ids, access logs, body limits and
 // graceful shutdown. The wire types live in apitype; docs/api.md and openapi.json describe
 // the routes.
@@ -158,6 +158,12 @@ func (s *Server) register() {
 	s.handle("GET /v1/settings/backends/{name}", s.getSettings)
 	s.handle("PUT /v1/settings/backends/{name}", s.putSettings)
 
+	s.handle("GET /v1/sessions", s.listSessions)
+	s.handle("GET /v1/sessions/{session}", s.getSession)
+	s.handle("PUT /v1/sessions/{session}", s.putSession)
+	s.handle("PATCH /v1/sessions/{session}", s.patchSession)
+	s.handle("DELETE /v1/sessions/{session}", s.deleteSession)
+	s.handle("DELETE /v1/sessions/{session}/sandboxes", s.destroySessionSandboxes)
 	s.handle("GET /v1/sessions/{session}/backend", s.getSessionBackend)
 	s.handle("PUT /v1/sessions/{session}/backend", s.putSessionBackend)
 	s.handle("DELETE /v1/sessions/{session}/backend", s.deleteSessionBackend)
@@ -209,7 +215,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r.Header.Get("X-Request-Id"))
 	w.Header().Set("X-Request-Id", id)
 	sw := &statusWriter{ResponseWriter: w}
-	r = r.WithContext(context.WithValue(r.Context(), reqIDKey{}, id))
+	// Every request is a remote caller's: the manager refuses it host paths the operator
+	// did not allow (moat.WithCaller).
+	r = r.WithContext(moat.WithCaller(context.WithValue(r.Context(), reqIDKey{}, id), moat.CallerRemote))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {

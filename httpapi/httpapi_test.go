@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/tarfs/tarfstest"
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/coder/websocket"
 
 	"github.com/moatsh/moat"
@@ -25,40 +28,23 @@ import (
 	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/moattest"
 )
 
 const token = "s3cret-api-token-value"
 
-// lockedBuf is a log sink safe for concurrent handlers.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type fixture struct {
 	env  *moattest.Env
 	h    *httpapi.Server
 	srv  *httptest.Server
-	logs *lockedBuf
+	logs *syncbuf.Buffer
 	c    *client.Client
 }
 
 func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	t.Helper()
-	f := &fixture{env: moattest.NewManager(t), logs: &lockedBuf{}}
+	f := &fixture{env: moattest.NewManager(t), logs: &syncbuf.Buffer{}}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(f.logs, nil))
 	}
@@ -387,18 +373,9 @@ func TestArchiveAndDelete(t *testing.T) {
 	if err := sb.GetArchive(ctx, "/workspace/proj", &out, moat.ArchiveLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(&out)
-	got := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
-		got[h.Name] = string(b)
+	got, err := tarfstest.Contents(&out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := map[string]string{"a.txt": "alpha", "empty/": "", "sub/": "", "sub/b.txt": "beta"}
 	if len(got) != len(want) {
@@ -683,6 +660,9 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"SessionBackend": apitype.SessionBackend{}, "BackendSettings": apitype.BackendSettings{},
 		"BackendReport": moat.BackendReport{}, "Snapshot": apitype.Snapshot{},
 		"PortResponse": apitype.PortResponse{}, "Health": apitype.Health{}, "Error": apitype.Error{},
+		"Session": apitype.Session{}, "SessionPatch": apitype.SessionPatch{}, "LimitsPatch": apitype.LimitsPatch{},
+		"SessionList": apitype.SessionList{}, "SessionTeardown": apitype.SessionTeardown{},
+		"SandboxFailure": apitype.SandboxFailure{},
 	}
 	for name := range doc.Components.Schemas {
 		if _, ok := types[name]; !ok {
@@ -726,3 +706,6 @@ func jsonFields(t reflect.Type) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

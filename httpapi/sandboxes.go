@@ -76,18 +76,46 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apitype.SandboxList{Sandboxes: infos})
 }
 
+// withSandbox runs op on the sandbox {id} under the op context. An error (the lookup's or
+// the one op returns) is answered with its status: op returns one only before it has
+// written an answer.
+func (s *Server) withSandbox(w http.ResponseWriter, r *http.Request, op func(ctx context.Context, sb *moat.Sandbox) error) {
+	ctx, cancel := s.opContext(r.Context())
+	defer cancel()
+	sb, err := s.m.Get(ctx, r.PathValue("id"))
+	if err == nil {
+		err = op(ctx, sb)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+	}
+}
+
+// sandboxJSON runs op on the sandbox {id} (see withSandbox) and answers status with the
+// value it returns.
+func sandboxJSON[T any](s *Server, w http.ResponseWriter, r *http.Request, status int, op func(ctx context.Context, sb *moat.Sandbox) (T, error)) {
+	s.withSandbox(w, r, func(ctx context.Context, sb *moat.Sandbox) error {
+		v, err := op(ctx, sb)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, status, v)
+		return nil
+	})
+}
+
+// noContent answers 204 when err is nil, and returns err.
+func noContent(w http.ResponseWriter, err error) error {
+	if err == nil {
+		w.WriteHeader(http.StatusNoContent)
+	}
+	return err
+}
+
 func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
-	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	info, err := sb.Info(r.Context())
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
+	sandboxJSON(s, w, r, http.StatusOK, func(ctx context.Context, sb *moat.Sandbox) (moat.Info, error) {
+		return sb.Info(ctx)
+	})
 }
 
 func (s *Server) destroySandbox(w http.ResponseWriter, r *http.Request) {
@@ -122,19 +150,9 @@ func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, err := s.m.Get(ctx, r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	snap, err := sb.Snapshot(ctx, req.Name)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, snap)
+	sandboxJSON(s, w, r, http.StatusCreated, func(ctx context.Context, sb *moat.Sandbox) (moat.Snapshot, error) {
+		return sb.Snapshot(ctx, req.Name)
+	})
 }
 
 func (s *Server) exposePort(w http.ResponseWriter, r *http.Request) {
@@ -143,39 +161,19 @@ func (s *Server) exposePort(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errdefs.InvalidArgumentf("httpapi: port %q is not a number", r.PathValue("port")))
 		return
 	}
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, err := s.m.Get(ctx, r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	u, err := sb.ExposePort(ctx, port)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, apitype.PortResponse{Port: port, URL: u})
+	sandboxJSON(s, w, r, http.StatusOK, func(ctx context.Context, sb *moat.Sandbox) (apitype.PortResponse, error) {
+		u, err := sb.ExposePort(ctx, port)
+		return apitype.PortResponse{Port: port, URL: u}, err
+	})
 }
 
 func (s *Server) setRunning(w http.ResponseWriter, r *http.Request, op func(*moat.Sandbox, context.Context) error) {
-	ctx, cancel := s.opContext(r.Context())
-	defer cancel()
-	sb, err := s.m.Get(ctx, r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := op(sb, ctx); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	info, err := sb.Info(ctx)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
+	sandboxJSON(s, w, r, http.StatusOK, func(ctx context.Context, sb *moat.Sandbox) (moat.Info, error) {
+		if err := op(sb, ctx); err != nil {
+			return moat.Info{}, err
+		}
+		return sb.Info(ctx)
+	})
 }
 
 func (s *Server) backends(w http.ResponseWriter, r *http.Request) {

@@ -17,7 +17,9 @@ import (
 	"github.com/moatsh/moat/backends/vercel"
 	"github.com/moatsh/moat/backends/vercel/vercelfake"
 	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -39,7 +41,7 @@ func settingsFixture(t *testing.T, env map[string]string) (*fixture, *moat.Manag
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	f := &fixture{logs: &lockedBuf{}}
+	f := &fixture{logs: &syncbuf.Buffer{}}
 	f.h = httpapi.New(m, httpapi.Options{Logger: slog.New(slog.NewJSONHandler(f.logs, nil))})
 	f.srv = httptest.NewServer(f.h)
 	t.Cleanup(func() {
@@ -172,7 +174,70 @@ func TestSettingsApplyWithoutRestart(t *testing.T) {
 	if h := health(); h.State != backend.Ready {
 		t.Errorf("a refused change broke the backend: %+v", h)
 	}
+
+	// The API moves to a second server: new sandboxes are created there, and the first
+	// sandbox keeps talking to the server it was created on (its handle holds the URL).
+	srv2 := vercelfake.New(vercelfake.Options{Token: "tok-1", TeamID: "team_1", Backend: fake.New()})
+	ts2 := httptest.NewServer(srv2)
+	t.Cleanup(ts2.Close)
+	t.Cleanup(srv2.Close)
+	code, body, _ = f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":"tok-1","api_url":"`+ts2.URL+`/api"}`)
+	if code != 200 {
+		t.Fatalf("put second api_url: %d %s", code, body)
+	}
+	before2 := srv2.Requests()
+	res, err = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"echo", "still-first"}})
+	if err != nil || string(res.Stdout) != "still-first\n" {
+		t.Fatalf("exec on the first sandbox after api_url changed: %q %v", res.Stdout, err)
+	}
+	if n := srv2.Requests() - before2; n != 0 {
+		t.Errorf("the second server received %d requests for the first sandbox; want none", n)
+	}
+	sb2, err := f.c.Create(ctx, moat.Spec{Backend: "vercel"})
+	if err != nil {
+		t.Fatalf("create after api_url changed: %v", err)
+	}
+	if len(srv2.SandboxNames()) != 1 || len(srv.SandboxNames()) != 1 {
+		t.Errorf("sandboxes: first server %v, second %v; want one each", srv.SandboxNames(), srv2.SandboxNames())
+	}
 	if err := sb.Destroy(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := sb2.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(srv.SandboxNames()) != 0 || len(srv2.SandboxNames()) != 0 {
+		t.Errorf("after destroy: first server %v, second %v; want none", srv.SandboxNames(), srv2.SandboxNames())
+	}
+}
+
+// A sandbox created on an endpoint an API caller set keeps it in its handle; once the
+// saved token is gone and the operator's environment token applies, that token is never
+// sent there: the sandbox answers failed_precondition without a request.
+func TestRecordedAPIEndpointNeverGetsTheEnvToken(t *testing.T) {
+	env := map[string]string{"VERCEL_TOKEN": "env-operator-token", "VERCEL_TEAM_ID": "team_1", "VERCEL_PROJECT_ID": "prj_1"}
+	f, _ := settingsFixture(t, env)
+	ctx := context.Background()
+	evil := vercelfake.New(vercelfake.Options{Token: "caller-token", TeamID: "team_1", Backend: fake.New()})
+	ts := httptest.NewServer(evil)
+	t.Cleanup(ts.Close)
+	t.Cleanup(evil.Close)
+	if code, body, _ := f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":"caller-token","api_url":"`+ts.URL+`/api"}`); code != 200 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	sb, err := f.c.Create(ctx, moat.Spec{Backend: "vercel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := f.call(t, "PUT", "/v1/settings/backends/vercel", `{"token":null,"api_url":null}`); code != 200 {
+		t.Fatalf("remove saved settings: %d %s", code, body)
+	}
+	before := evil.Requests()
+	_, err = sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}})
+	if !errdefs.Is(err, errdefs.KindFailedPrecondition) || strings.Contains(err.Error(), "env-operator-token") {
+		t.Fatalf("exec on the API-chosen endpoint with the env token: %v, want failed_precondition", err)
+	}
+	if n := evil.Requests() - before; n != 0 {
+		t.Fatalf("the API-chosen server received %d requests after the env token took over", n)
 	}
 }

@@ -18,14 +18,9 @@ import (
 // messages are resize or eof events. The server sends the terminal's output as binary
 // messages and ends with an exit or error event.
 func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
-	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var treq apitype.TerminalRequest
-	wc, err := s.acceptWS(w, r, &treq)
-	if err != nil {
+	sb, wc, ok := s.acceptSandboxWS(w, r, &treq)
+	if !ok {
 		return
 	}
 	stdin := newBufPipe(1 << 20)
@@ -56,11 +51,7 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
 	})
 	stdin.CloseRead()
 	s.metrics.observeExec(sb.Backend(), "terminal", res.Duration, err)
-	if err != nil {
-		wc.finish(errorEvent(err))
-		return
-	}
-	wc.finish(exitEvent(res))
+	wc.finishRun(res, err)
 }
 
 // wsBinaryWriter sends each write as one binary message.

@@ -1,129 +1,25 @@
 package httpapi_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/moatsh/moat/client/local"
-
 	"github.com/moatsh/moat"
-	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/client/local"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/store/memstore"
 )
 
-// ptyBackend is the fake backend with a terminal double: its instances implement
-// backend.PTYExecer by echoing lines ("> line"), reporting sizes ("size RxC") and exiting on
-// "exit N".
-type ptyBackend struct{ *fake.Backend }
-
-type ptyInstance struct{ backend.Instance }
-
-func (b ptyBackend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
-	i, err := b.Backend.Create(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return ptyInstance{i}, nil
-}
-
-func (b ptyBackend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
-	i, err := b.Backend.Attach(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	return ptyInstance{i}, nil
-}
-
-func (p ptyInstance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size backend.WinSize, resize <-chan backend.WinSize) (int, error) {
-	if req.Stdout != req.Stderr {
-		return 1, fmt.Errorf("terminal double: stdout and stderr differ")
-	}
-	var mu sync.Mutex
-	out := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(req.Stdout, format, args...)
-	}
-	out("argv %s size %dx%d\r\n", strings.Join(req.Argv, " "), size.Rows, size.Cols)
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(req.Stdin)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return 137, ctx.Err()
-		case sz, ok := <-resize:
-			if !ok {
-				resize = nil
-				continue
-			}
-			out("size %dx%d\r\n", sz.Rows, sz.Cols)
-		case l, ok := <-lines:
-			if !ok {
-				return 0, nil
-			}
-			var code int
-			if _, err := fmt.Sscanf(l, "exit %d", &code); err == nil {
-				return code, nil
-			}
-			out("> %s\r\n", l)
-		}
-	}
-}
-
-var _ backend.PTYExecer = ptyInstance{}
-
-// syncWriter collects terminal output and lets a test wait for text.
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) waitFor(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		w.mu.Lock()
-		got := w.b.String()
-		w.mu.Unlock()
-		if strings.Contains(got, s) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("terminal output %q lacks %q", got, s)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestTerminal(t *testing.T) {
-	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "pty"}}, moat.WithoutRegistered(), moat.WithBackend("pty", ptyBackend{fake.New()}))
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}}, moat.WithoutRegistered(), moat.WithBackend("fake", fake.New()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +38,7 @@ func TestTerminal(t *testing.T) {
 			defer sb.Destroy(context.Background())
 			inR, inW := io.Pipe()
 			resize := make(chan moat.WinSize)
-			out := &syncWriter{}
+			out := syncbuf.New()
 			done := make(chan struct{})
 			var res moat.ExitResult
 			var terr error
@@ -151,11 +47,11 @@ func TestTerminal(t *testing.T) {
 				res, terr = sb.Terminal(ctx, moat.TerminalRequest{Cmd: []string{"sh", "-l"}, Stdin: inR, Stdout: out,
 					Size: moat.WinSize{Rows: 30, Cols: 100}, Resize: resize})
 			}()
-			out.waitFor(t, "argv sh -l size 30x100")
+			out.WaitForText(t, "argv sh -l size 30x100", 10*time.Second)
 			fmt.Fprintf(inW, "echo hi\n")
-			out.waitFor(t, "> echo hi")
+			out.WaitForText(t, "> echo hi", 10*time.Second)
 			resize <- moat.WinSize{Rows: 50, Cols: 132}
-			out.waitFor(t, "size 50x132")
+			out.WaitForText(t, "size 50x132", 10*time.Second)
 			fmt.Fprintf(inW, "exit 7\n")
 			<-done
 			inW.Close()
@@ -177,13 +73,13 @@ func TestTerminal(t *testing.T) {
 	cctx, ccancel := context.WithCancel(ctx)
 	inR, inW := io.Pipe()
 	defer inW.Close()
-	out := &syncWriter{}
+	out := syncbuf.New()
 	done := make(chan error, 1)
 	go func() {
 		_, err := sb.Terminal(cctx, moat.TerminalRequest{Stdin: inR, Stdout: out})
 		done <- err
 	}()
-	out.waitFor(t, "argv sh size 24x80")
+	out.WaitForText(t, "argv sh size 24x80", 10*time.Second)
 	ccancel()
 	select {
 	case err := <-done:

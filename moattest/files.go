@@ -10,6 +10,7 @@ import (
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/tarfs/tarfstest"
 )
 
 func testRemoveMkdir(t *testing.T, tg Target) {
@@ -97,18 +98,9 @@ func testArchive(t *testing.T, tg Target) {
 	if err := sb.GetArchive(ctx, "/workspace/proj", &out, moat.ArchiveLimits{}); err != nil {
 		t.Fatalf("get archive: %v", err)
 	}
-	got := map[string]string{}
-	tr := tar.NewReader(&out)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("archive stream: %v", err)
-		}
-		body, _ := io.ReadAll(tr)
-		got[h.Name] = string(body)
+	got, err := tarfstest.Contents(&out)
+	if err != nil {
+		t.Fatalf("archive stream: %v", err)
 	}
 	want := map[string]string{"a.txt": "alpha", "empty/": "", "sub/": "", "sub/b ✓.txt": "beta"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -1,6 +1,6 @@
 // Package moattest answers "does a moat front end behave like the Manager?": one suite of
 // manager-level checks (lifecycle, error kinds, exec with streaming, stdin, caps and
-// cancellation, files large and small, sessions, concurrency, cleanup) that runs against a
+// cancellation, files large and small, sessions (settings, bad input, teardown), concurrency, cleanup) that runs against a
 // client.API — the in-process Manager (Local) and the same Manager behind the HTTP API
 // (OverHTTP) — so errors, streaming and cancellation are proven to survive the hop.
 package moattest
@@ -84,6 +84,9 @@ type Target struct {
 	Running func() int64
 	// Leftovers lists sandboxes the backend still has, or is nil.
 	Leftovers func() []string
+	// UnusableImage is an image the backend refuses at create time, or "" to skip that
+	// check.
+	UnusableImage string
 	// Terminal is true when the backend has terminals (else the suite expects Unsupported).
 	Terminal bool
 	// Remote is true when calls cross HTTP; Server is then the httptest server.
@@ -96,6 +99,8 @@ func (e *Env) Target() Target {
 	return Target{
 		API: local.New(e.Manager), Manager: e.Manager, Backend: "fake",
 		Block: []string{BlockCommand}, Running: e.Running, Leftovers: e.Fake.IDs,
+		UnusableImage: fake.SnapshotImagePrefix + "no-such-snapshot",
+		Terminal:      true, // the fake's terminal double echoes its argv
 	}
 }
 

@@ -41,6 +41,9 @@ func Run(t *testing.T, open func(t *testing.T) Target) {
 		{"StopStart", testStopStart},
 		{"PauseSnapshotPorts", testPauseSnapshotPorts},
 		{"SessionOverride", testSession},
+		{"SessionRecord", testSessionRecord},
+		{"SessionBadInput", testSessionBadInput},
+		{"SessionTeardown", testSessionTeardown},
 		{"Concurrent", testConcurrent},
 		{"Terminal", testTerminal},
 	}

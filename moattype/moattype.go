@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 	"time"
+
+	"github.com/moatsh/moat/errdefs"
 )
 
 // Isolation is how strongly a backend separates a sandbox from its host, weakest first.
@@ -62,6 +65,15 @@ type Descriptor struct {
 	// Settings are the keys of the backend's [backends.<name>] section that an operator may
 	// also give through an environment alias or the settings API.
 	Settings []Setting `json:"settings,omitempty"`
+	// HostPaths names the create-request fields whose values can name a path on the host
+	// moat runs on: "image" when an absolute image is a host directory or tarball (bwrap),
+	// "options.<key>[.<key>...]" for a string, or an array of strings, inside
+	// Spec.Options (arrays of objects are walked element by element). Only the operator
+	// names host paths: the manager refuses such a value from an API caller with
+	// permission_denied unless it lies under a [security] allowed_host_paths root, and
+	// hands the backend the canonical path (symlinks resolved) it checked. A backend that
+	// adds a field naming a host path lists it here; nothing else is needed.
+	HostPaths []string `json:"host_paths,omitempty"`
 }
 
 // Setting is one key of a backend's [backends.<name>] section that may also come from an
@@ -129,8 +141,6 @@ const (
 	// MaxPathDepth bounds how many elements a path (or an archive entry under its target
 	// directory) has.
 	MaxPathDepth = 256
-	// MaxSessionIDBytes bounds a session id: UTF-8 text without control characters.
-	MaxSessionIDBytes = 128
 	// MaxEnvVars bounds how many variables a spec or an exec sets.
 	MaxEnvVars = 4096
 	// MaxLabels bounds how many labels a spec sets; MaxLabelValueBytes one value.
@@ -437,4 +447,150 @@ type ArchiveResult struct {
 	Files int   `json:"files"`
 	Dirs  int   `json:"dirs"`
 	Bytes int64 `json:"bytes"`
+}
+
+// SessionMode says how a session's sandboxes are isolated.
+type SessionMode string
+
+const (
+	// SessionIsolated (the default) runs the session's sandboxes on an isolating backend:
+	// the session's, the spec's, the configured one or auto's pick.
+	SessionIsolated SessionMode = "isolated"
+	// SessionHost runs them unsandboxed on the restricted host backend (isolation none).
+	// It is allowed only when [sandbox] allow_unisolated is on: else permission_denied.
+	SessionHost SessionMode = "host"
+)
+
+// MaxSessionIDBytes is the longest session id moat accepts. A session id is free UTF-8
+// text (spaces, '/', '?' are fine) without control characters, other than "." and "..".
+const MaxSessionIDBytes = 256
+
+// Session is a session's stored settings: every sandbox created with its id starts from
+// them. A field the sandbox's spec sets wins over the session's, and the session's over
+// the configured [sandbox] defaults; Env and Labels are merged key by key the same way.
+// (Workspace sync is not part of a session yet: moat has no workspace sync.)
+type Session struct {
+	ID string `json:"id"`
+	// Backend names the backend of the session's sandboxes ("" or "auto": the configured
+	// default, then auto-detection).
+	Backend string `json:"backend,omitempty"`
+	// Image is the image of the session's sandboxes ("" for the backend's default).
+	Image   string            `json:"image,omitempty"`
+	Limits  Limits            `json:"limits"`
+	Network NetworkMode       `json:"network,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	// Mode is "isolated" (the default; "" reads as it) or "host".
+	Mode      SessionMode `json:"mode,omitempty"`
+	UpdatedAt time.Time   `json:"updated_at"`
+}
+
+// SessionPatch changes some of a session's fields (JSON merge-patch style): a field left
+// out (nil) stays as it is, an empty string or zero clears it, and an Env or Labels key
+// whose value is null is removed.
+type SessionPatch struct {
+	Backend *string            `json:"backend,omitempty"`
+	Image   *string            `json:"image,omitempty"`
+	Limits  *LimitsPatch       `json:"limits,omitempty"`
+	Network *NetworkMode       `json:"network,omitempty"`
+	Env     map[string]*string `json:"env,omitempty"`
+	Labels  map[string]*string `json:"labels,omitempty"`
+	Mode    *SessionMode       `json:"mode,omitempty"`
+}
+
+// LimitsPatch changes some limits: nil leaves one as it is, zero clears it.
+type LimitsPatch struct {
+	MemoryBytes *int64   `json:"memory_bytes,omitempty"`
+	CPUs        *float64 `json:"cpus,omitempty"`
+	PIDs        *int64   `json:"pids,omitempty"`
+	DiskBytes   *int64   `json:"disk_bytes,omitempty"`
+}
+
+// Apply returns s with p applied. It never changes s's maps.
+func (p SessionPatch) Apply(s Session) Session {
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&s.Backend, p.Backend)
+	set(&s.Image, p.Image)
+	if p.Network != nil {
+		s.Network = *p.Network
+	}
+	if p.Mode != nil {
+		s.Mode = *p.Mode
+	}
+	if l := p.Limits; l != nil {
+		if l.MemoryBytes != nil {
+			s.Limits.MemoryBytes = *l.MemoryBytes
+		}
+		if l.CPUs != nil {
+			s.Limits.CPUs = *l.CPUs
+		}
+		if l.PIDs != nil {
+			s.Limits.PIDs = *l.PIDs
+		}
+		if l.DiskBytes != nil {
+			s.Limits.DiskBytes = *l.DiskBytes
+		}
+	}
+	s.Env = patchMap(s.Env, p.Env)
+	s.Labels = patchMap(s.Labels, p.Labels)
+	return s
+}
+
+func patchMap(m map[string]string, p map[string]*string) map[string]string {
+	if len(p) == 0 {
+		return m
+	}
+	out := make(map[string]string, len(m)+len(p))
+	for k, v := range m {
+		out[k] = v
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(out, k)
+		} else {
+			out[k] = *v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// SandboxFailure is one sandbox a bulk operation could not act on, and why.
+type SandboxFailure struct {
+	ID    string       `json:"id"`
+	Kind  errdefs.Kind `json:"kind"`
+	Error string       `json:"error"`
+}
+
+// SessionTeardown is what destroying a session's sandboxes did: the ids destroyed and the
+// ones that failed, each with its error.
+type SessionTeardown struct {
+	Session   string           `json:"session"`
+	Destroyed []string         `json:"destroyed"`
+	Failed    []SandboxFailure `json:"failed,omitempty"`
+}
+
+// Err is nil when every sandbox was destroyed, else an error of the first failure's kind
+// that names each sandbox left and why. The library and the Go client both return it, so
+// a partial failure reads the same in-process and over HTTP.
+func (t SessionTeardown) Err() error {
+	if len(t.Failed) == 0 {
+		return nil
+	}
+	parts := make([]string, len(t.Failed))
+	for i, f := range t.Failed {
+		parts[i] = f.ID + ": " + f.Error
+	}
+	msg := fmt.Sprintf("moat: session %q: %d of %d sandboxes not destroyed: %s",
+		t.Session, len(t.Failed), len(t.Failed)+len(t.Destroyed), strings.Join(parts, "; "))
+	if k := errdefs.Sentinel(t.Failed[0].Kind); k != nil {
+		return errdefs.New(k, msg)
+	}
+	return errors.New(msg)
 }

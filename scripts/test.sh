@@ -29,3 +29,7 @@ go vet ./...
 export MOAT_TEST_REQUIRE=${MOAT_TEST_REQUIRE:-all}
 export MOAT_TEST_ROOTFS="$PWD/build/testdata/busybox-rootfs.tar"
 go test -count=1 -timeout 45m -p 2 ${GOTESTFLAGS:-} ./...
+
+# Every fuzz target for a short fixed budget (its seeds already ran as tests above); a
+# failing input lands in testdata/fuzz/ and fails the run. `make fuzz` runs them longer.
+FUZZTIME=${FUZZTIME:-5s} scripts/fuzz.sh

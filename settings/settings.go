@@ -58,7 +58,7 @@ func key(backendName string) string { return keyPrefix + backendName + "/setting
 
 // Load returns every backend's saved settings, by backend name then key, in one store
 // query.
-func Load(ctx context.Context, st store.Store) (map[string]map[string]string, error) {
+func Load(ctx context.Context, st store.Store, kr *Keyring) (map[string]map[string]string, error) {
 	raw, err := st.ListSettings(ctx, keyPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("settings: load: %w", err)
@@ -69,9 +69,9 @@ func Load(ctx context.Context, st store.Store) (map[string]map[string]string, er
 		if !ok || name == "" || strings.Contains(name, "/") {
 			continue
 		}
-		vals := map[string]string{}
-		if err := json.Unmarshal(v, &vals); err != nil {
-			return nil, fmt.Errorf("settings: %s: stored value: %w", name, err)
+		vals, err := decode(kr, k, v)
+		if err != nil {
+			return nil, err
 		}
 		out[name] = vals
 	}
@@ -80,7 +80,7 @@ func Load(ctx context.Context, st store.Store) (map[string]map[string]string, er
 
 // Get returns the settings saved for backendName (secrets included: for backends, never for
 // the API); empty when none are.
-func Get(ctx context.Context, st store.Store, backendName string) (map[string]string, error) {
+func Get(ctx context.Context, st store.Store, kr *Keyring, backendName string) (map[string]string, error) {
 	v, err := st.GetSetting(ctx, key(backendName))
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		return map[string]string{}, nil
@@ -88,9 +88,20 @@ func Get(ctx context.Context, st store.Store, backendName string) (map[string]st
 	if err != nil {
 		return nil, err
 	}
+	return decode(kr, key(backendName), v)
+}
+
+// decode opens (when kr is set) and parses one stored value.
+func decode(kr *Keyring, name string, v []byte) (map[string]string, error) {
+	if kr != nil {
+		var err error
+		if v, err = kr.open(name, v); err != nil {
+			return nil, err
+		}
+	}
 	out := map[string]string{}
 	if err := json.Unmarshal(v, &out); err != nil {
-		return nil, fmt.Errorf("settings: %s: stored value: %w", backendName, err)
+		return nil, fmt.Errorf("settings: %s: stored value: %w", name, err)
 	}
 	return out, nil
 }
@@ -151,9 +162,9 @@ func Apply(d backend.Descriptor, saved map[string]string, changes map[string]*st
 	return next, nil
 }
 
-// Save stores saved as backendName's settings, replacing what was there; an empty map
-// removes them.
-func Save(ctx context.Context, st store.Store, backendName string, saved map[string]string) error {
+// Save stores saved as backendName's settings, replacing what was there, encrypted with
+// kr's current key (kr nil: plaintext, for tests); an empty map removes them.
+func Save(ctx context.Context, st store.Store, kr *Keyring, backendName string, saved map[string]string) error {
 	if len(saved) == 0 {
 		return st.DeleteSetting(ctx, key(backendName))
 	}
@@ -161,7 +172,31 @@ func Save(ctx context.Context, st store.Store, backendName string, saved map[str
 	if err != nil {
 		return err
 	}
+	if kr != nil {
+		if b, err = kr.seal(key(backendName), b); err != nil {
+			return err
+		}
+	}
 	return st.PutSetting(ctx, key(backendName), b)
+}
+
+// Rotate re-encrypts every saved setting with a new key and then forgets the old keys. A
+// crash part-way leaves every value readable (old and new keys are both in the file until
+// the end); run it again to finish. Callers serialize it with other writers.
+func Rotate(ctx context.Context, st store.Store, kr *Keyring) error {
+	all, err := Load(ctx, st, kr)
+	if err != nil {
+		return err
+	}
+	if err := kr.beginRotation(); err != nil {
+		return err
+	}
+	for name, vals := range all {
+		if err := Save(ctx, st, kr, name, vals); err != nil {
+			return err
+		}
+	}
+	return kr.endRotation()
 }
 
 // field finds the setting called k, by its key or a deprecated alias.

@@ -39,14 +39,14 @@ func TestPrecedenceAndSecrecy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Save(ctx, st, "prov", saved); err != nil {
+	if err := Save(ctx, st, nil, "prov", saved); err != nil {
 		t.Fatal(err)
 	}
-	got, err := Get(ctx, st, "prov")
+	got, err := Get(ctx, st, nil, "prov")
 	if err != nil || got["token"] != "explicit-key" || got["team"] != "set-team" {
 		t.Fatalf("get = %v, %v", got, err)
 	}
-	all, err := Load(ctx, st)
+	all, err := Load(ctx, st, nil)
 	if err != nil || all["prov"]["token"] != "explicit-key" || len(all) != 1 {
 		t.Fatalf("load = %v, %v", all, err)
 	}
@@ -70,7 +70,7 @@ func TestPrecedenceAndSecrecy(t *testing.T) {
 	if err != nil || len(saved) != 0 {
 		t.Fatalf("remove: %v %v", saved, err)
 	}
-	if err := Save(ctx, st, "prov", saved); err != nil {
+	if err := Save(ctx, st, nil, "prov", saved); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.GetSetting(ctx, "backend/prov/settings"); !errdefs.Is(err, errdefs.KindNotFound) {

@@ -90,6 +90,11 @@ func Match(f Filter, r *Record) bool {
 
 // Store keeps records and settings. Implementations are safe for concurrent use, also by
 // several processes sharing one database.
+//
+// Every change that must not be lost to a concurrent one is a compare-and-swap: Update on
+// the record's Version, Create and CreateSetting on the key's absence. The store holds no
+// locks or leases across calls; callers that must decide something once among several
+// processes (which replica recreates a lost sandbox) claim it with one of these.
 type Store interface {
 	// Create inserts r with Version 1 (it sets r.Version). AlreadyExists when the id, or the
 	// name among records not destroyed, is taken.
@@ -108,6 +113,10 @@ type Store interface {
 	GetSetting(ctx context.Context, key string) ([]byte, error)
 	// PutSetting stores value under key, replacing what was there.
 	PutSetting(ctx context.Context, key string, value []byte) error
+	// CreateSetting stores value under key unless the key is set: AlreadyExists then, and
+	// the stored value is unchanged. Of concurrent callers (also in other processes) exactly
+	// one succeeds, so it decides a value once for every process sharing the store.
+	CreateSetting(ctx context.Context, key string, value []byte) error
 	// DeleteSetting removes key; removing a missing key succeeds.
 	DeleteSetting(ctx context.Context, key string) error
 	// ListSettings returns every key starting with prefix and its value.

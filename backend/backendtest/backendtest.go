@@ -41,7 +41,7 @@
 //	ln -s / esc; ln -s /tmp/moat-escape-final-TOKEN esc-final; ln -s /tmp/moat-escape-read-TOKEN esc-final-read
 //	moat-bt-no-such-binary arg; /moat-bt/no/such/binary arg   (must be errdefs NotFound)
 //
-// plus the fixed scripts of package execfs (sh, test, mkdir, cat, chmod, rm, cd, find, stat): the
+// plus the fixed scripts of package execfs (sh, test, mkdir, cat, chmod, rm, mv, cd, find, stat): the
 // file checks always run through execfs, and also through the instance's native
 // backend.FileTransferer when it has one. execfs itself gives commands absolute paths, so on
 // a backend whose commands see the host it is meaningless; such a backend has a native
@@ -80,6 +80,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/execfs"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/syncbuf"
 )
 
 // Factory tells the suite how to get a backend.
@@ -308,7 +309,7 @@ func (sb *sandbox) exec(c context.Context, o execOpts, argv ...string) *result {
 	if wd == "" {
 		wd = sb.req.Workdir
 	}
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	req := &backend.ExecRequest{
 		Argv:    argv,
 		Env:     env,
@@ -356,24 +357,6 @@ func (sb *sandbox) testExists(t *testing.T, dir, name string, want bool) {
 	if r.err != nil || r.code != code {
 		t.Errorf("in %s: want exists=%v (exit %d): %v", dir, want, code, r)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a backend that writes from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.buf.Bytes())
 }
 
 func (s *suite) testDescriptor(t *testing.T) {
@@ -545,14 +528,14 @@ func (s *suite) testSignal(t *testing.T) {
 
 // signalWriter closes ch the first time it sees word.
 type signalWriter struct {
-	lockedBuffer
+	syncbuf.Buffer
 	word string
 	once sync.Once
 	ch   chan struct{}
 }
 
 func (w *signalWriter) Write(p []byte) (int, error) {
-	n, err := w.lockedBuffer.Write(p)
+	n, err := w.Buffer.Write(p)
 	if bytes.Contains(w.Bytes(), []byte(w.word)) {
 		w.once.Do(func() { close(w.ch) })
 	}
@@ -679,6 +662,7 @@ func (s *suite) testFiles(t *testing.T) {
 			s.run(t, "Escape", func(t *testing.T) { s.testEscape(t, name) })
 			s.run(t, "RemoveMkdir", func(t *testing.T) { s.testRemoveMkdir(t, name) })
 			s.run(t, "PathsAtLimit", func(t *testing.T) { s.testPathsAtLimit(t, name) })
+			s.run(t, "Atomic", func(t *testing.T) { s.testAtomicWrite(t, name) })
 			if name == "native" {
 				s.run(t, "Archiver", s.testArchiver)
 			}
@@ -961,6 +945,78 @@ func (s *suite) testFileErrors(t *testing.T, variant string) {
 	if err := ft.ReadFile(ctx(t), Workdir+"/d", io.Discard); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("ReadFile of a directory: want errdefs InvalidArgument, got %v", err)
 	}
+}
+
+// failingReader yields n bytes, then runs fail and returns its error: an upload the client
+// abandoned (ctx canceled mid-stream) or cut off at a size cap.
+type failingReader struct {
+	n    int
+	fail func() error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		return 0, r.fail()
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = 'x'
+	}
+	r.n -= k
+	return k, nil
+}
+
+// testAtomicWrite: a write that fails part-way, because the caller went away (ctx canceled
+// mid-stream) or because the input ended in an error (the manager's size cap, a 413),
+// leaves the old file exactly as it was and no partial or temporary file beside it.
+func (s *suite) testAtomicWrite(t *testing.T, variant string) {
+	_, ft := s.files(t, variant)
+	dir := Workdir + "/atomic"
+	p := dir + "/keep.txt"
+	orig := []byte("the original content\n")
+	writeFile(t, ft, p, orig, 0o644)
+	check := func(t *testing.T, how string) {
+		t.Helper()
+		if got := readAll(t, ft, p); !bytes.Equal(got, orig) {
+			t.Errorf("after %s: %s holds %d bytes %q; want the original %q", how, p, len(got), clip(got), orig)
+		}
+		// A temporary file may be removed just after the failed call returned (by an
+		// agent that only then sees the client gone): wait a little for it.
+		var names []string
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			list, err := ft.ListDir(ctx(t), dir)
+			if err != nil {
+				t.Fatalf("ListDir(%s): %v", dir, err)
+			}
+			names = names[:0]
+			for _, fi := range list {
+				names = append(names, fi.Name)
+			}
+			if len(names) == 1 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if len(names) != 1 || names[0] != "keep.txt" {
+			t.Errorf("after %s: %s holds %q; want only keep.txt (no partial or temporary file)", how, dir, names)
+		}
+	}
+	t.Run("InputError", func(t *testing.T) {
+		capErr := errdefs.New(errdefs.ErrResourceExhausted, "backendtest: upload over the size cap")
+		r := &failingReader{n: 256 << 10, fail: func() error { return capErr }}
+		if err := ft.WriteFile(ctx(t), p, r, 0o644); err == nil {
+			t.Fatalf("WriteFile with an input that fails after 256 KiB returned no error")
+		}
+		check(t, "an input error")
+	})
+	t.Run("Canceled", func(t *testing.T) {
+		c, cancel := context.WithCancel(ctx(t))
+		defer cancel()
+		r := &failingReader{n: 256 << 10, fail: func() error { cancel(); <-c.Done(); return c.Err() }}
+		if err := ft.WriteFile(c, p, r, 0o644); err == nil {
+			t.Fatalf("WriteFile canceled after 256 KiB returned no error")
+		}
+		check(t, "a canceled write")
+	})
 }
 
 // testEscape: a symlink inside the sandbox pointing at / must not let a write or a read

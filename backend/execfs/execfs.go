@@ -1,6 +1,6 @@
 // Package execfs answers "how do I move files in and out of a sandbox that can only run
 // commands?": a backend.FileTransferer built from any backend.Instance by running small,
-// fixed POSIX shell scripts inside it (sh, cat, mkdir, chmod, rm, test, find, stat — all
+// fixed POSIX shell scripts inside it (sh, cat, mkdir, chmod, rm, mv, test, find, stat — all
 // present in busybox and Debian). User data never becomes part of a script: paths and modes
 // are passed as positional arguments ("$1", "$2", ...). Besides backend.FileTransferer it
 // is a backend.FileRemover and a backend.DirMaker.
@@ -9,6 +9,8 @@ package execfs
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,8 +36,15 @@ const (
 
 // The fixed scripts. Each runs as: sh -c SCRIPT sh ARG1 ARG2 ...
 const (
-	// writeScript: $1 path, $2 octal mode, $3 parent directory.
-	writeScript = `[ -d "$1" ] && exit 67; mkdir -p -- "$3" && cat > "$1" && chmod "$2" "$1"`
+	// writeScript: $1 path, $2 octal mode, $3 parent directory, $4 a temporary file in it.
+	// The content goes to $4; commitScript renames it over $1 only once all of the input
+	// arrived, so a failed or cut-off upload leaves the old file as it was.
+	writeScript = `[ -d "$1" ] && exit 67; mkdir -p -- "$3" || exit 1; ` +
+		`cat > "$4" && chmod "$2" "$4" && exit 0; rm -f -- "$4"; exit 1`
+	// commitScript: $1 temporary file, $2 path.
+	commitScript = `[ -d "$2" ] && rm -f -- "$1"; [ -d "$2" ] && exit 67; mv -f -- "$1" "$2" && exit 0; rm -f -- "$1"; exit 1`
+	// discardScript: $1 temporary file.
+	discardScript = `exec rm -f -- "$1"`
 	// readScript: $1 path. The checks come first so that a missing file or a directory is
 	// told apart from a failing cat.
 	readScript = `[ -e "$1" ] || exit 66; [ -d "$1" ] && exit 67; exec cat -- "$1"`
@@ -76,24 +85,69 @@ func (f *FS) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileM
 		r = strings.NewReader("")
 	}
 	perm := strconv.FormatUint(uint64(unixPerm(mode)), 8)
+	tmp := path.Join(path.Dir(p), ".moat-write-"+randSuffix())
+	// A backend may see a failing reader as the end of its input: the reader's own error
+	// decides whether the temporary file is committed.
+	in := &errReader{r: r}
 	var stderr capBuffer
 	code, err := f.inst.Exec(ctx, &backend.ExecRequest{
-		Argv:    []string{"sh", "-c", writeScript, "sh", p, perm, path.Dir(p)},
+		Argv:    []string{"sh", "-c", writeScript, "sh", p, perm, path.Dir(p), tmp},
 		Workdir: "/",
-		Stdin:   r,
+		Stdin:   in,
 		Stdout:  io.Discard,
 		Stderr:  &stderr,
 	})
+	if err == nil && code == 0 {
+		if err = in.err; err == nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			code, errOut, cerr := f.run(ctx, commitScript, tmp, p)
+			switch {
+			case cerr != nil:
+				err = cerr
+			case code == exitIsDir:
+				return errdefs.InvalidArgumentf("execfs: write %s: is a directory", p)
+			case code != 0:
+				return scriptError("write", p, code, errOut)
+			default:
+				return nil
+			}
+		}
+	}
+	// Best effort: the temporary file must not outlive a failed write.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	_, _, _ = f.run(dctx, discardScript, tmp)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("execfs: write %s: %w", p, err)
 	}
 	switch code {
-	case 0:
-		return nil
 	case exitIsDir:
 		return errdefs.InvalidArgumentf("execfs: write %s: is a directory", p)
 	}
 	return scriptError("write", p, code, &stderr)
+}
+
+// errReader remembers the first error other than EOF its reader returned.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// randSuffix names a temporary file.
+func randSuffix() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // ReadFile copies the file at p to w: NotFound when it does not exist, InvalidArgument when

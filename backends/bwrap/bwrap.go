@@ -99,7 +99,9 @@ func (b *Backend) Descriptor() backend.Descriptor {
 	}
 	return backend.Descriptor{Name: Name, Isolation: backend.IsolationNamespace,
 		PackageManager: pm, DefaultImage: b.conf.Rootfs, AutoRank: backend.RankBwrap,
-		Summary: "bubblewrap: user/pid/ipc/uts/net namespaces, own rootfs (tarball or directory) or read-only host binds; state persists between execs"}
+		// An image is a host directory or tarball that Create copies in.
+		HostPaths: []string{"image"},
+		Summary:   "bubblewrap: user/pid/ipc/uts/net namespaces, own rootfs (tarball or directory) or read-only host binds; state persists between execs"}
 }
 
 func (b *Backend) bwrapPath() (string, error) {
@@ -294,7 +296,8 @@ func (b *Backend) instance(m meta) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Instance{b: b, m: m, sb: sb, fs: &rootfs.FS{Name: Name, Root: m.Root, Binds: binds(m)}}, nil
+	root := &rootfs.FS{Name: Name, Root: m.Root, Binds: binds(m)}
+	return &Instance{b: b, m: m, sb: sb, fs: root, Files: sb.Files(root)}, nil
 }
 
 // Attach implements backend.Backend.
@@ -323,6 +326,10 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 		"--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
 		"--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true")
 	cmd.Env = []string{}
+	// When ctx ends bwrap is killed, but a child of it may still hold the output pipe:
+	// WaitDelay closes it, so a cancelled probe returns at once instead of hanging (moatd's
+	// shutdown waits for the probe of its maintenance loop).
+	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		msg := strings.TrimSpace(string(out))
@@ -357,6 +364,7 @@ type Instance struct {
 	m  meta
 	sb *statedir.Sandbox
 	fs *rootfs.FS
+	statedir.Files
 }
 
 // Handle implements backend.Instance.
@@ -539,25 +547,6 @@ func (s *sniffer) execFailed() bool {
 // Destroy implements backend.Instance: kills the sandbox's processes and removes its
 // state directory. It is idempotent.
 func (i *Instance) Destroy(ctx context.Context) error { return i.sb.Destroy(ctx) }
-
-// WriteFile implements backend.FileTransferer through the host side of the root,
-// resolving symlinks inside it. Paths under the read-only host binds are PermissionDenied.
-func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
-	if err := i.sb.Gone(); err != nil {
-		return err
-	}
-	return i.fs.WriteFile(ctx, p, r, mode)
-}
-
-// ReadFile implements backend.FileTransferer.
-func (i *Instance) ReadFile(ctx context.Context, p string, w io.Writer) error {
-	return i.fs.ReadFile(ctx, p, w)
-}
-
-// ListDir implements backend.FileTransferer.
-func (i *Instance) ListDir(ctx context.Context, p string) ([]backend.FileInfo, error) {
-	return i.fs.ListDir(ctx, p)
-}
 
 var (
 	_ backend.Backend        = (*Backend)(nil)

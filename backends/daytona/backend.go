@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"math"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -121,10 +122,34 @@ func decodeOptions(raw json.RawMessage) (Options, error) {
 	return o, nil
 }
 
-// handleState is Handle.State, version 1.
+// handleState is Handle.State, version 1. It holds no secret.
 type handleState struct {
 	ID              string `json:"id"`
 	ToolboxProxyURL string `json:"toolbox_proxy_url,omitempty"`
+	// APIURL is the platform API the sandbox was created on (or listed from): the
+	// instance keeps talking to it whatever api_url is configured later. Handles written
+	// before it was recorded have none and use the configured one.
+	APIURL string `json:"api_url,omitempty"`
+	// EndpointFromAPI says APIURL was set through the settings API: the token is sent there
+	// only while it too comes from the settings API.
+	EndpointFromAPI bool `json:"endpoint_from_api,omitempty"`
+}
+
+// clientFor returns the client for a sandbox on the platform API at apiURL: the backend's
+// own when apiURL is empty or the configured one, else a copy aimed at apiURL (same token,
+// organization, headers, retry policy and HTTP client).
+func (b *Backend) clientFor(apiURL string, fromAPI bool) (*client, error) {
+	apiURL = strings.TrimRight(apiURL, "/")
+	if apiURL == "" || apiURL == b.c.apiURL {
+		return b.c, nil
+	}
+	if u, err := url.Parse(apiURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errdefs.InvalidArgumentf("daytona: handle's api_url %q is not an http(s) URL", apiURL)
+	}
+	if fromAPI && !b.cfg.tokenFromAPI {
+		return nil, errdefs.FailedPreconditionf("daytona: the sandbox is on %s, an api_url set through the settings API, and the token now comes from the operator's configuration, which is never sent to an API-chosen URL; save that endpoint's token through the settings API to reach the sandbox", apiURL)
+	}
+	return b.c.withAPIURL(apiURL, fromAPI), nil
 }
 
 const handleVersion = 1
@@ -143,7 +168,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	if err != nil {
 		return nil, err
 	}
-	inst := b.instance(sb)
+	inst := b.instance(b.c, sb)
 	ok := false
 	defer func() {
 		if !ok {
@@ -153,7 +178,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 			_ = b.c.deleteSandbox(cctx, sb.ID)
 		}
 	}()
-	if sb, err = b.waitState(ctx, sb, "started"); err != nil {
+	if sb, err = b.waitState(ctx, b.c, sb, "started"); err != nil {
 		return nil, err
 	}
 	inst.setProxy(sb.ToolboxProxyURL)
@@ -261,9 +286,9 @@ func (b *Backend) createBody(req *backend.CreateRequest, o Options) *createSandb
 	return in
 }
 
-// waitState polls the sandbox until it reaches want, like the SDK (100 ms growing by 1.1
-// up to 1 s), bounded by ctx and the start timeout.
-func (b *Backend) waitState(ctx context.Context, sb *sandbox, want string) (*sandbox, error) {
+// waitState polls the sandbox through c until it reaches want, like the SDK (100 ms
+// growing by 1.1 up to 1 s), bounded by ctx and the start timeout.
+func (b *Backend) waitState(ctx context.Context, c *client, sb *sandbox, want string) (*sandbox, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.startTimeout)
 	defer cancel()
 	delay := b.pollMin * 10
@@ -284,7 +309,7 @@ func (b *Backend) waitState(ctx context.Context, sb *sandbox, want string) (*san
 			return nil, fmt.Errorf("daytona: sandbox %s did not reach %s (state %s): %w", sb.ID, want, sb.State, err)
 		}
 		delay = min(time.Duration(float64(delay)*1.1), time.Second)
-		next, err := b.c.getSandbox(ctx, sb.ID)
+		next, err := c.getSandbox(ctx, sb.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -292,8 +317,8 @@ func (b *Backend) waitState(ctx context.Context, sb *sandbox, want string) (*san
 	}
 }
 
-func (b *Backend) instance(sb *sandbox) *Instance {
-	return &Instance{b: b, id: sb.ID, proxy: sb.ToolboxProxyURL}
+func (b *Backend) instance(c *client, sb *sandbox) *Instance {
+	return &Instance{b: b, c: c, id: sb.ID, proxy: sb.ToolboxProxyURL}
 }
 
 // Attach implements backend.Backend.
@@ -308,14 +333,18 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if err := json.Unmarshal(h.State, &st); err != nil || st.ID == "" {
 		return nil, errdefs.InvalidArgumentf("daytona: malformed handle state")
 	}
-	sb, err := b.c.getSandbox(ctx, st.ID)
+	c, err := b.clientFor(st.APIURL, st.EndpointFromAPI)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := c.getSandbox(ctx, st.ID)
 	if err != nil {
 		return nil, err
 	}
 	if sb.State == "destroyed" || sb.State == "destroying" {
 		return nil, errdefs.NotFoundf("daytona: sandbox %s is %s", sb.ID, sb.State)
 	}
-	inst := b.instance(sb)
+	inst := b.instance(c, sb)
 	if inst.proxy == "" {
 		inst.proxy = st.ToolboxProxyURL
 	}
@@ -336,7 +365,7 @@ func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
 			if sb.Labels[LabelManaged] != "true" || sb.State == "destroyed" || sb.State == "destroying" {
 				continue
 			}
-			out = append(out, backend.Listed{ID: sb.Labels[LabelID], Handle: b.instance(sb).Handle()})
+			out = append(out, backend.Listed{ID: sb.Labels[LabelID], Handle: b.instance(b.c, sb).Handle()})
 		}
 		if page.NextCursor == nil || *page.NextCursor == "" || *page.NextCursor == cursor {
 			return out, nil
@@ -370,7 +399,10 @@ func (b *Backend) Probe(ctx context.Context) backend.Health {
 
 // Instance is one Daytona sandbox.
 type Instance struct {
-	b  *Backend
+	b *Backend
+	// c is the client of the platform API the sandbox was created on: the backend's own,
+	// or a copy aimed at the API URL the handle recorded.
+	c  *client
 	id string
 
 	mu    sync.Mutex
@@ -387,7 +419,7 @@ func (i *Instance) setProxy(p string) {
 }
 
 func (i *Instance) tb() *toolbox {
-	return i.b.c.toolbox(i.proxyURL(), i.id)
+	return i.c.toolbox(i.proxyURL(), i.id)
 }
 
 func (i *Instance) proxyURL() string {
@@ -401,13 +433,13 @@ func (i *Instance) ID() string { return i.id }
 
 // Handle implements backend.Instance.
 func (i *Instance) Handle() backend.Handle {
-	st, _ := json.Marshal(handleState{ID: i.id, ToolboxProxyURL: i.proxyURL()})
+	st, _ := json.Marshal(handleState{ID: i.id, ToolboxProxyURL: i.proxyURL(), APIURL: i.c.apiURL, EndpointFromAPI: i.c.endpointFromAPI})
 	return backend.Handle{Backend: Name, Version: handleVersion, State: st}
 }
 
 // Status implements backend.Instance.
 func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
-	sb, err := i.b.c.getSandbox(ctx, i.id)
+	sb, err := i.c.getSandbox(ctx, i.id)
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		return backend.StatusGone, nil
 	}
@@ -428,7 +460,7 @@ func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
 
 // Destroy implements backend.Instance; a sandbox already gone counts as destroyed.
 func (i *Instance) Destroy(ctx context.Context) error {
-	err := i.b.c.deleteSandbox(ctx, i.id)
+	err := i.c.deleteSandbox(ctx, i.id)
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		return nil
 	}
@@ -437,21 +469,21 @@ func (i *Instance) Destroy(ctx context.Context) error {
 
 // Stop implements backend.Stopper: the sandbox keeps its disk.
 func (i *Instance) Stop(ctx context.Context) error {
-	sb, err := i.b.c.sandboxAction(ctx, i.id, "stop")
+	sb, err := i.c.sandboxAction(ctx, i.id, "stop")
 	if err != nil {
 		return err
 	}
-	_, err = i.b.waitState(ctx, sb, "stopped")
+	_, err = i.b.waitState(ctx, i.c, sb, "stopped")
 	return err
 }
 
 // Start implements backend.Stopper.
 func (i *Instance) Start(ctx context.Context) error {
-	sb, err := i.b.c.sandboxAction(ctx, i.id, "start")
+	sb, err := i.c.sandboxAction(ctx, i.id, "start")
 	if err != nil {
 		return err
 	}
-	sb, err = i.b.waitState(ctx, sb, "started")
+	sb, err = i.b.waitState(ctx, i.c, sb, "started")
 	if err != nil {
 		return err
 	}
@@ -465,7 +497,7 @@ func (i *Instance) Snapshot(ctx context.Context, name string) (backend.Snapshot,
 	if name == "" {
 		name = "moat-" + randomID()[:12]
 	}
-	sb, err := i.b.c.snapshotSandbox(ctx, i.id, name)
+	sb, err := i.c.snapshotSandbox(ctx, i.id, name)
 	if err != nil {
 		return backend.Snapshot{}, err
 	}
@@ -477,7 +509,7 @@ func (i *Instance) Snapshot(ctx context.Context, name string) (backend.Snapshot,
 			return backend.Snapshot{}, fmt.Errorf("daytona: snapshot %s of %s: %w", name, i.id, err)
 		}
 		delay = min(time.Duration(float64(delay)*1.1), time.Second)
-		if sb, err = i.b.c.getSandbox(ctx2, i.id); err != nil {
+		if sb, err = i.c.getSandbox(ctx2, i.id); err != nil {
 			return backend.Snapshot{}, err
 		}
 	}
@@ -496,8 +528,8 @@ func (i *Instance) ExposePort(ctx context.Context, port int) (string, error) {
 	var out struct {
 		URL string `json:"url"`
 	}
-	u := i.b.c.apiPath("/sandbox/%s/ports/%d/signed-preview-url?expiresInSeconds=3600", i.id, port)
-	if err := i.b.c.doJSON(ctx, http.MethodGet, u, nil, &out, true); err != nil {
+	u := i.c.apiPath("/sandbox/%s/ports/%d/signed-preview-url?expiresInSeconds=3600", i.id, port)
+	if err := i.c.doJSON(ctx, http.MethodGet, u, nil, &out, true); err != nil {
 		return "", err
 	}
 	if out.URL == "" {

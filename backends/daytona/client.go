@@ -28,6 +28,8 @@ type client struct {
 	orgID  string
 	// rc sends every call with the shared retry policy.
 	rc restapi.Client
+	// endpointFromAPI: apiURL was chosen through the settings API.
+	endpointFromAPI bool
 }
 
 // newClient returns a client with Daytona's error decoding and the given policy.
@@ -41,6 +43,16 @@ func newClient(apiURL, token, orgID string, p restapi.Policy) *client {
 		Error:   c.errorFrom,
 	}
 	return c
+}
+
+// withAPIURL returns a copy of c that sends its platform calls to apiURL (no trailing
+// slash): the same token, organization, headers, retry policy and HTTP client.
+func (c *client) withAPIURL(apiURL string, fromAPI bool) *client {
+	n := *c
+	n.apiURL = apiURL
+	n.endpointFromAPI = fromAPI
+	n.rc.Error = n.errorFrom
+	return &n
 }
 
 // apiError is a non-2xx answer, already mapped to an errdefs kind.

@@ -55,6 +55,9 @@ type Config struct {
 	// MaxAttempts is how many times an idempotent call is tried on 429, 5xx and connection
 	// errors (default 5).
 	MaxAttempts int `toml:"max_attempts" json:"max_attempts,omitempty"`
+	// endpointFromAPI and tokenFromAPI say that APIURL and the token came from the
+	// settings API (fill sets them).
+	endpointFromAPI, tokenFromAPI bool
 }
 
 // The settings an operator may give through the environment or the settings API.
@@ -73,6 +76,8 @@ var (
 // fill sets the fields left empty from the values saved through the settings API, else
 // from the environment aliases.
 func (c *Config) fill(cfg backend.Config) {
+	c.endpointFromAPI = cfg.FromAPI(settingAPIURL, c.APIURL)
+	c.tokenFromAPI = cfg.FromAPI(settingAPIKey, c.APIKey)
 	cfg.Fill(settingAPIKey, &c.APIKey)
 	cfg.Fill(settingAPIURL, &c.APIURL)
 	cfg.Fill(settingOrganizationID, &c.OrganizationID)
@@ -127,17 +132,19 @@ func New(c Config) (*Backend, error) {
 	if c.AutoStopMinutes < -1 {
 		return nil, errdefs.InvalidArgumentf("daytona: config: auto_stop_minutes must be -1, 0 or positive")
 	}
+	cl := newClient(strings.TrimRight(c.APIURL, "/"), c.APIKey, c.OrganizationID, restapi.Policy{
+		MaxAttempts:   c.MaxAttempts,
+		BaseBackoff:   200 * time.Millisecond,
+		MaxBackoff:    10 * time.Second,
+		RetryAfterCap: 2 * time.Minute,
+	})
+	cl.endpointFromAPI = c.endpointFromAPI
 	return &Backend{
 		cfg:          c,
 		startTimeout: startTimeout,
 		pollMin:      10 * time.Millisecond,
 		pollMax:      500 * time.Millisecond,
-		c: newClient(strings.TrimRight(c.APIURL, "/"), c.APIKey, c.OrganizationID, restapi.Policy{
-			MaxAttempts:   c.MaxAttempts,
-			BaseBackoff:   200 * time.Millisecond,
-			MaxBackoff:    10 * time.Second,
-			RetryAfterCap: 2 * time.Minute,
-		}),
+		c:            cl,
 	}, nil
 }
 

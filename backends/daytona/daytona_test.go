@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/daytona"
@@ -177,9 +179,14 @@ func TestProbeWithoutKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The hint names the config key by its current name, token (api_key is deprecated).
+	const hint = "set DAYTONA_API_KEY or [backends.daytona] token"
 	h := b.Probe(context.Background())
-	if h.State != backend.Unavailable || !strings.Contains(h.Reason, "DAYTONA_API_KEY") {
-		t.Fatalf("probe without key = %+v", h)
+	if h.State != backend.Unavailable || !strings.Contains(h.Reason, hint) {
+		t.Fatalf("probe without key = %+v; want %q", h, hint)
+	}
+	if _, err := b.Create(context.Background(), &backend.CreateRequest{ID: "x"}); !errdefs.Is(err, errdefs.KindUnauthenticated) || !strings.Contains(err.Error(), hint) {
+		t.Fatalf("create without key = %v; want Unauthenticated with %q", err, hint)
 	}
 }
 
@@ -368,3 +375,6 @@ func TestHugeJSONAnswerIsBounded(t *testing.T) {
 		t.Fatalf("endless answer: %v; want ResourceExhausted, larger than the bound", err)
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaksHTTP(m) }

@@ -28,8 +28,12 @@
 //     env_vars, labels, public, ephemeral (autoDeleteInterval 0), auto_stop_interval,
 //     auto_archive_interval, auto_delete_interval (minutes), user, volumes [{volume_id,
 //     mount_path, subpath}], resources {cpu, memory, disk} (GB), target.
-//   - Handle: version 1, state {"id", "toolbox_proxy_url"}; Attach re-reads the sandbox
-//     (NotFound when gone or destroyed).
+//   - Handle: version 1, state {"id", "toolbox_proxy_url", "api_url"}, never the token;
+//     Attach re-reads the sandbox (NotFound when gone or destroyed). api_url is the platform
+//     API the sandbox was created on (or listed from): Attach and every later call of the
+//     instance use it, with the configured token, even when api_url has changed since (or
+//     another process is configured otherwise); a handle without it (written before it
+//     was recorded) uses the configured api_url.
 //   - Exec: one toolbox session per exec (POST /process/session, async
 //     /process/session/{sid}/exec, polling the command and its split logs, then DELETE of
 //     the session). The argv, env and workdir travel base64-encoded into a fixed wrapper

@@ -306,7 +306,12 @@ func (t *toolbox) download(ctx context.Context, path string, w io.Writer) error 
 		}
 		switch part.FormName() {
 		case "file":
-			if _, err := io.Copy(w, part); err != nil {
+			src := &partReader{r: part}
+			if _, err := io.Copy(w, src); err != nil {
+				if src.err != nil && ctx.Err() == nil {
+					// The answer broke off (or is malformed): the provider's failure.
+					return errdefs.Unavailablef("daytona: download %s: reading the answer: %v", path, src.err)
+				}
 				return fmt.Errorf("daytona: download %s: %w", path, err)
 			}
 			return nil
@@ -333,6 +338,21 @@ func (t *toolbox) download(ctx context.Context, path string, w io.Writer) error 
 			return &apiError{Status: status, Code: e.Code, err: errdefs.New(kindFor(status), fmt.Sprintf("daytona: download %s: %s", path, restapi.Redact(msg, t.c.token)))}
 		}
 	}
+}
+
+// partReader remembers a read error other than EOF, to tell a broken answer from a
+// failing writer.
+type partReader struct {
+	r   io.Reader
+	err error
+}
+
+func (p *partReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && err != io.EOF && p.err == nil {
+		p.err = err
+	}
+	return n, err
 }
 
 func multipartReader(resp *http.Response) (*multipart.Reader, error) {

@@ -213,6 +213,30 @@ func TestAgentDirCleanup(t *testing.T) {
 	}
 }
 
+// TestAgentDirCleanupAfterVanish: a container removed out of band (docker rm -f, not
+// Destroy) leaves its agent directory behind; attaching to it after a restart finds it
+// gone (NotFound) and removes the directory, so nothing of it stays and a recreate under
+// the same id can make its directory again.
+func TestAgentDirCleanupAfterVanish(t *testing.T) {
+	b := newTestBackend(t)
+	inst := mustCreate(t, b, createReq("vanish"))
+	dir := inst.agentDir
+	if dir == "" {
+		t.Fatal("the sandbox has no agent directory: the check below would prove nothing")
+	}
+	h := inst.Handle()
+	if err := b.cli.ContainerRemove(testCtx(t), inst.id, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// As after a restart: the manager attaches to what its record names.
+	if _, err := b.Attach(testCtx(t), h); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Fatalf("attach to a vanished container: %v; want not_found", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("agent dir of a vanished container survived: %v", err)
+	}
+}
+
 // TestAgentContainerRemovedMidExec: when the container goes away under a running command,
 // Exec reports NotFound (not a generic connection error), as the Engine API path does.
 func TestAgentContainerRemovedMidExec(t *testing.T) {

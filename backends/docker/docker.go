@@ -422,6 +422,12 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	}
 	info, err := b.cli.ContainerInspect(ctx, st.ContainerID)
 	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			// The container vanished out of band: nothing will ever Destroy this
+			// instance (the manager sees NotFound as already gone), so its agent
+			// directory goes now, and a recreate under the same id can make it again.
+			b.removeAgentDir(st.AgentDir)
+		}
 		return nil, b.mapErr(err, "docker: container %s", st.ContainerID)
 	}
 	runtime := ""

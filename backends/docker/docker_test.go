@@ -678,3 +678,6 @@ func TestParseListingAndModes(t *testing.T) {
 		t.Errorf("unixPerm = %o", u)
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/moatsh/moat/backend"
@@ -27,6 +28,49 @@ type handleState struct {
 	SandboxID string `json:"sandbox_id"`
 	Domain    string `json:"domain,omitempty"`
 	Timeout   int    `json:"timeout,omitempty"` // seconds, reused when resuming
+	// APIURL and SandboxURL are the endpoint the sandbox was created on (or listed from):
+	// the control plane and the envd base URL override ("" = derived from the domain).
+	// The instance keeps talking to them whatever is configured later. Handles written
+	// before they were recorded have no APIURL and use the configured endpoint.
+	APIURL     string `json:"api_url,omitempty"`
+	SandboxURL string `json:"sandbox_url,omitempty"`
+	// EndpointFromAPI says the endpoint was set through the settings API: the key is sent
+	// there only while it too comes from the settings API.
+	EndpointFromAPI bool `json:"endpoint_from_api,omitempty"`
+}
+
+// endpoint is where an instance sends its calls: the control plane's client and the envd
+// base URL override.
+type endpoint struct {
+	c          *client
+	sandboxURL string
+}
+
+// configured is the endpoint of the configuration: what Create and List use.
+func (b *Backend) configured() endpoint { return endpoint{c: b.c, sandboxURL: b.cfg.SandboxURL} }
+
+// endpointOf returns the endpoint a handle recorded: the configured one for a handle
+// without one (written before it was recorded), else the handle's api_url (a copy of the
+// backend's client when it differs from the configured one: same key, retry policy and
+// HTTP client) and sandbox_url.
+func (b *Backend) endpointOf(st handleState) (endpoint, error) {
+	apiURL := strings.TrimRight(st.APIURL, "/")
+	if apiURL == "" {
+		return b.configured(), nil
+	}
+	sandboxURL := strings.TrimRight(st.SandboxURL, "/")
+	if !httpURL(apiURL) || !httpURL(sandboxURL) {
+		return endpoint{}, errdefs.InvalidArgumentf("e2b: handle's endpoint (%q, %q) is not an http(s) URL", apiURL, sandboxURL)
+	}
+	ep := endpoint{c: b.c, sandboxURL: sandboxURL}
+	if apiURL == b.c.apiURL && sandboxURL == b.cfg.SandboxURL && st.Domain == b.cfg.Domain {
+		return ep, nil
+	}
+	if st.EndpointFromAPI && !b.cfg.tokenFromAPI {
+		return endpoint{}, errdefs.FailedPreconditionf("e2b: the sandbox is on %s, an endpoint set through the settings API, and the key now comes from the operator's configuration, which is never sent to an API-chosen endpoint; save that endpoint's key through the settings API to reach the sandbox", apiURL)
+	}
+	ep.c = b.c.withAPIURL(apiURL, st.EndpointFromAPI)
+	return ep, nil
 }
 
 // CreateOptions are the E2B-specific create options (the spec's "options" object). Unknown
@@ -153,7 +197,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	if err != nil {
 		return nil, err
 	}
-	inst := b.newInstance(sb.SandboxID, deref(sb.Domain), body.Timeout, sb.EnvdVersion, sb.EnvdAccessToken)
+	inst := b.newInstance(b.configured(), sb.SandboxID, deref(sb.Domain), body.Timeout, sb.EnvdVersion, sb.EnvdAccessToken)
 	if req.Workdir != "" && req.Workdir != "/" {
 		if err := inst.envd().makeDir(ctx, req.Workdir); err != nil {
 			// Leave nothing behind: the sandbox is useless without its workdir.
@@ -188,12 +232,16 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if err := json.Unmarshal(h.State, &st); err != nil || st.SandboxID == "" {
 		return nil, errdefs.InvalidArgumentf("e2b: bad handle state")
 	}
+	ep, err := b.endpointOf(st)
+	if err != nil {
+		return nil, err
+	}
 	if err := b.needToken(); err != nil {
 		return nil, err
 	}
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
-	d, err := b.c.getSandbox(cctx, st.SandboxID)
+	d, err := ep.c.getSandbox(cctx, st.SandboxID)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +249,7 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if domain == "" {
 		domain = st.Domain
 	}
-	return b.newInstance(d.SandboxID, domain, st.Timeout, d.EnvdVersion, d.EnvdAccessToken), nil
+	return b.newInstance(ep, d.SandboxID, domain, st.Timeout, d.EnvdVersion, d.EnvdAccessToken), nil
 }
 
 // List implements backend.Lister: the running and paused sandboxes carrying moat's metadata.
@@ -219,7 +267,7 @@ func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
 	for _, s := range sbs {
 		out = append(out, backend.Listed{
 			ID:     s.Metadata[metaID],
-			Handle: makeHandle(handleState{SandboxID: s.SandboxID, Domain: deref(s.Domain)}),
+			Handle: b.newInstance(b.configured(), s.SandboxID, deref(s.Domain), 0, "", "").Handle(),
 		})
 	}
 	return out, nil

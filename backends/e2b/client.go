@@ -25,6 +25,17 @@ type client struct {
 	apiKey    string
 	policy    restapi.Policy // shared by control-plane and envd calls
 	userAgent string
+	// endpointFromAPI: the endpoint was chosen through the settings API.
+	endpointFromAPI bool
+}
+
+// withAPIURL returns a copy of c that sends its control-plane calls to apiURL (no trailing
+// slash): the same key, retry policy, user agent and HTTP client.
+func (c *client) withAPIURL(apiURL string, fromAPI bool) *client {
+	n := *c
+	n.apiURL = apiURL
+	n.endpointFromAPI = fromAPI
+	return &n
 }
 
 // apiError is the control plane's error body: {code:int, message, error_code?}.

@@ -68,6 +68,9 @@ type Config struct {
 	// duration). Default "60s". Deprecated form: a bare number of seconds
 	// (request_timeout = 60).
 	RequestTimeout confkey.Duration `toml:"request_timeout" json:"request_timeout"`
+	// endpointFromAPI and tokenFromAPI say that the endpoint (domain, api_url or
+	// sandbox_url) and the token came from the settings API (fill sets them).
+	endpointFromAPI, tokenFromAPI bool
 
 	// requestTimeout and timeout are RequestTimeout and Timeout resolved by New.
 	requestTimeout, timeout time.Duration
@@ -88,6 +91,9 @@ var (
 // fill sets the fields left empty from the values saved through the settings API, else
 // from the environment aliases.
 func (c *Config) fill(cfg backend.Config) {
+	c.endpointFromAPI = cfg.FromAPI(settingDomain, c.Domain) || cfg.FromAPI(settingAPIURL, c.APIURL) ||
+		cfg.FromAPI(settingSandboxURL, c.SandboxURL)
+	c.tokenFromAPI = cfg.FromAPI(settingToken, c.Token)
 	cfg.Fill(settingToken, &c.Token)
 	cfg.Fill(settingDomain, &c.Domain)
 	cfg.Fill(settingAPIURL, &c.APIURL)
@@ -139,11 +145,7 @@ func (c *Config) resolveKeys(log *slog.Logger) error {
 
 func (c *Config) validate() error {
 	for _, u := range []struct{ name, v string }{{"api_url", c.APIURL}, {"sandbox_url", c.SandboxURL}} {
-		if u.v == "" {
-			continue
-		}
-		p, err := url.Parse(u.v)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		if !httpURL(u.v) {
 			return errdefs.InvalidArgumentf("e2b: %s %q is not an http(s) URL", u.name, u.v)
 		}
 	}
@@ -151,6 +153,15 @@ func (c *Config) validate() error {
 		return errdefs.InvalidArgumentf("e2b: domain %q must be a bare host name", c.Domain)
 	}
 	return nil
+}
+
+// httpURL reports whether v is empty or an http(s) URL with a host.
+func httpURL(v string) bool {
+	if v == "" {
+		return true
+	}
+	p, err := url.Parse(v)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != ""
 }
 
 func init() {
@@ -211,20 +222,18 @@ func New(c Config, o Options) (*Backend, error) {
 				MaxBackoff:    o.MaxBackoff,
 				RetryAfterCap: 2 * time.Minute,
 			},
-			userAgent: "moat-e2b/1",
+			userAgent:       "moat-e2b/1",
+			endpointFromAPI: c.endpointFromAPI,
 		},
 	}, nil
 }
 
-// envdBase returns the envd base URL for a sandbox, like the official SDK: an explicit
-// sandbox URL, else https://sandbox.<domain> for E2B's own domains, else the per-sandbox
-// host https://49983-<id>.<domain>.
-func (b *Backend) envdBase(id, domain string) string {
-	if b.cfg.SandboxURL != "" {
-		return b.cfg.SandboxURL
-	}
-	if domain == "" {
-		domain = b.cfg.Domain
+// envdBase returns the envd base URL for sandbox id on domain, like the official SDK: an
+// explicit sandbox URL, else https://sandbox.<domain> for E2B's own domains, else the
+// per-sandbox host https://49983-<id>.<domain>.
+func envdBase(sandboxURL, id, domain string) string {
+	if sandboxURL != "" {
+		return sandboxURL
 	}
 	switch domain {
 	case "e2b.app", "e2b.dev", "e2b.pro", "e2b-staging.dev":

@@ -31,6 +31,12 @@
 //     auto_resume.
 //   - Attach: GET /sandboxes/{id} (fetches the envd access token again; the handle holds no
 //     secret). Status: the same call; 404 → gone.
+//   - Handle (version 1): sandbox id, timeout and the endpoint the sandbox was created on
+//     (or listed from): api_url, sandbox_url ("" = envd derived from the domain) and domain.
+//     Attach and every later call of the instance (control plane and envd) use that
+//     endpoint, with the configured key, even when the configuration has changed since (or
+//     another process is configured otherwise); a handle without api_url (written before it
+//     was recorded) uses the configured endpoint.
 //   - Exec: envd process.Process/Start (a server stream of start, data and end events). The
 //     command runs under a fixed /bin/sh wrapper so a missing executable is errdefs
 //     NotFound rather than exit 127. Stdin goes through SendInput and CloseStdin. When ctx

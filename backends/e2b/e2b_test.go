@@ -462,3 +462,6 @@ func TestEchoedKeyRedacted(t *testing.T) {
 		t.Fatalf("err = %v; want Unauthenticated with the message and without the key", err)
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaksHTTP(m) }

@@ -23,10 +23,15 @@ import (
 
 // instance is one E2B sandbox.
 type instance struct {
-	b       *Backend
-	id      string
-	domain  string
-	timeout int // seconds
+	b *Backend
+	// c is the client of the control plane the sandbox was created on (the backend's own,
+	// or a copy aimed at the api_url the handle recorded); sandboxURL and domain are the
+	// envd endpoint it was created with.
+	c          *client
+	sandboxURL string
+	id         string
+	domain     string
+	timeout    int // seconds
 
 	mu          sync.Mutex
 	accessToken string // envd access token; a secret, never in Handle or errors
@@ -35,8 +40,14 @@ type instance struct {
 	destroyed atomic.Bool
 }
 
-func (b *Backend) newInstance(id, domain string, timeout int, version, token string) *instance {
-	return &instance{b: b, id: id, domain: domain, timeout: timeout, version: version, accessToken: token}
+// newInstance returns the instance of sandbox id on the endpoint ep; an empty domain is
+// the configured one.
+func (b *Backend) newInstance(ep endpoint, id, domain string, timeout int, version, token string) *instance {
+	if domain == "" {
+		domain = b.cfg.Domain
+	}
+	return &instance{b: b, c: ep.c, sandboxURL: ep.sandboxURL, id: id, domain: domain, timeout: timeout,
+		version: version, accessToken: token}
 }
 
 // envd returns a client for this sandbox's envd with the current access token.
@@ -44,8 +55,8 @@ func (i *instance) envd() *envd {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	return &envd{
-		c:           i.b.c,
-		base:        i.b.envdBase(i.id, i.domain),
+		c:           i.c,
+		base:        envdBase(i.sandboxURL, i.id, i.domain),
 		sandboxID:   i.id,
 		accessToken: i.accessToken,
 		user:        i.b.cfg.User,
@@ -55,7 +66,8 @@ func (i *instance) envd() *envd {
 
 // Handle implements backend.Instance.
 func (i *instance) Handle() backend.Handle {
-	return makeHandle(handleState{SandboxID: i.id, Domain: i.domain, Timeout: i.timeout})
+	return makeHandle(handleState{SandboxID: i.id, Domain: i.domain, Timeout: i.timeout,
+		APIURL: i.c.apiURL, SandboxURL: i.sandboxURL, EndpointFromAPI: i.c.endpointFromAPI})
 }
 
 func (i *instance) notFound() error {
@@ -77,7 +89,7 @@ func (i *instance) envdErr(ctx context.Context, err error) error {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	d, gerr := i.b.c.getSandbox(cctx, i.id)
+	d, gerr := i.c.getSandbox(cctx, i.id)
 	switch {
 	case errdefs.Is(gerr, errdefs.KindNotFound):
 		return errdefs.Newf(errdefs.ErrNotFound, "e2b: sandbox %s not found: %w", i.id, err)
@@ -330,7 +342,7 @@ func (i *instance) Status(ctx context.Context) (backend.Status, error) {
 	}
 	cctx, cancel := i.b.callCtx(ctx)
 	defer cancel()
-	d, err := i.b.c.getSandbox(cctx, i.id)
+	d, err := i.c.getSandbox(cctx, i.id)
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		return backend.StatusGone, nil
 	}
@@ -350,7 +362,7 @@ func (i *instance) Status(ctx context.Context) (backend.Status, error) {
 func (i *instance) Destroy(ctx context.Context) error {
 	cctx, cancel := i.b.callCtx(ctx)
 	defer cancel()
-	err := i.b.c.killSandbox(cctx, i.id)
+	err := i.c.killSandbox(cctx, i.id)
 	if err != nil && !errdefs.Is(err, errdefs.KindNotFound) {
 		return err
 	}
@@ -431,7 +443,7 @@ func (i *instance) Pause(ctx context.Context) error {
 	}
 	cctx, cancel := i.b.callCtx(ctx)
 	defer cancel()
-	err := i.b.c.pauseSandbox(cctx, i.id)
+	err := i.c.pauseSandbox(cctx, i.id)
 	if errdefs.Is(err, errdefs.KindConflict) {
 		return nil // already paused
 	}
@@ -446,7 +458,7 @@ func (i *instance) Resume(ctx context.Context) error {
 	}
 	cctx, cancel := i.b.callCtx(ctx)
 	defer cancel()
-	sb, err := i.b.c.connectSandbox(cctx, i.id, i.timeout)
+	sb, err := i.c.connectSandbox(cctx, i.id, i.timeout)
 	if err != nil {
 		return err
 	}
@@ -470,11 +482,7 @@ func (i *instance) ExposePort(ctx context.Context, port int) (string, error) {
 	if i.destroyed.Load() {
 		return "", i.notFound()
 	}
-	domain := i.domain
-	if domain == "" {
-		domain = i.b.cfg.Domain
-	}
-	return fmt.Sprintf("https://%d-%s.%s", port, i.id, domain), nil
+	return fmt.Sprintf("https://%d-%s.%s", port, i.id, i.domain), nil
 }
 
 // Snapshot implements backend.Snapshotter: POST /sandboxes/{id}/snapshots. E2B briefly
@@ -486,7 +494,7 @@ func (i *instance) Snapshot(ctx context.Context, name string) (backend.Snapshot,
 	}
 	cctx, cancel := i.b.callCtx(ctx)
 	defer cancel()
-	sn, err := i.b.c.snapshotSandbox(cctx, i.id, name)
+	sn, err := i.c.snapshotSandbox(cctx, i.id, name)
 	if err != nil {
 		return backend.Snapshot{}, err
 	}

@@ -207,15 +207,27 @@ func TestListPagination(t *testing.T) {
 
 func TestEnvdBase(t *testing.T) {
 	b, _ := New(Config{}, Options{})
-	if got := b.envdBase("abc", ""); got != "https://sandbox.e2b.app" {
+	if got := b.newInstance(b.configured(), "abc", "", 0, "", "").envd().base; got != "https://sandbox.e2b.app" {
 		t.Errorf("default domain: %s", got)
 	}
-	if got := b.envdBase("abc", "example.com"); got != "https://49983-abc.example.com" {
+	if got := b.newInstance(b.configured(), "abc", "example.com", 0, "", "").envd().base; got != "https://49983-abc.example.com" {
 		t.Errorf("custom domain: %s", got)
 	}
 	b2, _ := New(Config{SandboxURL: "http://127.0.0.1:9/"}, Options{})
-	if got := b2.envdBase("abc", "e2b.app"); got != "http://127.0.0.1:9" {
+	if got := b2.newInstance(b2.configured(), "abc", "e2b.app", 0, "", "").envd().base; got != "http://127.0.0.1:9" {
 		t.Errorf("override: %s", got)
+	}
+	// A handle that recorded its endpoint keeps it: with no sandbox_url, envd is derived
+	// from the domain even where one is configured now; an old handle takes the configured.
+	ep, err := b2.endpointOf(handleState{SandboxID: "abc", APIURL: "http://api.example.com", Domain: "example.com"})
+	if err != nil || ep.c.apiURL != "http://api.example.com" || ep.sandboxURL != "" {
+		t.Fatalf("endpointOf(new handle) = %+v, %v", ep, err)
+	}
+	if got := b2.newInstance(ep, "abc", "example.com", 0, "", "").envd().base; got != "https://49983-abc.example.com" {
+		t.Errorf("recorded endpoint without sandbox_url: %s", got)
+	}
+	if ep, err := b2.endpointOf(handleState{SandboxID: "abc"}); err != nil || ep.c != b2.c || ep.sandboxURL != "http://127.0.0.1:9" {
+		t.Errorf("endpointOf(old handle) = %+v, %v; want the configured endpoint", ep, err)
 	}
 	if _, err := New(Config{APIURL: "ftp://x"}, Options{}); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 		t.Errorf("bad api_url: %v", err)

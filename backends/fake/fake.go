@@ -9,6 +9,10 @@
 // Nothing runs on the host and no path can reach it: symlinks resolve inside the sandbox's
 // own tree.
 //
+// Its terminal (backend.PTYExecer, see pty.go) is a double for tests of the terminal's
+// plumbing, not a shell: it prints "argv <argv> size RxC", echoes each input line as
+// "> line", reports each resize as "size RxC" and exits with N on "exit N".
+//
 // Tests steer it with fault hooks (WithFault / SetFault make any operation fail or block,
 // before or after it takes effect), Vanish (a sandbox disappears behind moat's back),
 // SetHealth (what Probe reports) and Calls (how often each operation ran).
@@ -46,6 +50,7 @@ const (
 	OpList      = "list"
 	OpProbe     = "probe" // counted only: Probe has no error to fail with (use SetHealth)
 	OpExec      = "exec"
+	OpExecPTY   = "execpty"
 	OpStatus    = "status"
 	OpDestroy   = "destroy"
 	OpWriteFile = "writefile"

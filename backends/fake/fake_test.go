@@ -3,6 +3,8 @@ package fake_test
 import (
 	"testing"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/fake"
@@ -22,3 +24,6 @@ func TestConformance(t *testing.T) {
 		New: func(testing.TB) backend.Backend { return b },
 	})
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

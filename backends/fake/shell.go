@@ -190,6 +190,22 @@ func lexWord(s string) (word, int, error) {
 		}
 	}
 	i := 0
+	// param reads the parameter expansion at s[i] == '$' (a lone '$' is literal).
+	param := func(quoted bool) error {
+		name, n, err := lexParam(s[i:])
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			lit.WriteByte('$')
+			i++
+			return nil
+		}
+		flush(quoted)
+		w = append(w, wordPart{param: name, quoted: quoted})
+		i += n
+		return nil
+	}
 loop:
 	for i < len(s) {
 		c := s[i]
@@ -239,18 +255,9 @@ loop:
 				case '`':
 					return nil, 0, unsupported("command substitution")
 				case '$':
-					name, n, err := lexParam(s[i:])
-					if err != nil {
+					if err := param(true); err != nil {
 						return nil, 0, err
 					}
-					if name == "" {
-						lit.WriteByte('$')
-						i++
-						continue
-					}
-					flush(true)
-					w = append(w, wordPart{param: name, quoted: true})
-					i += n
 				default:
 					lit.WriteByte(d)
 					i++
@@ -261,18 +268,9 @@ loop:
 			}
 			flush(true)
 		case '$':
-			name, n, err := lexParam(s[i:])
-			if err != nil {
+			if err := param(false); err != nil {
 				return nil, 0, err
 			}
-			if name == "" {
-				lit.WriteByte('$')
-				i++
-				continue
-			}
-			flush(false)
-			w = append(w, wordPart{param: name})
-			i += n
 		default:
 			lit.WriteByte(c)
 			i++

@@ -29,13 +29,27 @@ func init() {
 		"sleep": toolSleep, "head": toolHead, "ls": toolLs, "mkdir": toolMkdir, "ln": toolLn,
 		"stat": toolStat, "test": toolTest, "[": toolTest, "chmod": toolChmod, "rm": toolRm,
 		"touch": toolTouch, "find": toolFind, "kill": toolKill, "basename": toolBasename,
-		"dirname": toolDirname, "wc": toolWc,
+		"dirname": toolDirname, "wc": toolWc, "mv": toolMv,
 	}
 }
 
 func (c *call) fail(code int, format string, args ...any) (int, error) {
 	fmt.Fprintf(c.stderr, "%s: %s\n", path.Base(c.argv[0]), fmt.Sprintf(format, args...))
 	return code, nil
+}
+
+// eachOperand runs fn on every operand and reports each failure on stderr as format
+// (which takes the operand) followed by the error's text. It returns exit code 1 when any
+// failed, else 0.
+func (c *call) eachOperand(operands []string, format string, fn func(op string) error) int {
+	code := 0
+	for _, op := range operands {
+		if err := fn(op); err != nil {
+			c.fail(1, format+": %s", op, errText(err))
+			code = 1
+		}
+	}
+	return code
 }
 
 func errText(err error) string {
@@ -435,20 +449,12 @@ func toolMkdir(_ context.Context, c *call) (int, error) {
 		}
 	}
 	_, parents := opts['p']
-	code := 0
-	for _, op := range operands {
-		var err error
+	return c.eachOperand(operands, "can't create directory '%s'", func(op string) error {
 		if parents {
-			err = c.p.rt.fs.mkdirAll(c.cwd, op, perm)
-		} else {
-			err = c.p.rt.fs.mkdir(c.cwd, op, perm)
+			return c.p.rt.fs.mkdirAll(c.cwd, op, perm)
 		}
-		if err != nil {
-			c.fail(1, "can't create directory '%s': %s", op, errText(err))
-			code = 1
-		}
-	}
-	return code, nil
+		return c.p.rt.fs.mkdir(c.cwd, op, perm)
+	}), nil
 }
 
 func toolLn(_ context.Context, c *call) (int, error) {
@@ -563,14 +569,27 @@ func toolRm(_ context.Context, c *call) (int, error) {
 	_, force := opts['f']
 	_, r1 := opts['r']
 	_, r2 := opts['R']
-	code := 0
-	for _, op := range operands {
+	return c.eachOperand(operands, "can't remove '%s'", func(op string) error {
 		if err := c.p.rt.fs.remove(c.cwd, op, r1 || r2); err != nil && !(force && err == errNoEnt) {
-			c.fail(1, "can't remove '%s': %s", op, errText(err))
-			code = 1
+			return err
 		}
+		return nil
+	}), nil
+}
+
+// toolMv is mv [-f] SRC DST: one source, renamed (no copies across filesystems here).
+func toolMv(_ context.Context, c *call) (int, error) {
+	_, operands, ok := parseOpts(c, "", "f")
+	if !ok {
+		return 2, nil
 	}
-	return code, nil
+	if len(operands) != 2 {
+		return c.fail(1, "want exactly SRC and DST")
+	}
+	if err := c.p.rt.fs.rename(c.cwd, operands[0], operands[1]); err != nil {
+		return c.fail(1, "can't rename '%s': %s", operands[0], errText(err))
+	}
+	return 0, nil
 }
 
 func toolTouch(_ context.Context, c *call) (int, error) {
@@ -578,14 +597,7 @@ func toolTouch(_ context.Context, c *call) (int, error) {
 	if !ok {
 		return 2, nil
 	}
-	code := 0
-	for _, op := range operands {
-		if err := c.p.rt.fs.touch(c.cwd, op); err != nil {
-			c.fail(1, "%s: %s", op, errText(err))
-			code = 1
-		}
-	}
-	return code, nil
+	return c.eachOperand(operands, "%s", func(op string) error { return c.p.rt.fs.touch(c.cwd, op) }), nil
 }
 
 func toolBasename(_ context.Context, c *call) (int, error) {

@@ -19,11 +19,8 @@ package host
 import (
 	"context"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/user"
-	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -149,7 +146,8 @@ func (b *Backend) instance(m meta) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Instance{m: m, sb: sb, fs: &rootfs.FS{Name: Name, Root: m.Root}}, nil
+	root := &rootfs.FS{Name: Name, Root: m.Root}
+	return &Instance{m: m, sb: sb, fs: root, Files: sb.Files(root)}, nil
 }
 
 // Attach implements backend.Backend.
@@ -187,6 +185,7 @@ type Instance struct {
 	m  meta
 	sb *statedir.Sandbox
 	fs *rootfs.FS
+	statedir.Files
 }
 
 // Handle implements backend.Instance.
@@ -297,24 +296,6 @@ func lookPath(file, pathEnv, cwd string) (string, error) {
 // Destroy implements backend.Instance: kills the sandbox's commands and removes its
 // directory. It is idempotent.
 func (i *Instance) Destroy(ctx context.Context) error { return i.sb.Destroy(ctx) }
-
-// WriteFile implements backend.FileTransferer inside the sandbox root.
-func (i *Instance) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
-	if err := i.sb.Gone(); err != nil {
-		return err
-	}
-	return i.fs.WriteFile(ctx, p, r, mode)
-}
-
-// ReadFile implements backend.FileTransferer inside the sandbox root.
-func (i *Instance) ReadFile(ctx context.Context, p string, w io.Writer) error {
-	return i.fs.ReadFile(ctx, p, w)
-}
-
-// ListDir implements backend.FileTransferer inside the sandbox root.
-func (i *Instance) ListDir(ctx context.Context, p string) ([]backend.FileInfo, error) {
-	return i.fs.ListDir(ctx, path.Clean("/"+p))
-}
 
 var (
 	_ backend.Backend        = (*Backend)(nil)

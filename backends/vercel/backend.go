@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -53,7 +54,9 @@ func New(c Config, logger *slog.Logger) (*Backend, error) {
 			c.ProjectID = project
 		}
 	}
-	return &Backend{cfg: c, client: NewClient(c.APIURL, c.Token, c.TeamID, nil), log: logger}, nil
+	cl := NewClient(c.APIURL, c.Token, c.TeamID, nil)
+	cl.endpointFromAPI = c.endpointFromAPI
+	return &Backend{cfg: c, client: cl, log: logger}, nil
 }
 
 // Client returns the backend's API client (tests tune its retry timing).
@@ -211,7 +214,7 @@ func (b *Backend) Create(ctx context.Context, req *backend.CreateRequest) (backe
 	if err != nil {
 		return nil, err
 	}
-	inst := b.newInstance(resp.Sandbox.Name, resp.Session.ID, persistent, resp.Routes, body.Ports)
+	inst := b.newInstance(b.client, resp.Sandbox.Name, resp.Session.ID, persistent, resp.Routes, body.Ports)
 	if req.Workdir != "" {
 		// Vercel has no create-time working directory: make it so exec can cd into it.
 		if err := inst.mkdirAll(ctx, req.Workdir); err != nil {
@@ -309,12 +312,36 @@ func (b *Backend) credentials() error {
 	return nil
 }
 
-// handleState is what a Handle's State holds (Version 1).
+// handleState is what a Handle's State holds (Version 1). It holds no secret.
 type handleState struct {
 	Name       string `json:"name"`
 	SessionID  string `json:"session_id"`
 	ProjectID  string `json:"project_id"`
 	Persistent bool   `json:"persistent,omitempty"`
+	// APIURL is the API base URL the sandbox was created on (or listed from): the
+	// instance keeps talking to it whatever api_url is configured later. Handles written
+	// before it was recorded have none and use the configured one.
+	APIURL string `json:"api_url,omitempty"`
+	// EndpointFromAPI says APIURL was set through the settings API: the token is sent there
+	// only while it too comes from the settings API.
+	EndpointFromAPI bool `json:"endpoint_from_api,omitempty"`
+}
+
+// clientFor returns the client for a sandbox on the API at baseURL: the backend's own
+// when baseURL is empty or the configured one, else a copy aimed at baseURL (same token,
+// team, retry policy and HTTP client).
+func (b *Backend) clientFor(baseURL string, fromAPI bool) (*Client, error) {
+	baseURL = strings.TrimRight(baseURL, "/")
+	if baseURL == "" || baseURL == b.client.baseURL {
+		return b.client, nil
+	}
+	if u, err := url.Parse(baseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errdefs.InvalidArgumentf("vercel: handle's api_url %q is not an http(s) URL", baseURL)
+	}
+	if fromAPI && !b.cfg.tokenFromAPI {
+		return nil, errdefs.FailedPreconditionf("vercel: the sandbox is on %s, an api_url set through the settings API, and the token now comes from the operator's configuration, which is never sent to an API-chosen URL; save that endpoint's token through the settings API to reach the sandbox", baseURL)
+	}
+	return b.client.withBaseURL(baseURL, fromAPI), nil
 }
 
 // Attach implements backend.Backend: NotFound when the sandbox no longer exists.
@@ -329,13 +356,17 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if err := json.Unmarshal(h.State, &st); err != nil || st.Name == "" {
 		return nil, errdefs.InvalidArgumentf("vercel: malformed handle state")
 	}
+	c, err := b.clientFor(st.APIURL, st.EndpointFromAPI)
+	if err != nil {
+		return nil, err
+	}
 	if err := b.credentials(); err != nil {
 		return nil, err
 	}
 	if st.ProjectID == "" {
 		st.ProjectID = b.cfg.ProjectID
 	}
-	resp, err := b.client.GetSandbox(ctx, st.ProjectID, st.Name, false)
+	resp, err := c.GetSandbox(ctx, st.ProjectID, st.Name, false)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +374,7 @@ func (b *Backend) Attach(ctx context.Context, h backend.Handle) (backend.Instanc
 	if resp.Sandbox.CurrentSessionID != "" {
 		sid = resp.Sandbox.CurrentSessionID
 	}
-	inst := b.newInstance(st.Name, sid, st.Persistent || resp.Sandbox.Persistent, resp.Routes, nil)
+	inst := b.newInstance(c, st.Name, sid, st.Persistent || resp.Sandbox.Persistent, resp.Routes, nil)
 	inst.projectID = st.ProjectID
 	for _, r := range resp.Routes {
 		inst.ports = append(inst.ports, r.Port)
@@ -390,7 +421,7 @@ func (b *Backend) List(ctx context.Context) ([]backend.Listed, error) {
 			if !ok {
 				continue
 			}
-			st, _ := json.Marshal(handleState{Name: s.Name, SessionID: s.CurrentSessionID, ProjectID: b.cfg.ProjectID, Persistent: s.Persistent})
+			st, _ := json.Marshal(handleState{Name: s.Name, SessionID: s.CurrentSessionID, ProjectID: b.cfg.ProjectID, Persistent: s.Persistent, APIURL: b.client.baseURL, EndpointFromAPI: b.client.endpointFromAPI})
 			out = append(out, backend.Listed{ID: id, Handle: backend.Handle{Backend: Name, Version: handleVersion, State: st}})
 		}
 		if page.Pagination.Next == nil || *page.Pagination.Next == "" || *page.Pagination.Next == cursor {

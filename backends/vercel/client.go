@@ -29,6 +29,8 @@ type Client struct {
 	teamID    string
 	userAgent string
 	rc        restapi.Client
+	// endpointFromAPI: baseURL was chosen through the settings API.
+	endpointFromAPI bool
 
 	// Policy is how often and how patiently a call is tried: 4 attempts, 300 ms first
 	// backoff, Retry-After waited up to 30 s (the SDK's limit is 20 s). Set it before use.
@@ -58,6 +60,15 @@ func NewClient(baseURL, token, teamID string, hc *http.Client) *Client {
 		},
 		Policy: restapi.Policy{MaxAttempts: 4, BaseBackoff: 300 * time.Millisecond, RetryAfterCap: 30 * time.Second},
 	}
+}
+
+// withBaseURL returns a copy of c that sends its calls to baseURL (no trailing slash):
+// the same token, team, user agent, retry policy and HTTP client.
+func (c *Client) withBaseURL(baseURL string, fromAPI bool) *Client {
+	n := *c
+	n.baseURL = baseURL
+	n.endpointFromAPI = fromAPI
+	return &n
 }
 
 // APIError is an error answer of the API. It is wrapped with an errdefs kind.

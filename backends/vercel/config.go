@@ -60,6 +60,9 @@ type Config struct {
 	// APIURL is the API base URL (default https://vercel.com/api, the SDK's).
 	// Env: VERCEL_API_URL.
 	APIURL string `toml:"api_url" json:"api_url,omitempty"`
+	// endpointFromAPI and tokenFromAPI say that APIURL and Token came from the settings
+	// API (Fill sets them).
+	endpointFromAPI, tokenFromAPI bool
 
 	// timeout is Timeout resolved by New.
 	timeout time.Duration
@@ -93,6 +96,8 @@ var (
 // Fill sets the fields left empty from the values saved through the settings API, else
 // from the environment aliases.
 func (c *Config) Fill(cfg backend.Config) {
+	c.endpointFromAPI = cfg.FromAPI(settingAPIURL, c.APIURL)
+	c.tokenFromAPI = cfg.FromAPI(settingToken, c.Token)
 	cfg.Fill(settingToken, &c.Token)
 	cfg.Fill(settingTeamID, &c.TeamID)
 	cfg.Fill(settingProjectID, &c.ProjectID)

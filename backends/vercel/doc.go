@@ -36,7 +36,12 @@
 //   - Create options (JSON, unknown keys rejected): ports, vcpus, region, persistent,
 //     allow_domains (outbound network to these domains only), git {url, depth, revision}
 //     or tarball (URL) as the sandbox source.
-//   - Handle (version 1) holds the sandbox name, its current session id and the project.
+//   - Handle (version 1) holds the sandbox name, its current session id, the project and
+//     the API base URL the sandbox was created on (api_url; never the token). Attach and
+//     every later call of the instance use that URL, with the configured token, even when
+//     api_url has changed since (or another process is configured otherwise); a handle
+//     without it (written before it was recorded) uses the configured api_url. List's
+//     handles name the URL they were listed from.
 //   - Exec → POST /v2/sandboxes/sessions/{id}/cmd with wait and logs: an NDJSON stream of
 //     the started command, stdout/stderr chunks and the finished command's exit code.
 //     Cancelling ctx kills the command (POST …/cmd/{id}/kill, SIGKILL) before the stream

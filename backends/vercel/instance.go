@@ -44,7 +44,10 @@ const (
 
 // Instance is one Vercel sandbox. It is safe for concurrent use.
 type Instance struct {
-	b          *Backend
+	b *Backend
+	// c is the client of the API the sandbox was created on: the backend's own, or a copy
+	// aimed at the base URL the handle recorded.
+	c          *Client
 	name       string
 	projectID  string
 	persistent bool
@@ -60,8 +63,8 @@ type Instance struct {
 // filesystem on stop and restores it on start, so it is a backend.Stopper.
 type PersistentInstance struct{ *Instance }
 
-func (b *Backend) newInstance(name, sessionID string, persistent bool, routes []Route, ports []int) *Instance {
-	return &Instance{b: b, name: name, projectID: b.cfg.ProjectID, persistent: persistent,
+func (b *Backend) newInstance(c *Client, name, sessionID string, persistent bool, routes []Route, ports []int) *Instance {
+	return &Instance{b: b, c: c, name: name, projectID: b.cfg.ProjectID, persistent: persistent,
 		sessionID: sessionID, routes: routes, ports: ports}
 }
 
@@ -85,7 +88,7 @@ func (i *Instance) session() (string, error) {
 // Handle implements backend.Instance.
 func (i *Instance) Handle() backend.Handle {
 	i.mu.Lock()
-	st, _ := json.Marshal(handleState{Name: i.name, SessionID: i.sessionID, ProjectID: i.projectID, Persistent: i.persistent})
+	st, _ := json.Marshal(handleState{Name: i.name, SessionID: i.sessionID, ProjectID: i.projectID, Persistent: i.persistent, APIURL: i.c.baseURL, EndpointFromAPI: i.c.endpointFromAPI})
 	i.mu.Unlock()
 	return backend.Handle{Backend: Name, Version: handleVersion, State: st}
 }
@@ -103,7 +106,7 @@ func (i *Instance) gone(ctx context.Context, err error) error {
 	if k != errdefs.KindFailedPrecondition && k != errdefs.KindNotFound {
 		return err
 	}
-	if _, gerr := i.b.client.GetSandbox(ctx, i.projectID, i.name, false); errdefs.Is(gerr, errdefs.KindNotFound) {
+	if _, gerr := i.c.GetSandbox(ctx, i.projectID, i.name, false); errdefs.Is(gerr, errdefs.KindNotFound) {
 		return errdefs.NotFoundf("vercel: sandbox %s no longer exists", i.name)
 	}
 	return err
@@ -186,7 +189,7 @@ func (i *Instance) run(ctx context.Context, sid string, argv []string, env map[s
 		case id := <-idCh:
 			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), killGrace)
 			defer kcancel()
-			if err := i.b.client.KillCommand(kctx, sid, id, sigkill); err != nil {
+			if err := i.c.KillCommand(kctx, sid, id, sigkill); err != nil {
 				i.b.log.Warn("vercel: kill after cancel failed", "sandbox", i.name, "command", id, "err", err)
 			}
 		case <-timer.C:
@@ -194,7 +197,7 @@ func (i *Instance) run(ctx context.Context, sid string, argv []string, env map[s
 		}
 	}()
 
-	stream, err := i.b.client.RunCommandStream(reqCtx, sid, body)
+	stream, err := i.c.RunCommandStream(reqCtx, sid, body)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("vercel: exec: %w", ctx.Err())
@@ -290,7 +293,7 @@ func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
 	if destroyed {
 		return backend.StatusGone, nil
 	}
-	resp, err := i.b.client.GetSandbox(ctx, i.projectID, i.name, false)
+	resp, err := i.c.GetSandbox(ctx, i.projectID, i.name, false)
 	if errdefs.Is(err, errdefs.KindNotFound) {
 		return backend.StatusGone, nil
 	}
@@ -311,7 +314,7 @@ func (i *Instance) Status(ctx context.Context) (backend.Status, error) {
 
 // Destroy implements backend.Instance: deleting a deleted sandbox succeeds.
 func (i *Instance) Destroy(ctx context.Context) error {
-	err := i.b.client.DeleteSandbox(ctx, i.projectID, i.name)
+	err := i.c.DeleteSandbox(ctx, i.projectID, i.name)
 	if err != nil && !errdefs.Is(err, errdefs.KindNotFound) {
 		return err
 	}
@@ -361,7 +364,7 @@ func (i *Instance) upload(ctx context.Context, sid, path string, data []byte, mo
 	if err := errors.Join(tw.Close(), zw.Close()); err != nil {
 		return fmt.Errorf("vercel: write %s: %w", path, err)
 	}
-	return i.b.client.WriteFiles(ctx, sid, "/", buf.Bytes())
+	return i.c.WriteFiles(ctx, sid, "/", buf.Bytes())
 }
 
 // ReadFile implements backend.FileTransferer with the raw read endpoint.
@@ -370,7 +373,7 @@ func (i *Instance) ReadFile(ctx context.Context, path string, w io.Writer) error
 	if err != nil {
 		return err
 	}
-	rc, err := i.b.client.ReadFile(ctx, sid, path)
+	rc, err := i.c.ReadFile(ctx, sid, path)
 	if err != nil {
 		if errdefs.Is(err, errdefs.KindNotFound) && apiCode(err) == "" {
 			return err // the file is missing, the sandbox is fine
@@ -418,7 +421,7 @@ func (i *Instance) Snapshot(ctx context.Context, name string) (backend.Snapshot,
 	if err != nil {
 		return backend.Snapshot{}, err
 	}
-	resp, err := i.b.client.CreateSnapshot(ctx, sid)
+	resp, err := i.c.CreateSnapshot(ctx, sid)
 	if err != nil {
 		return backend.Snapshot{}, i.gone(ctx, err)
 	}
@@ -434,7 +437,7 @@ func (i *Instance) Snapshot(ctx context.Context, name string) (backend.Snapshot,
 
 // resume boots a new session (the sandbox's current snapshot restored) and adopts it.
 func (i *Instance) resume(ctx context.Context) error {
-	resp, err := i.b.client.GetSandbox(ctx, i.projectID, i.name, true)
+	resp, err := i.c.GetSandbox(ctx, i.projectID, i.name, true)
 	if err != nil {
 		return err
 	}
@@ -469,7 +472,7 @@ func (i *Instance) ExposePort(ctx context.Context, port int) (string, error) {
 		ports = append(ports, port)
 		slices.Sort(ports)
 	}
-	routes, err := i.b.client.UpdatePorts(ctx, i.projectID, i.name, ports)
+	routes, err := i.c.UpdatePorts(ctx, i.projectID, i.name, ports)
 	if err != nil {
 		return "", err
 	}
@@ -490,7 +493,7 @@ func (p *PersistentInstance) Stop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.b.client.StopSession(ctx, sid); err != nil {
+	if _, err := p.c.StopSession(ctx, sid); err != nil {
 		return p.gone(ctx, err)
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatsh/moat/internal/testenv"
+
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/backends/host"
@@ -309,7 +311,7 @@ func TestWrongTokenNotLeaked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := nb.Probe(tctx(t)); h.State != backend.Unavailable || !strings.Contains(h.Reason, "VERCEL_TOKEN") {
+	if h := nb.Probe(tctx(t)); h.State != backend.Unavailable || !strings.Contains(h.Reason, "set VERCEL_TOKEN or [backends.vercel] token") {
 		t.Errorf("Probe without a token = %+v", h)
 	}
 	if h := e.b.Probe(tctx(t)); h.State != backend.Ready {
@@ -531,14 +533,16 @@ func TestFilesNative(t *testing.T) {
 
 func TestConnectionErrorsRetried(t *testing.T) {
 	e := newEnv(t)
-	inst := e.create(t)
-	// A proxy that drops the first connection without answering, then forwards.
+	// A proxy that, once armed, drops the first connection without answering; it forwards
+	// everything else. The sandbox is created through it, so its handle names the proxy.
 	var mu sync.Mutex
-	dropped := 0
+	armed, dropped := false, 0
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		drop := dropped == 0
-		dropped++
+		drop := armed && dropped == 0
+		if armed {
+			dropped++
+		}
 		mu.Unlock()
 		if drop {
 			conn, _, err := w.(http.Hijacker).Hijack()
@@ -551,6 +555,14 @@ func TestConnectionErrorsRetried(t *testing.T) {
 	}))
 	defer proxy.Close()
 	b := newBackend(t, proxy.URL+"/api", testToken)
+	inst, err := b.Create(tctx(t), &backend.CreateRequest{ID: "dropped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Destroy(context.Background())
+	mu.Lock()
+	armed = true
+	mu.Unlock()
 	attached, err := b.Attach(tctx(t), inst.Handle())
 	if err != nil {
 		t.Fatalf("Attach through a dropped connection: %v", err)
@@ -621,3 +633,6 @@ func TestEchoedTokenRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestMain fails the tests when a goroutine outlives them.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaksHTTP(m) }

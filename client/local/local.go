@@ -54,6 +54,28 @@ func (l local) ClearSessionBackend(ctx context.Context, session string) error {
 	return l.m.ClearSessionBackend(ctx, session)
 }
 
+func (l local) Session(ctx context.Context, id string) (moat.Session, error) {
+	return l.m.Session(ctx, id)
+}
+
+func (l local) Sessions(ctx context.Context) ([]moat.Session, error) { return l.m.Sessions(ctx) }
+
+func (l local) PutSession(ctx context.Context, s moat.Session) (moat.Session, error) {
+	return l.m.PutSession(ctx, s)
+}
+
+func (l local) PatchSession(ctx context.Context, id string, p moat.SessionPatch) (moat.Session, error) {
+	return l.m.PatchSession(ctx, id, p)
+}
+
+func (l local) DeleteSession(ctx context.Context, id string) error {
+	return l.m.DeleteSession(ctx, id)
+}
+
+func (l local) DestroySessionSandboxes(ctx context.Context, id string) (moat.SessionTeardown, error) {
+	return l.m.DestroySessionSandboxes(ctx, id)
+}
+
 var (
 	_ client.Handle = (*moat.Sandbox)(nil)
 	_ client.API    = local{}

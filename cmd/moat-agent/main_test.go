@@ -14,17 +14,7 @@ import (
 // TestDependencies keeps moat-agent small and static: it runs inside every local sandbox
 // and is copied next to each of them. Heavy or host-only packages must never reach it.
 func TestDependencies(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps", "./cmd/moat-agent")
-	cmd.Dir = testenv.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 10 {
-		t.Fatalf("go list -deps returned %d packages: %q", len(deps), out)
-	}
+	deps := testenv.Deps(t, "./cmd/moat-agent", "CGO_ENABLED=0")
 	forbidden := []string{
 		"github.com/docker/", "github.com/moby/", "modernc.org/sqlite", "github.com/jackc/pgx",
 		"github.com/prometheus/", "google.golang.org/protobuf", "go.opentelemetry.io/",

@@ -6,27 +6,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/moatsh/moat/internal/syncbuf"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
@@ -35,7 +19,7 @@ func TestServeAndShutdown(t *testing.T) {
 	env := envMap(map[string]string{"MOAT_HOME": home, "MOAT_API_TOKEN": "tok-123", "MOAT_BACKEND": "auto"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuf
+	var stdout, stderr syncbuf.Buffer
 	ready := make(chan string, 1)
 	exit := make(chan int, 1)
 	go func() { exit <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, &stdout, &stderr, ready) }()

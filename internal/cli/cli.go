@@ -119,7 +119,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", "", "config file (default $MOAT_HOME/moat.toml)")
 	root.PersistentFlags().StringVar(&a.server, "server", "", "moatd URL: go through its API instead of running embedded (env MOAT_SERVER)")
 	root.AddCommand(a.createCmd(), a.execCmd(), a.runCmd(), a.shellCmd(), a.lsCmd(), a.inspectCmd(), a.rmCmd(),
-		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.reconcileCmd(), a.versionCmd())
+		a.cpCmd(), a.backendsCmd(), a.sessionCmd(), a.reconcileCmd(), a.settingsCmd(), a.versionCmd())
 	root.AddCommand(a.abilityCmds()...)
 	return root
 }
@@ -149,6 +149,38 @@ func (a *app) open(ctx context.Context) (client.API, func(), error) {
 		return nil, nil, err
 	}
 	return local.New(m), func() { m.Close() }, nil
+}
+
+// withAPI runs fn with the API open (a.open), and closes it after.
+func (a *app) withAPI(ctx context.Context, fn func(api client.API) error) error {
+	api, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(api)
+}
+
+// withSandbox runs fn on the sandbox id (or name) of the API opened as withAPI does.
+func (a *app) withSandbox(ctx context.Context, id string, fn func(sb client.Handle) error) error {
+	return a.withAPI(ctx, func(api client.API) error {
+		sb, err := api.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		return fn(sb)
+	})
+}
+
+// moatError marks err as moat's own (exit ExitMoatError) unless it carries an exit code
+// already: for the commands that exit with their command's code.
+func moatError(err error) error {
+	var ee exitError
+	var ce codedError
+	if err == nil || errors.As(err, &ee) || errors.As(err, &ce) {
+		return err
+	}
+	return codedError{ExitMoatError, err}
 }
 
 // openLocal opens an embedded manager from the config.

@@ -102,17 +102,14 @@ func (a *app) createCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			sb, err := m.Create(cmd.Context(), spec)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, sb.ID())
-			return nil
+			return a.withAPI(cmd.Context(), func(api client.API) error {
+				sb, err := api.Create(cmd.Context(), spec)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, sb.ID())
+				return nil
+			})
 		},
 	}
 	f.register(cmd)
@@ -185,21 +182,14 @@ func (a *app) execCmd() *cobra.Command {
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return codedError{ExitMoatError, err}
-			}
-			defer done()
-			sb, err := m.Get(cmd.Context(), args[0])
-			if err != nil {
-				return codedError{ExitMoatError, err}
-			}
-			if f.tty {
-				return a.runTerminal(cmd.Context(), sb, req)
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runExec(ctx, sb, req)
+			return moatError(a.withSandbox(cmd.Context(), args[0], func(sb client.Handle) error {
+				if f.tty {
+					return a.runTerminal(cmd.Context(), sb, req)
+				}
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return runExec(ctx, sb, req)
+			}))
 		},
 	}
 	f.register(cmd, true)
@@ -224,27 +214,24 @@ func (a *app) runCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			m, done, err := a.open(ctx)
-			if err != nil {
-				return codedError{ExitMoatError, err}
-			}
-			defer done()
-			sb, err := m.Create(ctx, spec)
-			if err != nil {
-				return codedError{ExitMoatError, err}
-			}
-			defer func() {
-				// Destroy even when interrupted: a fresh, bounded context.
-				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-				defer cancel()
-				if derr := sb.Destroy(dctx); derr != nil {
-					fmt.Fprintln(a.stderr, formatError(fmt.Errorf("destroy %s: %w", sb.ID(), derr)))
+			return moatError(a.withAPI(ctx, func(api client.API) error {
+				sb, err := api.Create(ctx, spec)
+				if err != nil {
+					return err
 				}
-			}()
-			if ef.tty {
-				return a.runTerminal(ctx, sb, req)
-			}
-			return runExec(ctx, sb, req)
+				defer func() {
+					// Destroy even when interrupted: a fresh, bounded context.
+					dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+					defer cancel()
+					if derr := sb.Destroy(dctx); derr != nil {
+						fmt.Fprintln(a.stderr, formatError(fmt.Errorf("destroy %s: %w", sb.ID(), derr)))
+					}
+				}()
+				if ef.tty {
+					return a.runTerminal(ctx, sb, req)
+				}
+				return runExec(ctx, sb, req)
+			}))
 		},
 	}
 	sf.register(cmd)
@@ -266,17 +253,15 @@ func (a *app) lsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
 			f := moat.ListFilter{Backend: backendName, SessionID: session, Labels: lbl, IncludeDestroyed: all}
 			if status != "" {
 				f.Status = []moat.Status{moat.Status(status)}
 			}
-			infos, err := m.List(cmd.Context(), f)
-			if err != nil {
+			var infos []moat.Info
+			if err := a.withAPI(cmd.Context(), func(api client.API) (err error) {
+				infos, err = api.List(cmd.Context(), f)
+				return err
+			}); err != nil {
 				return err
 			}
 			switch output {
@@ -321,51 +306,62 @@ func (a *app) inspectCmd() *cobra.Command {
 		Short: "print a sandbox's record as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			sb, err := m.Get(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			info, err := sb.Info(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return a.printJSON(info)
+			return a.withSandbox(cmd.Context(), args[0], func(sb client.Handle) error {
+				info, err := sb.Info(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.printJSON(info)
+			})
 		},
 	}
 }
 
 func (a *app) rmCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm ID...",
+	var session string
+	cmd := &cobra.Command{
+		Use:     "rm [ID...] [--session SESSION]",
 		Aliases: []string{"destroy"},
-		Short:   "destroy sandboxes",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			var failed []string
-			for _, id := range args {
-				if err := m.Destroy(cmd.Context(), id); err != nil {
-					fmt.Fprintln(a.stderr, formatError(err))
-					failed = append(failed, id)
-					continue
-				}
-				fmt.Fprintln(a.stdout, id)
-			}
-			if len(failed) > 0 {
-				return exitError{code: ExitGenericError}
+		Short:   "destroy sandboxes (by id or name, or all of a session's); prints each id destroyed",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && session == "" {
+				return errdefs.InvalidArgumentf("rm: name sandboxes or --session")
 			}
 			return nil
 		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withAPI(cmd.Context(), func(api client.API) error {
+				var failed []string
+				for _, id := range args {
+					if err := api.Destroy(cmd.Context(), id); err != nil {
+						fmt.Fprintln(a.stderr, formatError(err))
+						failed = append(failed, id)
+						continue
+					}
+					fmt.Fprintln(a.stdout, id)
+				}
+				if session != "" {
+					td, err := api.DestroySessionSandboxes(cmd.Context(), session)
+					for _, id := range td.Destroyed {
+						fmt.Fprintln(a.stdout, id)
+					}
+					for _, f := range td.Failed {
+						fmt.Fprintf(a.stderr, "moat: %s: destroy %s: %s\n", f.Kind, f.ID, f.Error)
+						failed = append(failed, f.ID)
+					}
+					if err != nil && len(td.Failed) == 0 {
+						return err
+					}
+				}
+				if len(failed) > 0 {
+					return exitError{code: ExitGenericError}
+				}
+				return nil
+			})
+		},
 	}
+	cmd.Flags().StringVar(&session, "session", "", "destroy every sandbox of this session")
+	return cmd
 }
 
 func (a *app) backendsCmd() *cobra.Command {
@@ -375,13 +371,11 @@ func (a *app) backendsCmd() *cobra.Command {
 		Short: "show every backend, whether it is usable and why, and which one auto picks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
+			var rep moat.BackendReport
+			if err := a.withAPI(cmd.Context(), func(api client.API) (err error) {
+				rep, err = api.Backends(cmd.Context())
 				return err
-			}
-			defer done()
-			rep, err := m.Backends(cmd.Context())
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			sort.Slice(rep.Backends, func(i, j int) bool { return rep.Backends[i].Name < rep.Backends[j].Name })

@@ -44,24 +44,11 @@ func (a *app) cpCmd() *cobra.Command {
 			if (srcID == "") == (dstID == "") {
 				return errdefs.InvalidArgumentf("cp: exactly one of SRC and DST must be ID:/path")
 			}
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
 			ctx := cmd.Context()
 			if srcID == "" {
-				sb, err := m.Get(ctx, dstID)
-				if err != nil {
-					return err
-				}
-				return upload(ctx, sb, srcPath, dstPath)
+				return a.withSandbox(ctx, dstID, func(sb client.Handle) error { return upload(ctx, sb, srcPath, dstPath) })
 			}
-			sb, err := m.Get(ctx, srcID)
-			if err != nil {
-				return err
-			}
-			return download(ctx, sb, srcPath, dstPath)
+			return a.withSandbox(ctx, srcID, func(sb client.Handle) error { return download(ctx, sb, srcPath, dstPath) })
 		},
 	}
 }

@@ -82,7 +82,7 @@ func TestCLIRemoteMode(t *testing.T) {
 	if code, _, errOut := run("", token, "session", "set", "s9", "host"); code != 0 {
 		t.Fatalf("session set: %s", errOut)
 	}
-	if code, out, _ := run("", token, "session", "get", "s9"); code != 0 || out != "host\n" {
+	if code, out, _ := run("", token, "session", "get", "s9"); code != 0 || !strings.Contains(out, "backend: host\n") {
 		t.Fatalf("session get: %q", out)
 	}
 	if code, _, errOut := run("", token, "rm", id); code != 0 {

@@ -34,7 +34,7 @@ func TestCLIUsesSavedSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = settings.Save(ctx, st, "daytona", map[string]string{"token": "saved-key", "api_url": srv.URL + "/api"})
+	err = settings.Save(ctx, st, settings.NewKeyring(filepath.Join(e.home, "settings.key")), "daytona", map[string]string{"token": "saved-key", "api_url": srv.URL + "/api"})
 	st.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -75,5 +75,15 @@ func TestCLIUsesSavedSettings(t *testing.T) {
 	}
 	if code, _, errOut := e.run("", "rm", id); code != 0 {
 		t.Fatalf("rm: %s", errOut)
+	}
+	// Rotating the key keeps the settings usable by the next process.
+	if code, _, errOut := e.run("", "settings", "rotate-key"); code != 0 {
+		t.Fatalf("rotate-key: %s", errOut)
+	}
+	if code, out, errOut := e.run("", "backends", "-o", "json"); code != 0 || !strings.Contains(out, `"auto"`) {
+		t.Fatalf("backends after rotation: %d %s", code, errOut)
+	}
+	if code, _, errOut := e.run("", "create", "--backend", "daytona"); code != 0 {
+		t.Fatalf("create after rotation: %d %s", code, errOut)
 	}
 }

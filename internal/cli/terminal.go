@@ -27,17 +27,10 @@ func (a *app) shellCmd() *cobra.Command {
 			if err != nil {
 				return codedError{ExitMoatError, err}
 			}
-			m, done, err := a.open(cmd.Context())
-			if err != nil {
-				return codedError{ExitMoatError, err}
-			}
-			defer done()
-			sb, err := m.Get(cmd.Context(), args[0])
-			if err != nil {
-				return codedError{ExitMoatError, err}
-			}
 			req := moat.ExecRequest{Cmd: args[1:], Env: e, Workdir: workdir, Stdin: a.stdin}
-			return a.runTerminal(cmd.Context(), sb, req)
+			return moatError(a.withSandbox(cmd.Context(), args[0], func(sb client.Handle) error {
+				return a.runTerminal(cmd.Context(), sb, req)
+			}))
 		},
 	}
 	cmd.Flags().StringVarP(&workdir, "workdir", "w", "", "working directory")

@@ -23,6 +23,9 @@
 //	[network]
 //	allow_outbound = false     # let specs ask for network "host"
 //
+//	[security]
+//	allowed_host_paths = []    # host roots under which API callers may name host paths
+//
 //	[server]
 //	listen = "127.0.0.1:8080"
 //
@@ -34,6 +37,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +56,7 @@ type File struct {
 	Store    string                    `toml:"store"`
 	Sandbox  SandboxSection            `toml:"sandbox"`
 	Network  NetworkSection            `toml:"network"`
+	Security SecuritySection           `toml:"security"`
 	Server   ServerSection             `toml:"server"`
 	Backends map[string]map[string]any `toml:"backends"`
 }
@@ -75,6 +80,14 @@ type SandboxSection struct {
 // NetworkSection is [network].
 type NetworkSection struct {
 	AllowOutbound bool `toml:"allow_outbound"`
+}
+
+// SecuritySection is [security].
+type SecuritySection struct {
+	// AllowedHostPaths are absolute host directories under which an API caller may name a
+	// host path (a bwrap image, any field a backend declares a host path). Empty: only the
+	// operator (moat.toml, the local CLI) names host paths.
+	AllowedHostPaths []string `toml:"allowed_host_paths"`
 }
 
 // ServerSection is [server], read by moatd.
@@ -160,7 +173,13 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 			Backend: f.Sandbox.Backend, Image: f.Sandbox.Image, Workdir: f.Sandbox.Workdir,
 			AllowUnisolated: f.Sandbox.AllowUnisolated, Env: f.Sandbox.Env,
 		},
-		Network: moat.NetworkConfig{AllowOutbound: f.Network.AllowOutbound},
+		Network:  moat.NetworkConfig{AllowOutbound: f.Network.AllowOutbound},
+		Security: moat.SecurityConfig{AllowedHostPaths: f.Security.AllowedHostPaths},
+	}
+	for _, p := range f.Security.AllowedHostPaths {
+		if !filepath.IsAbs(p) {
+			return Loaded{}, errdefs.InvalidArgumentf("security.allowed_host_paths: %q is not an absolute path", p)
+		}
 	}
 	if c.Home == "" {
 		c.Home = moat.DefaultHome(getenv)
@@ -168,6 +187,7 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 	if c.Store == "" {
 		c.Store = getenv("MOAT_STORE")
 	}
+	c.SettingsKeyFile = getenv("MOAT_SETTINGS_KEY_FILE")
 	if c.Sandbox.Backend == "" {
 		c.Sandbox.Backend = firstNonEmpty(getenv("MOAT_BACKEND"), getenv("SANDBOX_PROVIDER"))
 	}
@@ -186,6 +206,9 @@ func (f File) toConfig(getenv func(string) string) (Loaded, error) {
 	if c.Sandbox.Limits.CPUs, err = parseLimit(f.Sandbox.CPUs, func(v any) (float64, error) {
 		switch v := v.(type) {
 		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return 0, fmt.Errorf("%g is not a number of CPUs", v)
+			}
 			return v, nil
 		case int64:
 			return float64(v), nil

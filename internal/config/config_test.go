@@ -132,3 +132,17 @@ func TestLimitsUnsetDefaultOrUnlimited(t *testing.T) {
 		}
 	}
 }
+
+func TestSecurityAllowedHostPaths(t *testing.T) {
+	l, err := Parse([]byte("[security]\nallowed_host_paths = [\"/srv/images\", \"/data\"]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Moat.Security.AllowedHostPaths; len(got) != 2 || got[0] != "/srv/images" || got[1] != "/data" {
+		t.Fatalf("allowed_host_paths = %q", got)
+	}
+	_, err = Parse([]byte("[security]\nallowed_host_paths = [\"images\"]\n"), env(nil))
+	if !errdefs.Is(err, errdefs.KindInvalidArgument) || !strings.Contains(err.Error(), "security.allowed_host_paths") {
+		t.Fatalf("relative root: %v; want invalid_argument naming security.allowed_host_paths", err)
+	}
+}

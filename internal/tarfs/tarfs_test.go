@@ -15,6 +15,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/internal/tarfs"
+	"github.com/moatsh/moat/internal/tarfs/tarfstest"
 )
 
 type member struct {
@@ -247,16 +248,8 @@ func TestCopyFilters(t *testing.T) {
 	if res != (tarfs.Result{Files: 1, Dirs: 1, Bytes: 5}) {
 		t.Errorf("result %+v", res)
 	}
-	var names []string
-	tr := tar.NewReader(&out)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		names = append(names, h.Name)
-	}
-	if strings.Join(names, ",") != "a,d/" {
+	got, _ := tarfstest.Contents(&out)
+	if names := tarfstest.Names(got); names != "a,d/" {
 		t.Errorf("names %q", names)
 	}
 }

@@ -6,10 +6,13 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Required reports whether MOAT_TEST_REQUIRE (comma-separated, or "all") names what.
@@ -62,4 +65,35 @@ func RootfsTar() (path, reason string) {
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// VerifyNoLeaks is a package's TestMain: it runs the tests and fails them when a goroutine
+// outlives them, since every goroutine has an owner that Close (or the end of a call)
+// cancels and waits for.
+func VerifyNoLeaks(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// VerifyNoLeaksHTTP is VerifyNoLeaks for packages whose clients use net/http's shared
+// transport: its idle keep-alive connections are the transport's own, not a leak.
+func VerifyNoLeaksHTTP(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
+}
+
+// Deps returns `go list -deps pkg` run at the repository's root with env added, failing t
+// when it fails or lists suspiciously little.
+func Deps(t testing.TB, pkg string, env ...string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", pkg)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps %s returned %d packages: %q", pkg, len(deps), out)
+	}
+	return deps
 }

@@ -1,7 +1,6 @@
 package webui
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,91 +14,12 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/moatsh/moat"
-	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/client"
+	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/store/memstore"
 )
-
-// ptyBackend is the fake backend with a terminal double: it prints its argv and size,
-// echoes each input line as "> line", reports resizes as "size RxC" and exits on "exit N".
-type ptyBackend struct{ *fake.Backend }
-
-type ptyInstance struct{ backend.Instance }
-
-var _ backend.PTYExecer = ptyInstance{}
-
-func (b ptyBackend) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
-	i, err := b.Backend.Create(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return ptyInstance{i}, nil
-}
-
-func (b ptyBackend) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
-	i, err := b.Backend.Attach(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	return ptyInstance{i}, nil
-}
-
-func (p ptyInstance) ExecPTY(ctx context.Context, req *backend.ExecRequest, size backend.WinSize, resize <-chan backend.WinSize) (int, error) {
-	var mu sync.Mutex
-	out := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(req.Stdout, format, args...)
-	}
-	out("argv %s size %dx%d\r\n$ ", strings.Join(req.Argv, " "), size.Rows, size.Cols)
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(req.Stdin)
-		sc.Split(scanCR)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return 137, ctx.Err()
-		case sz, ok := <-resize:
-			if !ok {
-				resize = nil
-				continue
-			}
-			out("\r\nsize %dx%d\r\n$ ", sz.Rows, sz.Cols)
-		case l, ok := <-lines:
-			if !ok {
-				return 0, nil
-			}
-			var code int
-			if _, err := fmt.Sscanf(l, "exit %d", &code); err == nil {
-				return code, nil
-			}
-			out("\r\n> %s\r\n$ ", l)
-		}
-	}
-}
-
-// scanCR splits input at the carriage return a terminal's Enter sends.
-func scanCR(data []byte, atEOF bool) (int, []byte, error) {
-	if i := strings.IndexAny(string(data), "\r\n"); i >= 0 {
-		return i + 1, data[:i], nil
-	}
-	if atEOF && len(data) > 0 {
-		return len(data), data, nil
-	}
-	return 0, nil, nil
-}
 
 // cdp is a minimal Chrome DevTools Protocol client: calls by id, events ignored.
 type cdp struct {
@@ -233,7 +153,9 @@ func (p *page) waitText(what, expr string, ok func(string) bool) string {
 // shows the exit code; exec, upload and destroy go through with it.
 func TestBrowserWithToken(t *testing.T) {
 	const tok = "browser/test+token"
-	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "pty"}}, moat.WithoutRegistered(), moat.WithBackend("pty", ptyBackend{fake.New()}))
+	// The fake's stop answers as a backend without the ability does.
+	noStop := fake.WithFault(fake.OpStop, func(context.Context) error { return errdefs.Unsupportedf("fake: stop is not supported here") })
+	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}}, moat.WithoutRegistered(), moat.WithBackend("fake", fake.New(noStop)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,27 +172,7 @@ func TestBrowserWithToken(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	devtools := startChromium(ctx, t)
-	d := dialCDP(ctx, t, devtools)
-	res, err := d.call(ctx, "", "Target.createTarget", map[string]any{"url": srv.URL + "/#sandbox/" + sb.ID() + "/terminal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var target struct {
-		TargetID string `json:"targetId"`
-	}
-	_ = json.Unmarshal(res, &target)
-	res, err = d.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var att struct {
-		SessionID string `json:"sessionId"`
-	}
-	_ = json.Unmarshal(res, &att)
-	p := &page{t: t, ctx: ctx, d: d, session: att.SessionID}
+	p := openPage(t, srv.URL+"/#sandbox/"+sb.ID()+"/terminal")
 
 	// The API answered 401: the page asks for the token.
 	p.waitText("the token dialog", `String(document.getElementById("login").open)`, func(s string) bool { return s == "true" })
@@ -294,7 +196,7 @@ func TestBrowserWithToken(t *testing.T) {
 	p.waitText("the echoed line", term, func(s string) bool { return strings.Contains(s, "> echo hi") })
 
 	// A smaller window: the page sends a resize.
-	if _, err := d.call(ctx, att.SessionID, "Emulation.setDeviceMetricsOverride", map[string]any{
+	if _, err := p.d.call(p.ctx, p.session, "Emulation.setDeviceMetricsOverride", map[string]any{
 		"width": 700, "height": 600, "deviceScaleFactor": 1, "mobile": false,
 	}); err != nil {
 		t.Fatal(err)
@@ -328,17 +230,17 @@ func TestBrowserWithToken(t *testing.T) {
 		document.getElementById("upload-form").requestSubmit(); ""`)
 	p.waitText("the uploaded file in the list", `document.getElementById("files-rows").textContent`, func(s string) bool { return strings.Contains(s, "up <1>.txt") })
 	var got strings.Builder
-	if err := sb.ReadFile(ctx, "/workspace/up <1>.txt", &got); err != nil || got.String() != "uploaded <b>bytes</b>" {
+	if err := sb.ReadFile(p.ctx, "/workspace/up <1>.txt", &got); err != nil || got.String() != "uploaded <b>bytes</b>" {
 		t.Errorf("uploaded file: %q, %v", got.String(), err)
 	}
 
-	// Lifecycle: an ability the backend lacks is reported, not hidden (the terminal double
-	// does not stop); destroy asks first and then removes the sandbox.
+	// Lifecycle: an ability the backend lacks is reported, not hidden (this fake does not
+	// stop); destroy asks first and then removes the sandbox.
 	p.eval(`document.querySelector('#d-actions [data-op="stop"]').click(); ""`)
 	p.waitText("the unsupported stop", `document.getElementById("flash").textContent`, func(s string) bool { return strings.HasPrefix(s, "unsupported: ") })
 	p.eval(`window.confirm = () => true; document.querySelector('#d-actions [data-op="destroy"]').click(); ""`)
 	p.waitText("the destroyed sandbox gone from the list", `document.getElementById("sb-rows").textContent`, func(s string) bool { return !strings.Contains(s, sb.ID()) })
-	if _, err := c.Get(ctx, sb.ID()); err == nil {
+	if _, err := c.Get(p.ctx, sb.ID()); err == nil {
 		t.Errorf("the sandbox is still there after Destroy in the page")
 	}
 }

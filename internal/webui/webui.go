@@ -1,7 +1,7 @@
 // Package webui answers "what does moatd show in a browser?": a static HTML/CSS/JavaScript
 // page (no build step, nothing fetched from elsewhere) embedded in the binary, served at /
 // and /ui/..., that drives the v1 API of the same origin: sandboxes (create, exec, files,
-// lifecycle, terminal), backends, remote backend settings and per-session overrides.
+// lifecycle, terminal), backends, remote backend settings and sessions (their settings, and destroying their sandboxes).
 //
 // Mount it with httpapi.Options{UI: webui.Handler()}.
 package webui

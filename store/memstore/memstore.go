@@ -225,6 +225,20 @@ func (s *Store) PutSetting(ctx context.Context, key string, value []byte) error 
 	return nil
 }
 
+// CreateSetting implements store.Store.
+func (s *Store) CreateSetting(ctx context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if _, ok := s.settings[key]; ok {
+		return errdefs.AlreadyExistsf("memstore: setting %q already exists", key)
+	}
+	s.settings[key] = append([]byte{}, value...)
+	return nil
+}
+
 // DeleteSetting implements store.Store.
 func (s *Store) DeleteSetting(ctx context.Context, key string) error {
 	s.mu.Lock()

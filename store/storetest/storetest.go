@@ -65,6 +65,10 @@ func RunOptions(t *testing.T, open func(t testing.TB) store.Store, o Options) {
 	t.Run("Delete", func(t *testing.T) { testDelete(t, open(t)) })
 	t.Run("Settings", func(t *testing.T) { testSettings(t, open(t)) })
 	t.Run("SettingsPrefix", func(t *testing.T) { testSettingsPrefix(t, open(t)) })
+	t.Run("CreateSetting", func(t *testing.T) { testCreateSetting(t, open(t)) })
+	t.Run("CreateSettingOneWinner", func(t *testing.T) {
+		testCreateSettingOneWinner(t, []store.Store{open(t)})
+	})
 	t.Run("Canceled", func(t *testing.T) { testCanceled(t, open(t)) })
 	if o.Reopen == nil {
 		return
@@ -914,4 +918,67 @@ func testTwoInstances(t *testing.T, open func(t testing.TB) store.Store) {
 	}
 	wantKind(t, "stale Update in s1", s1.Update(ctx, stale), errdefs.ErrConflict)
 	testUpdateRace(t, []store.Store{s1, s2})
+	testCreateSettingOneWinner(t, []store.Store{s1, s2})
+}
+
+func testCreateSetting(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.CreateSetting(ctx, "once", []byte("first")); err != nil {
+		t.Fatalf("CreateSetting: %v", err)
+	}
+	wantKind(t, "CreateSetting of a set key", s.CreateSetting(ctx, "once", []byte("second")), errdefs.ErrAlreadyExists)
+	if v, err := s.GetSetting(ctx, "once"); err != nil || string(v) != "first" {
+		t.Fatalf("after a refused CreateSetting: %q, %v; want the first value", v, err)
+	}
+	if err := s.PutSetting(ctx, "put", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, "CreateSetting of a key set by PutSetting", s.CreateSetting(ctx, "put", []byte("y")), errdefs.ErrAlreadyExists)
+	if err := s.CreateSetting(ctx, "empty", nil); err != nil {
+		t.Fatalf("CreateSetting of an empty value: %v", err)
+	}
+	if v, err := s.GetSetting(ctx, "empty"); err != nil || len(v) != 0 {
+		t.Fatalf("empty value: %q, %v", v, err)
+	}
+	if err := s.DeleteSetting(ctx, "once"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSetting(ctx, "once", []byte("again")); err != nil {
+		t.Fatalf("CreateSetting after DeleteSetting: %v", err)
+	}
+}
+
+// testCreateSettingOneWinner: 10 writers spread over the stores create one key with
+// their own values at once; exactly one succeeds and every store reads its value.
+func testCreateSettingOneWinner(t *testing.T, stores []store.Store) {
+	const n = 10
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		won    []int
+		others []error
+	)
+	for i := range n {
+		s := stores[i%len(stores)]
+		wg.Go(func() {
+			err := s.CreateSetting(context.Background(), "claim", []byte("writer "+strconv.Itoa(i)))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won = append(won, i)
+			case !errdefs.Is(err, errdefs.KindAlreadyExists):
+				others = append(others, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(others) > 0 || len(won) != 1 {
+		t.Fatalf("%d of %d racing CreateSetting won (%v), unexpected errors %v; want exactly one", len(won), n, won, others)
+	}
+	for _, s := range stores {
+		if v, err := s.GetSetting(context.Background(), "claim"); err != nil || string(v) != "writer "+strconv.Itoa(won[0]) {
+			t.Fatalf("stored %q, %v; want the winner's value", v, err)
+		}
+	}
 }

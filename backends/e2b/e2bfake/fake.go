@@ -122,6 +122,9 @@ func (s *Server) Sandboxes() []string { return fakeprovider.Keys(&s.mu, s.sandbo
 // Requests returns how many requests "METHOD /path" (path without query) the fake saw.
 func (s *Server) Requests(methodPath string) int { return s.requests.Of(methodPath) }
 
+// TotalRequests returns how many requests the fake saw, control plane and envd alike.
+func (s *Server) TotalRequests() int { return s.requests.Total() }
+
 // Processes returns the number of processes running in sandbox id.
 func (s *Server) Processes(id string) int {
 	s.mu.Lock()

@@ -1,12 +1,14 @@
 // Package providertest answers "what do the tests of the hosted-provider backends (vercel,
 // daytona, e2b) share?": the local backends their fakes run commands on (the restricted
-// host, docker when its daemon is reachable) and servers that misbehave the same way for
-// every client (an endless JSON answer), and building a backend from a moat.toml section.
+// host, docker when its daemon is reachable, a runner without a file API), servers that
+// misbehave the same way for every client (an endless JSON answer), and building a
+// backend from a moat.toml section.
 package providertest
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,6 +34,29 @@ func HostRunner(t testing.TB) backend.Backend {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// ExecFiles wraps a runner so that its instances offer only backend.Instance: a fake then
+// serves its file API through commands (package execfs), and with the host runner files
+// and commands see one filesystem (the host's), as in a real sandbox.
+func ExecFiles(b backend.Backend) backend.Backend { return execFiles{b} }
+
+type execFiles struct{ backend.Backend }
+
+func (e execFiles) Create(ctx context.Context, req *backend.CreateRequest) (backend.Instance, error) {
+	inst, err := e.Backend.Create(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ backend.Instance }{inst}, nil
+}
+
+func (e execFiles) Attach(ctx context.Context, h backend.Handle) (backend.Instance, error) {
+	inst, err := e.Backend.Attach(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ backend.Instance }{inst}, nil
 }
 
 // DockerRunner is the docker backend on the test image when the daemon is reachable; it
@@ -84,4 +109,30 @@ func OpenTOML(name, section string) (backend.Backend, *bytes.Buffer, error) {
 		},
 	})
 	return b, &logs, err
+}
+
+// RoundTrip passes h through JSON, as a store (or another process) hands it back.
+func RoundTrip(t testing.TB, h backend.Handle) backend.Handle {
+	t.Helper()
+	raw, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out backend.Handle
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// HandleAPIURL returns the api_url a hosted backend's handle records ("" when none).
+func HandleAPIURL(t testing.TB, h backend.Handle) string {
+	t.Helper()
+	var st struct {
+		APIURL string `json:"api_url"`
+	}
+	if err := json.Unmarshal(h.State, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.APIURL
 }

@@ -8,12 +8,15 @@ package rootfs
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -138,13 +141,15 @@ func (f *FS) writeFile(ctx context.Context, p string, r io.Reader, mode fs.FileM
 	}
 	defer dir.Close()
 	base := path.Base(rp)
-	// O_NOFOLLOW: the last component is opened in the resolved directory, never through
-	// a symlink (which would be resolved against the host). O_NONBLOCK: opening a fifo the
-	// sandbox left there must not wait for a reader; only regular files are written.
-	fd, err := unix.Openat(int(dir.Fd()), base,
-		unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, uint32(mode.Perm()))
-	if errors.Is(err, unix.ELOOP) && depth < 8 {
-		// The file is a symlink: follow it inside the root, as the sandbox would.
+	// What is there now decides: a symlink is followed inside the root (as the sandbox
+	// would), a directory or anything else that is not a regular file is refused.
+	var st unix.Stat_t
+	err = unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		if depth >= 8 {
+			return f.wrapErr("write", p, unix.ELOOP)
+		}
 		full, jerr := securejoinRel(f.Root, p)
 		if jerr != nil {
 			return f.wrapErr("write", p, jerr)
@@ -153,25 +158,38 @@ func (f *FS) writeFile(ctx context.Context, p string, r io.Reader, mode fs.FileM
 			return f.errf(errdefs.ErrPermissionDenied, "write %s: read-only host directory", p)
 		}
 		return f.writeFile(ctx, full, r, mode, depth+1)
-	}
-	if errors.Is(err, unix.ENXIO) { // a fifo without a reader
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return f.errf(errdefs.ErrInvalidArgument, "write %s: is a directory", p)
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return f.errf(errdefs.ErrInvalidArgument, "write %s: not a regular file", p)
+	case err != nil && !errors.Is(err, unix.ENOENT):
+		return f.wrapErr("write", p, err)
+	}
+	// The content goes to a temporary file in the same directory, renamed over base only
+	// once all of it is there: an upload that fails or is cut off (ctx, a size cap) leaves
+	// the old file as it was and no partial file behind.
+	var tmpName string
+	var fd int
+	for try := 0; ; try++ {
+		tmpName = ".moat-write-" + randSuffix()
+		fd, err = unix.Openat(int(dir.Fd()), tmpName,
+			unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if !errors.Is(err, unix.EEXIST) || try > 8 {
+			break
+		}
 	}
 	if err != nil {
 		return f.wrapErr("write", p, err)
 	}
-	file := os.NewFile(uintptr(fd), base)
-	defer file.Close()
-	if fi, err := file.Stat(); err != nil {
-		return f.wrapErr("write", p, err)
-	} else if !fi.Mode().IsRegular() {
-		return f.errf(errdefs.ErrInvalidArgument, "write %s: not a regular file", p)
-	}
-	// Truncated only now that it is known to be a regular file.
-	if err := file.Truncate(0); err != nil {
-		return f.wrapErr("write", p, err)
-	}
-	// O_CREAT's mode is filtered by the umask and ignored for existing files.
+	file := os.NewFile(uintptr(fd), tmpName)
+	committed := false
+	defer func() {
+		if !committed {
+			_ = file.Close()
+			_ = unix.Unlinkat(int(dir.Fd()), tmpName, 0)
+		}
+	}()
+	// Fchmod sets the exact bits, whatever the umask.
 	if err := file.Chmod(mode.Perm()); err != nil {
 		return f.wrapErr("write", p, err)
 	}
@@ -179,12 +197,30 @@ func (f *FS) writeFile(ctx context.Context, p string, r io.Reader, mode fs.FileM
 		if cerr := ctx.Err(); cerr != nil {
 			return fmt.Errorf("%s: write %s: %w", f.Name, p, cerr)
 		}
-		return f.wrapErr("write", p, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+			return f.wrapErr("write", p, err)
+		}
+		return fmt.Errorf("%s: write %s: %w", f.Name, p, err) // the reader's error, kind kept
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: write %s: %w", f.Name, p, err)
 	}
 	if err := file.Close(); err != nil {
 		return f.wrapErr("write", p, err)
 	}
+	if err := unix.Renameat(int(dir.Fd()), tmpName, int(dir.Fd()), base); err != nil {
+		return f.wrapErr("write", p, err)
+	}
+	committed = true
 	return nil
+}
+
+// randSuffix names a temporary file.
+func randSuffix() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // ctxReader stops a copy when ctx ends.
@@ -202,7 +238,16 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // open resolves p inside its root and reopens it with flags.
 func (f *FS) open(op, p string, flags int) (*os.File, os.FileInfo, error) {
-	rootDir, rp, _ := f.target(p)
+	rootDir, rp, bound := f.target(p)
+	if bound && rp == "" {
+		// A file bind (/etc/passwd): the operator's host file, links followed as bwrap
+		// follows a bind's source; opened by name in its directory.
+		if real, err := filepath.EvalSymlinks(rootDir); err == nil {
+			if fi, err := os.Stat(real); err == nil && !fi.IsDir() {
+				rootDir, rp = filepath.Dir(real), filepath.Base(real)
+			}
+		}
+	}
 	root, err := openRoot(rootDir)
 	if err != nil {
 		return nil, nil, f.wrapErr(op, p, err)
@@ -294,12 +339,63 @@ func (f *FS) MkdirAll(p string, mode fs.FileMode) error {
 // inside the root (or inside a bind). It is for lookups such as "does this executable
 // exist"; it is not race-free, so never write through it.
 func (f *FS) HostPath(p string) (string, error) {
-	rootDir, rp, _ := f.target(p)
-	full, err := securejoinRel(rootDir, "/"+rp)
+	r, err := f.resolve(p)
 	if err != nil {
 		return "", err
 	}
-	return path.Join(rootDir, full), nil
+	return f.hostOf(r), nil
+}
+
+// hostOf maps a sandbox path whose parents hold no symlinks to the host path serving it:
+// under a bind, or under Root.
+func (f *FS) hostOf(p string) string {
+	if dir, rest, ok := f.bindFor(p); ok {
+		return path.Join(dir, rest)
+	}
+	return path.Join(f.Root, p)
+}
+
+// resolve follows the symlinks of sandbox path p one component at a time as the sandbox
+// sees them: a link in a bind (/usr/bin/awk -> /etc/alternatives/awk) may lead into Root
+// or another bind, and ".." and absolute targets stop at the sandbox's "/". A missing
+// component ends the walk (the rest is appended as is).
+func (f *FS) resolve(p string) (string, error) {
+	todo := strings.Split(path.Clean("/"+p), "/")
+	cur := "/"
+	hops := 0
+	for len(todo) > 0 {
+		e := todo[0]
+		todo = todo[1:]
+		switch e {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur)
+			continue
+		}
+		next := path.Join(cur, e)
+		hp := f.hostOf(next)
+		fi, err := os.Lstat(hp)
+		if err != nil {
+			return path.Join(append([]string{next}, todo...)...), nil
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", syscall.ELOOP
+		}
+		t, err := os.Readlink(hp)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(t) {
+			cur = "/"
+		}
+		todo = append(strings.Split(t, "/"), todo...)
+	}
+	return cur, nil
 }
 
 // securejoinRel resolves p's symlinks inside root and returns the sandbox-absolute result.

@@ -250,7 +250,7 @@ function showView(name, keepHash) {
   if (!keepHash) setHash(name);
   for (const b of document.querySelectorAll("#nav button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + name;
-  const load = { sandboxes: loadSandboxes, backends: loadBackends, settings: loadSettings, sessions: loadBackendNames }[name];
+  const load = { sandboxes: loadSandboxes, backends: loadBackends, settings: loadSettings, sessions: loadSessionsView }[name];
   if (load) load().catch(fail);
 }
 
@@ -687,7 +687,7 @@ async function loadBackendNames() {
   const c = $("create-backend"), s = $("sess-backend");
   const cv = keep(c), sv = keep(s);
   c.replaceChildren(...opts(true));
-  s.replaceChildren(...opts(false));
+  s.replaceChildren(el("option", { value: "" }, "default routing"), ...opts(false));
   if (cv && [...c.options].some((o) => o.value === cv)) c.value = cv;
   if (sv && [...s.options].some((o) => o.value === sv)) s.value = sv;
   return names;
@@ -784,33 +784,110 @@ function settingsCard(view) {
 
 // ---------------------------------------------------------------- sessions
 
-function sessionPath() {
+function sessionID() {
   const s = $("sess-id").value.trim();
   if (!s) throw new Error("invalid_argument: enter a session id");
-  return [s, `/v1/sessions/${enc(s)}/backend`];
+  return s;
 }
+const sessionURL = (s) => `/v1/sessions/${enc(s)}`;
 function sessResult(...parts) { $("sess-result").replaceChildren(...parts); }
 
+// sizeText writes bytes the way parseBytes reads them ("512m").
+function sizeText(n) {
+  if (!n) return "";
+  for (const [u, m] of [["t", 2 ** 40], ["g", 1 << 30], ["m", 1 << 20], ["k", 1 << 10]]) {
+    if (n % m === 0) return `${n / m}${u}`;
+  }
+  return String(n);
+}
+const pairsText = (o) => Object.entries(o || {}).map(([k, v]) => `${k}=${v}`).join("\n");
+
+async function loadSessionsView() {
+  await loadBackendNames();
+  await loadSessions();
+}
+
+async function loadSessions() {
+  const list = (await api("GET", "/v1/sessions")).sessions || [];
+  const l = (s) => s.limits || {};
+  const rows = list.map((s) => el("tr", { dataset: { session: s.id } },
+    el("td", { class: "mono" }, el("button", { type: "button", class: "link", title: "Edit", onclick: () => { showSession(s); } }, s.id)),
+    el("td", {}, s.backend || "default"),
+    el("td", {}, s.mode === "host" ? badge("host") : "isolated"),
+    el("td", { class: "mono" }, s.image || ""),
+    el("td", {}, sizeText(l(s).memory_bytes)),
+    el("td", {}, l(s).cpus || ""),
+    el("td", {}, l(s).pids || ""),
+    el("td", {}, s.network || ""),
+    el("td", { title: s.updated_at || "" }, fmtTime(s.updated_at))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "empty", colspan: 9 }, "No session has settings. Save some below.")));
+  $("sess-rows").replaceChildren(...rows);
+}
+
+// showSession puts s into the form.
+function showSession(s) {
+  const l = s.limits || {};
+  $("sess-id").value = s.id;
+  const b = $("sess-backend");
+  if (s.backend && ![...b.options].some((o) => o.value === s.backend)) b.append(el("option", { value: s.backend }, s.backend));
+  b.value = s.backend || "";
+  $("sess-image").value = s.image || "";
+  $("sess-mode").value = s.mode === "host" ? "host" : "isolated";
+  $("sess-memory").value = sizeText(l.memory_bytes);
+  $("sess-cpus").value = l.cpus || "";
+  $("sess-pids").value = l.pids || "";
+  $("sess-network").value = s.network || "";
+  $("sess-env").value = pairsText(s.env);
+  $("sess-labels").value = pairsText(s.labels);
+  sessResult("Session ", el("code", {}, s.id), s.updated_at && !s.updated_at.startsWith("0001-") ? ` (saved ${fmtTime(s.updated_at)})` : "", ".");
+}
+
+// sessionFromForm reads the form as a whole session record (PUT replaces).
+function sessionFromForm() {
+  const s = { id: sessionID(), limits: {} };
+  const v = (id) => $(id).value.trim();
+  if (v("sess-backend")) s.backend = v("sess-backend");
+  if (v("sess-image")) s.image = v("sess-image");
+  s.mode = v("sess-mode") || "isolated";
+  if (v("sess-network")) s.network = v("sess-network");
+  if (v("sess-memory")) s.limits.memory_bytes = parseBytes(v("sess-memory"));
+  if (v("sess-cpus")) s.limits.cpus = parseFloat(v("sess-cpus"));
+  if (v("sess-pids")) s.limits.pids = parseInt(v("sess-pids"), 10);
+  s.env = parsePairs($("sess-env").value, "env");
+  s.labels = parsePairs($("sess-labels").value, "label");
+  return s;
+}
+
 async function sessGet() {
-  const [s, p] = sessionPath();
+  const s = sessionID();
   try {
-    const r = await api("GET", p);
-    sessResult("Session ", el("code", {}, s), " uses backend ", el("code", {}, r.backend), ".");
-    if ([...$("sess-backend").options].some((o) => o.value === r.backend)) $("sess-backend").value = r.backend;
+    showSession(await api("GET", sessionURL(s)));
   } catch (err) {
     if (err.kind !== "not_found") throw err;
-    sessResult("Session ", el("code", {}, s), " has no override: it follows the default routing.");
+    sessResult("Session ", el("code", {}, s), " has no settings: its sandboxes follow the defaults.");
   }
 }
 async function sessSet() {
-  const [s, p] = sessionPath();
-  const r = await api("PUT", p, { json: { backend: $("sess-backend").value } });
-  sessResult("Session ", el("code", {}, s), " now uses backend ", el("code", {}, r.backend), ".");
+  const body = sessionFromForm();
+  const r = await api("PUT", sessionURL(body.id), { json: body });
+  showSession(r);
+  sessResult("Saved session ", el("code", {}, r.id), ": new sandboxes of it start from these settings.");
+  await loadSessions();
 }
 async function sessClear() {
-  const [s, p] = sessionPath();
-  await api("DELETE", p);
-  sessResult("Cleared the override of session ", el("code", {}, s), ".");
+  const s = sessionID();
+  await api("DELETE", sessionURL(s));
+  sessResult("Deleted the settings of session ", el("code", {}, s), " (its sandboxes stay).");
+  await loadSessions();
+}
+async function sessDestroy() {
+  const s = sessionID();
+  if (!window.confirm(`Destroy every sandbox of session ${s}?`)) return;
+  const r = await api("DELETE", sessionURL(s) + "/sandboxes");
+  const failed = r.failed || [];
+  sessResult(`Destroyed ${r.destroyed.length} sandbox${r.destroyed.length === 1 ? "" : "es"} of session `, el("code", {}, s), ".",
+    ...failed.map((f) => el("div", { class: "error" }, `${f.id}: ${f.kind}: ${f.error}`)));
+  if (failed.length) flash(`${failed.length} sandbox${failed.length === 1 ? "" : "es"} of session ${s} not destroyed`, "error");
 }
 
 // ---------------------------------------------------------------- wiring
@@ -850,6 +927,8 @@ function init() {
   $("sess-get").addEventListener("click", guard(sessGet));
   $("sess-form").addEventListener("submit", guard(sessSet));
   $("sess-clear").addEventListener("click", guard(sessClear));
+  $("sess-destroy").addEventListener("click", guard(sessDestroy));
+  $("sess-refresh").addEventListener("click", guard(loadSessions));
   window.addEventListener("hashchange", route);
   loadBackendNames().catch(fail);
   route();

@@ -477,6 +477,30 @@ func (s *Store) PutSetting(ctx context.Context, key string, value []byte) error 
 	})
 }
 
+// CreateSetting implements store.Store.
+func (s *Store) CreateSetting(ctx context.Context, key string, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	var n int64
+	err := s.d.Retry(ctx, "create setting", func() error {
+		res, err := s.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (`+s.d.Placeholder(1)+`, `+s.d.Placeholder(2)+`)
+			ON CONFLICT (key) DO NOTHING`, key, value)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errdefs.AlreadyExistsf("%s: setting %q already exists", s.d.Name, key)
+	}
+	return nil
+}
+
 // DeleteSetting implements store.Store.
 func (s *Store) DeleteSetting(ctx context.Context, key string) error {
 	return s.d.Retry(ctx, "delete setting", func() error {

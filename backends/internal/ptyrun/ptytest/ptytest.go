@@ -5,7 +5,6 @@
 package ptytest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,12 +12,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/internal/testenv"
 )
 
@@ -39,72 +38,11 @@ type Options struct {
 	AfterCancel func(t *testing.T, pid string)
 }
 
-// Buffer is a concurrency-safe output buffer that can wait for text.
-type Buffer struct {
-	mu     sync.Mutex
-	b      bytes.Buffer
-	notify chan struct{}
-}
+// Buffer is the concurrency-safe output buffer the checks wait on.
+type Buffer = syncbuf.Buffer
 
 // NewBuffer returns an empty Buffer.
-func NewBuffer() *Buffer { return &Buffer{notify: make(chan struct{})} }
-
-// Write implements io.Writer.
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.b.Write(p)
-	close(b.notify)
-	b.notify = make(chan struct{})
-	return n, err
-}
-
-// String returns everything written so far.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// WaitFor waits until the output matches re (searching from byte offset from) and returns
-// the first match and the offset after it, or fails t after timeout.
-func (b *Buffer) WaitFor(t *testing.T, re *regexp.Regexp, from int, timeout time.Duration) (string, int) {
-	t.Helper()
-	if m, end, ok := b.find(re, from); ok {
-		return m, end
-	}
-	deadline := time.After(timeout)
-	for {
-		b.mu.Lock()
-		ch := b.notify
-		b.mu.Unlock()
-		if m, end, ok := b.find(re, from); ok {
-			return m, end
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("output never matched %q; output so far: %q", re, b.String())
-			return "", 0
-		}
-	}
-}
-
-func (b *Buffer) find(re *regexp.Regexp, from int) (string, int, bool) {
-	s := b.String()
-	if from > len(s) {
-		from = len(s)
-	}
-	loc := re.FindStringSubmatchIndex(s[from:])
-	if loc == nil {
-		return "", 0, false
-	}
-	m := s[from+loc[0] : from+loc[1]]
-	if len(loc) >= 4 && loc[2] >= 0 {
-		m = s[from+loc[2] : from+loc[3]]
-	}
-	return m, from + loc[1], true
-}
+func NewBuffer() *Buffer { return syncbuf.New() }
 
 type result struct {
 	code int
