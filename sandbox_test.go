@@ -19,10 +19,7 @@ import (
 func TestSandboxHandleIsSafeForConcurrentUse(t *testing.T) {
 	ctx := context.Background()
 	m, _, _ := fakeManager(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -70,10 +67,7 @@ func TestDefaultLimitsApplyToEveryField(t *testing.T) {
 	def := moat.Limits{MemoryBytes: 64 << 20, CPUs: 1.5, PIDs: 100, DiskBytes: 1 << 30}
 	m := newManager(t, memstore.New(), moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake", Limits: def}},
 		map[string]backend.Backend{"fake": fb})
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	defer sb.Destroy(ctx)
 	info, err := sb.Info(ctx)
 	if err != nil {
@@ -93,10 +87,7 @@ func TestDefaultLimitsApplyToEveryField(t *testing.T) {
 // status; that call is bounded by the caller's ctx like everything else.
 func TestExecNotFoundStatusCheckHonoursCtx(t *testing.T) {
 	m, _, fb := fakeManager(t)
-	sb, err := m.Create(context.Background(), moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, context.Background(), m, moat.Spec{})
 	defer sb.Destroy(context.Background())
 	fb.SetFault(fake.OpStatus, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
 	defer fb.SetFault(fake.OpStatus, nil)
