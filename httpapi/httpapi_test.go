@@ -66,6 +66,20 @@ func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	return f
 }
 
+// serve runs the API for m with opts behind a test server, closed when t ends, and
+// returns a client of it.
+func serve(t *testing.T, m *moat.Manager, opts httpapi.Options) *client.Client {
+	t.Helper()
+	h := httpapi.New(m, opts)
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // call sends a raw request and returns status and body.
 func (f *fixture) call(t *testing.T, method, path, body string, hdr ...string) (int, string, http.Header) {
 	t.Helper()
