@@ -10,6 +10,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store"
 	"github.com/moatsh/moat/store/memstore"
 )
@@ -98,12 +99,7 @@ func TestExecNotFoundStatusCheckHonoursCtx(t *testing.T) {
 		_, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"no-such-program-moat"}})
 		done <- err
 	}()
-	select {
-	case err := <-done:
-		if !errdefs.Is(err, errdefs.KindNotFound) {
-			t.Fatalf("exec: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("exec is still waiting for the status check long after its ctx ended")
+	if err := testenv.Returned(t, done, 10*time.Second, "exec after its ctx ended"); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Fatalf("exec: %v", err)
 	}
 }

@@ -554,13 +554,8 @@ func TestShutdownCancels(t *testing.T) {
 	if f.env.Running() != 0 {
 		t.Error("command still running after Shutdown")
 	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("exec cut by shutdown returned no error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("client exec did not end after shutdown")
+	if err := testenv.Returned(t, done, 10*time.Second, "exec cut by shutdown"); err == nil {
+		t.Error("exec cut by shutdown returned no error")
 	}
 }
 

@@ -231,13 +231,8 @@ func TestCancelStopsRemoteCommand(t *testing.T) {
 		t.Fatal("command never started on the fake")
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("want context.Canceled, got %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Exec did not return after cancel")
+	if err := testenv.Returned(t, done, 10*time.Second, "Exec after cancel"); !errors.Is(err, context.Canceled) {
+		t.Errorf("want context.Canceled, got %v", err)
 	}
 	deadline = time.Now().Add(10 * time.Second)
 	for fake.RunningCommands() != 0 && time.Now().Before(deadline) {

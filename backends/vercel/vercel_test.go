@@ -216,13 +216,8 @@ func TestCancelKillsRemoteCommand(t *testing.T) {
 		t.Fatal("command never started")
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Exec after cancel = %v; want context.Canceled", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Exec did not return after cancel")
+	if err := testenv.Returned(t, done, 10*time.Second, "Exec after cancel"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Exec after cancel = %v; want context.Canceled", err)
 	}
 	time.Sleep(3 * time.Second)
 	code, _, _, err := run(tctx(t), inst, nil, "test", "-e", "cancel-marker")
