@@ -24,10 +24,7 @@ func fakeManager(t *testing.T) (*moat.Manager, store.Store, *fake.Backend) {
 func TestBackendDyingMidCallLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	m, st, fb := fakeManager(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	// The runtime goes away during exec: the error keeps its kind, the record stays active.
 	fb.SetFault(fake.OpExec, func(context.Context) error { return errdefs.Unavailablef("fake: runtime crashed") })
 	if _, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"true"}}); !errdefs.Is(err, errdefs.KindUnavailable) {
@@ -104,10 +101,7 @@ func TestCancelledContexts(t *testing.T) {
 func TestStopStartAndExecOnStopped(t *testing.T) {
 	ctx := context.Background()
 	m, _, _ := fakeManager(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	defer sb.Destroy(ctx)
 	if err := sb.WriteFile(ctx, "/workspace/keep", strings.NewReader("x"), 0); err != nil {
 		t.Fatal(err)
@@ -149,10 +143,7 @@ func TestReconcileLeavesOtherInstallationsAlone(t *testing.T) {
 	cfg := moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake"}}
 	mine := newManager(t, memstore.New(), cfg, map[string]backend.Backend{"fake": fb})
 	theirs := newManager(t, memstore.New(), cfg, map[string]backend.Backend{"fake": fb})
-	sb, err := theirs.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, theirs, moat.Spec{})
 	own, err := mine.Create(ctx, moat.Spec{})
 	if err != nil {
 		t.Fatal(err)
@@ -175,10 +166,7 @@ func TestReconcileLeavesOtherInstallationsAlone(t *testing.T) {
 func TestPauseSnapshotAndUnsupportedAbilities(t *testing.T) {
 	ctx := context.Background()
 	m, _, _ := fakeManager(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	defer sb.Destroy(ctx)
 	if err := sb.Pause(ctx); err != nil {
 		t.Fatal(err)
@@ -237,10 +225,7 @@ func TestMaintainExpiresWhileRunning(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m, st, fb := fakeManager(t)
-	sb, err := m.Create(ctx, moat.Spec{TTL: moat.Duration(50 * time.Millisecond)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{TTL: moat.Duration(50 * time.Millisecond)})
 	done := make(chan struct{})
 	go func() { m.Maintain(ctx, 20*time.Millisecond); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -259,4 +244,14 @@ func TestMaintainExpiresWhileRunning(t *testing.T) {
 	}
 	cancel()
 	<-done // Maintain returns when its context ends
+}
+
+// mustCreate creates a sandbox on m with spec, ending the test if it cannot.
+func mustCreate(t *testing.T, ctx context.Context, m *moat.Manager, spec moat.Spec) *moat.Sandbox {
+	t.Helper()
+	sb, err := m.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
 }

@@ -91,10 +91,7 @@ func archiveSandbox(t *testing.T) (*moat.Sandbox, *archBackend) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	sb, err := m.Create(context.Background(), moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, context.Background(), m, moat.Spec{})
 	return sb, ab
 }
 
@@ -209,17 +206,8 @@ func TestPutArchiveStopsWhenTheCallerLeaves(t *testing.T) {
 		}
 	})
 	t.Run("Fallback", func(t *testing.T) {
-		fb := fake.New()
-		m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}},
-			moat.WithoutRegistered(), moat.WithBackend("fake", fb))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = m.Close() })
-		sb, err := m.Create(context.Background(), moat.Spec{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, _, _ := fakeManager(t)
+		sb := mustCreate(t, context.Background(), m, moat.Spec{})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		res, err := sb.PutArchive(ctx, "/workspace/x", &endlessTar{after: after, max: max, fn: cancel}, moat.ArchiveLimits{})
@@ -231,17 +219,8 @@ func TestPutArchiveStopsWhenTheCallerLeaves(t *testing.T) {
 
 // A snapshot needs a name: an empty one is invalid_argument, before the backend is asked.
 func TestSnapshotNameRequired(t *testing.T) {
-	fb := fake.New()
-	m, err := moat.Open(context.Background(), moat.Config{Storage: memstore.New(), Sandbox: moat.SandboxConfig{Backend: "fake"}},
-		moat.WithoutRegistered(), moat.WithBackend("fake", fb))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
-	sb, err := m.Create(context.Background(), moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _, fb := fakeManager(t)
+	sb := mustCreate(t, context.Background(), m, moat.Spec{})
 	for _, name := range []string{"", "../x", "a b"} {
 		if _, err := sb.Snapshot(context.Background(), name); !errdefs.Is(err, errdefs.KindInvalidArgument) {
 			t.Errorf("Snapshot(%q): %v; want invalid_argument", name, err)

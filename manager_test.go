@@ -73,10 +73,7 @@ func hostOnly(t *testing.T) (*moat.Manager, store.Store, backend.Backend) {
 func TestManagerLifecycle(t *testing.T) {
 	ctx := context.Background()
 	m, st, _ := hostOnly(t)
-	sb, err := m.Create(ctx, moat.Spec{Name: "one", Env: map[string]string{"GREETING": "hi"}, Labels: map[string]string{"team": "a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{Name: "one", Env: map[string]string{"GREETING": "hi"}, Labels: map[string]string{"team": "a"}})
 	if !strings.HasPrefix(sb.ID(), "sb-") || sb.Backend() != "host" {
 		t.Fatalf("id %q backend %q", sb.ID(), sb.Backend())
 	}
@@ -174,10 +171,7 @@ func TestManagerRejectsBadInput(t *testing.T) {
 	if recs, _ := st.List(ctx, store.Filter{IncludeDestroyed: true}); len(recs) != 0 {
 		t.Fatalf("rejected specs must leave no record: %v", recs)
 	}
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	defer sb.Destroy(ctx)
 	badExec := map[string]moat.ExecRequest{
 		"empty":        {},
@@ -206,10 +200,7 @@ func TestManagerRejectsBadInput(t *testing.T) {
 func TestExecOutputCapAndCancel(t *testing.T) {
 	ctx := context.Background()
 	m, _, _ := hostOnly(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	defer sb.Destroy(ctx)
 	// 3 MiB of output against a 1 MiB cap: the command is not blocked, output is cut.
 	res, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"head", "-c", "3145728", "/dev/zero"}})
@@ -241,10 +232,7 @@ func TestRecordsSurviveANewManager(t *testing.T) {
 			map[string]backend.Backend{"host": hostBackend(t, filepath.Join(dir, "host"))}), st
 	}
 	m1, _ := open()
-	sb, err := m1.Create(ctx, moat.Spec{Name: "keep"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m1, moat.Spec{Name: "keep"})
 	if err := sb.WriteFile(ctx, "f", strings.NewReader("persisted"), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -322,10 +310,7 @@ func TestLostSandboxIsRecordedOrRecreated(t *testing.T) {
 func TestVanishedDuringUseIsNotedOnTheRecord(t *testing.T) {
 	ctx := context.Background()
 	m, st, hb := hostOnly(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	rec, _ := st.Get(ctx, sb.ID())
 	inst, _ := hb.Attach(ctx, rec.Handle)
 	inst.Destroy(ctx)
@@ -416,10 +401,7 @@ func TestRoutingFailoverAndSessions(t *testing.T) {
 func TestExpiredSandboxesAreDestroyed(t *testing.T) {
 	ctx := context.Background()
 	m, st, _ := hostOnly(t)
-	sb, err := m.Create(ctx, moat.Spec{TTL: moat.Duration(time.Millisecond)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{TTL: moat.Duration(time.Millisecond)})
 	time.Sleep(5 * time.Millisecond)
 	rep, err := m.Reconcile(ctx)
 	if err != nil || len(rep.Expired) != 1 || rep.Expired[0] != sb.ID() {

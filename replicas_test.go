@@ -2,12 +2,8 @@ package moat_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
-	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,17 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store"
 	"github.com/moatsh/moat/store/memstore"
 	_ "github.com/moatsh/moat/store/postgres"
 	_ "github.com/moatsh/moat/store/sqlite"
+	"github.com/moatsh/moat/store/storetest"
 )
 
 // providerBackend is the one "provider" several replicas share: the fake, counting the
@@ -94,7 +88,7 @@ func TestReplicasRace(t *testing.T) {
 		replicaRace(t, func(t *testing.T) store.Store { return openStore(t, "sqlite:"+path) })
 	})
 	t.Run("postgres", func(t *testing.T) {
-		dsn := pgSchema(t)
+		dsn := storetest.PostgresSchema(t)
 		replicaRace(t, func(t *testing.T) store.Store { return openStore(t, dsn) })
 	})
 }
@@ -107,43 +101,6 @@ func openStore(t *testing.T, url string) store.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
-}
-
-// pgSchema returns a URL of the MOAT_TEST_POSTGRES server whose search_path is a fresh
-// schema, dropped when t ends (as the store/postgres tests do).
-func pgSchema(t *testing.T) string {
-	dsn := os.Getenv("MOAT_TEST_POSTGRES")
-	if dsn == "" {
-		testenv.Require(t, "postgres", `MOAT_TEST_POSTGRES is unset (start a server with: eval "$(scripts/postgres-test.sh)")`)
-	}
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		testenv.Require(t, "postgres", "cannot connect to MOAT_TEST_POSTGRES: "+err.Error())
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 8)
-	rand.Read(b)
-	schema := "moat_replicas_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 func replicaRace(t *testing.T, open func(t *testing.T) store.Store) {

@@ -10,6 +10,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
 	"github.com/moatsh/moat/errdefs"
+	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store"
 	"github.com/moatsh/moat/store/memstore"
 )
@@ -19,10 +20,7 @@ import (
 func TestSandboxHandleIsSafeForConcurrentUse(t *testing.T) {
 	ctx := context.Background()
 	m, _, _ := fakeManager(t)
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -70,10 +68,7 @@ func TestDefaultLimitsApplyToEveryField(t *testing.T) {
 	def := moat.Limits{MemoryBytes: 64 << 20, CPUs: 1.5, PIDs: 100, DiskBytes: 1 << 30}
 	m := newManager(t, memstore.New(), moat.Config{Sandbox: moat.SandboxConfig{Backend: "fake", Limits: def}},
 		map[string]backend.Backend{"fake": fb})
-	sb, err := m.Create(ctx, moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, ctx, m, moat.Spec{})
 	defer sb.Destroy(ctx)
 	info, err := sb.Info(ctx)
 	if err != nil {
@@ -93,10 +88,7 @@ func TestDefaultLimitsApplyToEveryField(t *testing.T) {
 // status; that call is bounded by the caller's ctx like everything else.
 func TestExecNotFoundStatusCheckHonoursCtx(t *testing.T) {
 	m, _, fb := fakeManager(t)
-	sb, err := m.Create(context.Background(), moat.Spec{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := mustCreate(t, context.Background(), m, moat.Spec{})
 	defer sb.Destroy(context.Background())
 	fb.SetFault(fake.OpStatus, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
 	defer fb.SetFault(fake.OpStatus, nil)
@@ -107,12 +99,7 @@ func TestExecNotFoundStatusCheckHonoursCtx(t *testing.T) {
 		_, err := sb.Exec(ctx, moat.ExecRequest{Cmd: []string{"no-such-program-moat"}})
 		done <- err
 	}()
-	select {
-	case err := <-done:
-		if !errdefs.Is(err, errdefs.KindNotFound) {
-			t.Fatalf("exec: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("exec is still waiting for the status check long after its ctx ended")
+	if err := testenv.Returned(t, done, 10*time.Second, "exec after its ctx ended"); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Fatalf("exec: %v", err)
 	}
 }

@@ -168,31 +168,13 @@ func TestStdin(t *testing.T) {
 	}
 	// A command that never reads its endless input still finishes, and a KILL can still
 	// reach the agent while its stdin pipe is full.
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	go func() {
-		chunk := make([]byte, 64<<10)
-		for {
-			if _, err := pw.Write(chunk); err != nil {
-				return
-			}
-		}
-	}()
+	pr := endlessInput(t)
 	start := time.Now()
 	r = run(ctx, c, agent.ExecRequest{Argv: []string{"sh", "-c", "sleep 0.3; echo done"}, Stdin: pr})
 	if r.err != nil || r.stdout != "done\n" || time.Since(start) > 20*time.Second {
 		t.Errorf("command ignoring endless stdin: %v after %v", r, time.Since(start))
 	}
-	pr2, pw2 := io.Pipe()
-	defer pw2.Close()
-	go func() {
-		chunk := make([]byte, 64<<10)
-		for {
-			if _, err := pw2.Write(chunk); err != nil {
-				return
-			}
-		}
-	}()
+	pr2 := endlessInput(t)
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	r = run(cctx, c, agent.ExecRequest{Argv: []string{"sleep", "60"}, Stdin: pr2})
@@ -548,4 +530,19 @@ func TestRunningCommandsDoNotCostThreads(t *testing.T) {
 	if during-before >= n/2 {
 		t.Errorf("%d running commands added %d threads", n, during-before)
 	}
+}
+
+// endlessInput is a stdin that never ends: it writes until t ends and closes it.
+func endlessInput(t *testing.T) io.Reader {
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	return pr
 }

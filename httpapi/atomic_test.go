@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backends/bwrap"
-	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/store/memstore"
@@ -31,13 +29,7 @@ func TestUploadIsAtomic(t *testing.T) {
 	if !bwrapUsable(ctx, m) {
 		t.Skip("bwrap unavailable here")
 	}
-	h := httpapi.New(m, httpapi.Options{MaxFileBytes: 1 << 20})
-	srv := httptest.NewServer(h)
-	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := serve(t, m, httpapi.Options{MaxFileBytes: 1 << 20})
 	sb, err := c.Create(ctx, moat.Spec{})
 	if err != nil {
 		t.Fatal(err)

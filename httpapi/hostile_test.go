@@ -14,7 +14,6 @@ import (
 	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backends/fake"
-	"github.com/moatsh/moat/client"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/internal/syncbuf"
 	"github.com/moatsh/moat/store/memstore"
@@ -58,13 +57,7 @@ func TestArchiveRefusesListedNamesThatEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	h := httpapi.New(m, httpapi.Options{})
-	srv := httptest.NewServer(h)
-	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := serve(t, m, httpapi.Options{})
 	ctx := context.Background()
 	sb, err := c.Create(ctx, moat.Spec{})
 	if err != nil {

@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -41,13 +40,7 @@ func newHostPathEnv(t *testing.T, allowed []string, cfg moat.Config, opts ...moa
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	h := httpapi.New(m, httpapi.Options{})
-	srv := httptest.NewServer(h)
-	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := serve(t, m, httpapi.Options{})
 	return &hostPathEnv{m: m, fake: fb, remote: c}
 }
 

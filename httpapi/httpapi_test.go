@@ -66,6 +66,20 @@ func newFixture(t *testing.T, opts httpapi.Options) *fixture {
 	return f
 }
 
+// serve runs the API for m with opts behind a test server, closed when t ends, and
+// returns a client of it.
+func serve(t *testing.T, m *moat.Manager, opts httpapi.Options) *client.Client {
+	t.Helper()
+	h := httpapi.New(m, opts)
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.Close(); _ = h.Shutdown(context.Background()) })
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // call sends a raw request and returns status and body.
 func (f *fixture) call(t *testing.T, method, path, body string, hdr ...string) (int, string, http.Header) {
 	t.Helper()
@@ -540,13 +554,8 @@ func TestShutdownCancels(t *testing.T) {
 	if f.env.Running() != 0 {
 		t.Error("command still running after Shutdown")
 	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("exec cut by shutdown returned no error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("client exec did not end after shutdown")
+	if err := testenv.Returned(t, done, 10*time.Second, "exec cut by shutdown"); err == nil {
+		t.Error("exec cut by shutdown returned no error")
 	}
 }
 

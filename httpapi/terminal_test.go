@@ -15,6 +15,7 @@ import (
 	"github.com/moatsh/moat/errdefs"
 	"github.com/moatsh/moat/httpapi"
 	"github.com/moatsh/moat/internal/syncbuf"
+	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -81,12 +82,7 @@ func TestTerminal(t *testing.T) {
 	}()
 	out.WaitForText(t, "argv sh size 24x80", 10*time.Second)
 	ccancel()
-	select {
-	case err := <-done:
-		if errdefs.KindOf(err) != errdefs.KindCanceled {
-			t.Errorf("canceled terminal: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("terminal did not end on cancel")
+	if err := testenv.Returned(t, done, 10*time.Second, "canceled terminal"); errdefs.KindOf(err) != errdefs.KindCanceled {
+		t.Errorf("canceled terminal: %v", err)
 	}
 }

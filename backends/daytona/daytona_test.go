@@ -131,14 +131,7 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 	b := client(t, apiURL, testToken)
 	inst := newSandbox(t, b)
 	fake.Fail429(2, 1)
-	start := time.Now()
-	st, err := inst.Status(testCtx(t))
-	if err != nil || st != backend.StatusRunning {
-		t.Fatalf("Status after two 429s = %q, %v", st, err)
-	}
-	if el := time.Since(start); el < 2*time.Second {
-		t.Errorf("two Retry-After: 1 answers were retried after %v; want >= 2s", el)
-	}
+	providertest.RunningAfterRetries(testCtx(t), t, inst, 2*time.Second)
 }
 
 func TestServerErrorsExhaustToUnavailable(t *testing.T) {
@@ -245,13 +238,8 @@ func TestCancelStopsRemoteCommand(t *testing.T) {
 		t.Fatal("command never started on the fake")
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("want context.Canceled, got %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Exec did not return after cancel")
+	if err := testenv.Returned(t, done, 10*time.Second, "Exec after cancel"); !errors.Is(err, context.Canceled) {
+		t.Errorf("want context.Canceled, got %v", err)
 	}
 	deadline = time.Now().Add(10 * time.Second)
 	for fake.RunningCommands() != 0 && time.Now().Before(deadline) {

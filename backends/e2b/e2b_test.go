@@ -234,14 +234,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	inst := h.create(t)
 	id := sandboxID(t, inst)
 	h.fake.Inject(e2bfake.Fault{Count: 2, Status: http.StatusTooManyRequests, RetryAfter: "1", PathPrefix: "/sandboxes/"})
-	start := time.Now()
-	st, err := inst.Status(testCtx(t))
-	if err != nil || st != backend.StatusRunning {
-		t.Fatalf("Status after 429s: %q %v", st, err)
-	}
-	if el := time.Since(start); el < 1900*time.Millisecond {
-		t.Errorf("two Retry-After: 1 answers were retried after %v; want at least 2s", el)
-	}
+	providertest.RunningAfterRetries(testCtx(t), t, inst, 1900*time.Millisecond)
 	if n := h.fake.Requests("GET /sandboxes/" + id); n != 3 {
 		t.Errorf("GET count = %d, want 3 (two 429s, one success)", n)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/moatsh/moat/backend"
 	"github.com/moatsh/moat/backend/backendtest"
 	"github.com/moatsh/moat/backends/internal/ptyrun/ptytest"
+	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store/memstore"
 )
 
@@ -147,12 +148,7 @@ func TestManagerTerminal(t *testing.T) {
 	}()
 	cout.WaitFor(t, regexp.MustCompile(`up`), 0, 20*time.Second)
 	cancel()
-	select {
-	case err := <-cdone:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("cancelled Terminal: %v, want context.Canceled", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("cancelled Terminal did not return")
+	if err := testenv.Returned(t, cdone, 15*time.Second, "cancelled Terminal"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Terminal: %v, want context.Canceled", err)
 	}
 }

@@ -216,13 +216,8 @@ func TestCancelKillsRemoteCommand(t *testing.T) {
 		t.Fatal("command never started")
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Exec after cancel = %v; want context.Canceled", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Exec did not return after cancel")
+	if err := testenv.Returned(t, done, 10*time.Second, "Exec after cancel"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Exec after cancel = %v; want context.Canceled", err)
 	}
 	time.Sleep(3 * time.Second)
 	code, _, _, err := run(tctx(t), inst, nil, "test", "-e", "cancel-marker")
@@ -254,14 +249,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	inst := e.create(t)
 	before := e.srv.Requests()
 	e.srv.FailNext(1, http.StatusTooManyRequests, time.Second)
-	start := time.Now()
-	st, err := inst.Status(tctx(t))
-	if err != nil || st != backend.StatusRunning {
-		t.Fatalf("Status after one 429 = %q, %v; want running", st, err)
-	}
-	if d := time.Since(start); d < 900*time.Millisecond {
-		t.Errorf("retried after %v; want the 1 s Retry-After honoured", d)
-	}
+	providertest.RunningAfterRetries(tctx(t), t, inst, 900*time.Millisecond)
 	if n := e.srv.Requests() - before; n != 2 {
 		t.Errorf("%d requests; want 2 (the 429 and the retry)", n)
 	}

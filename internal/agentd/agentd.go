@@ -166,11 +166,7 @@ func (s *Server) ServeConn(c net.Conn) {
 			err = writeFile(r, req.Path, req.Mode)
 		}
 		if err != nil {
-			var se *startError
-			if !errors.As(err, &se) {
-				se = &startError{wire.KindUnavailable, err.Error()}
-			}
-			_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: se.kind, Message: se.msg})
+			writeError(w, err)
 			return
 		}
 		_ = w.WriteJSON(wire.Done, struct{}{})
@@ -192,6 +188,15 @@ func (s *Server) ServeConn(c net.Conn) {
 type startError struct{ kind, msg string }
 
 func (e *startError) Error() string { return e.msg }
+
+// writeError answers err on w: a startError with its own kind, any other as unavailable.
+func writeError(w *wire.Writer, err error) {
+	var se *startError
+	if !errors.As(err, &se) {
+		se = &startError{wire.KindUnavailable, err.Error()}
+	}
+	_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: se.kind, Message: se.msg})
+}
 
 func (s *Server) environ(extra []string) []string {
 	base := s.Environ
@@ -367,11 +372,7 @@ func (s *Server) exec(c net.Conn, r *wire.Reader, w *wire.Writer, req *wire.Exec
 	oomBefore, oomBeforeOK := oomcount.Own()
 	p, err := s.start(req)
 	if err != nil {
-		var se *startError
-		if !errors.As(err, &se) {
-			se = &startError{wire.KindUnavailable, err.Error()}
-		}
-		_ = w.WriteJSON(wire.Error, wire.ErrorMsg{Kind: se.kind, Message: se.msg})
+		writeError(w, err)
 		return
 	}
 	if err := w.WriteJSON(wire.Started, wire.StartedMsg{PID: p.proc.Pid}); err != nil {

@@ -74,6 +74,27 @@ func (s *Store) check(ctx context.Context) error {
 	return nil
 }
 
+// write runs fn holding the write lock, once the store is known to be open and ctx live.
+func (s *Store) write(ctx context.Context, fn func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	return fn()
+}
+
+// read runs fn holding the read lock, once the store is known to be open and ctx live.
+func read[T any](ctx context.Context, s *Store, fn func() (T, error)) (T, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check(ctx); err != nil {
+		var zero T
+		return zero, err
+	}
+	return fn()
+}
+
 func validate(r *store.Record) error {
 	if r == nil || r.ID == "" {
 		return errdefs.InvalidArgumentf("memstore: record without id")
@@ -105,58 +126,49 @@ func (s *Store) Create(ctx context.Context, r *store.Record) error {
 	if err := validate(r); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	if _, dup := s.records[r.ID]; dup {
-		return errdefs.AlreadyExistsf("memstore: record %s already exists", r.ID)
-	}
-	if r.Status != store.StatusDestroyed && s.nameTaken(r.Name, r.ID) {
-		return errdefs.AlreadyExistsf("memstore: name %q is in use", r.Name)
-	}
-	c := copyRecord(r)
-	c.Version = 1
-	s.records[r.ID] = c
-	r.Version = 1
-	return nil
+	return s.write(ctx, func() error {
+		if _, dup := s.records[r.ID]; dup {
+			return errdefs.AlreadyExistsf("memstore: record %s already exists", r.ID)
+		}
+		if r.Status != store.StatusDestroyed && s.nameTaken(r.Name, r.ID) {
+			return errdefs.AlreadyExistsf("memstore: name %q is in use", r.Name)
+		}
+		c := copyRecord(r)
+		c.Version = 1
+		s.records[r.ID] = c
+		r.Version = 1
+		return nil
+	})
 }
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, id string) (*store.Record, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	r, ok := s.records[id]
-	if !ok {
-		return nil, errdefs.NotFoundf("memstore: record %s not found", id)
-	}
-	return copyRecord(r), nil
+	return read(ctx, s, func() (*store.Record, error) {
+		r, ok := s.records[id]
+		if !ok {
+			return nil, errdefs.NotFoundf("memstore: record %s not found", id)
+		}
+		return copyRecord(r), nil
+	})
 }
 
 // List implements store.Store.
 func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Record, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	var out []*store.Record
-	for _, r := range s.records {
-		if store.Match(f, r) {
-			out = append(out, copyRecord(r))
+	return read(ctx, s, func() ([]*store.Record, error) {
+		var out []*store.Record
+		for _, r := range s.records {
+			if store.Match(f, r) {
+				out = append(out, copyRecord(r))
+			}
 		}
-	}
-	slices.SortFunc(out, func(a, b *store.Record) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
+		slices.SortFunc(out, func(a, b *store.Record) int {
+			if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		return out, nil
 	})
-	return out, nil
 }
 
 // Update implements store.Store.
@@ -164,106 +176,85 @@ func (s *Store) Update(ctx context.Context, r *store.Record) error {
 	if err := validate(r); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	cur, ok := s.records[r.ID]
-	if !ok {
-		return errdefs.NotFoundf("memstore: record %s not found", r.ID)
-	}
-	if cur.Version != r.Version {
-		return errdefs.Conflictf("memstore: record %s: version %d is stale (stored %d)", r.ID, r.Version, cur.Version)
-	}
-	if r.Status != store.StatusDestroyed && s.nameTaken(r.Name, r.ID) {
-		return errdefs.AlreadyExistsf("memstore: name %q is in use", r.Name)
-	}
-	c := copyRecord(r)
-	c.Version = cur.Version + 1
-	s.records[r.ID] = c
-	r.Version = c.Version
-	return nil
+	return s.write(ctx, func() error {
+		cur, ok := s.records[r.ID]
+		if !ok {
+			return errdefs.NotFoundf("memstore: record %s not found", r.ID)
+		}
+		if cur.Version != r.Version {
+			return errdefs.Conflictf("memstore: record %s: version %d is stale (stored %d)", r.ID, r.Version, cur.Version)
+		}
+		if r.Status != store.StatusDestroyed && s.nameTaken(r.Name, r.ID) {
+			return errdefs.AlreadyExistsf("memstore: name %q is in use", r.Name)
+		}
+		c := copyRecord(r)
+		c.Version = cur.Version + 1
+		s.records[r.ID] = c
+		r.Version = c.Version
+		return nil
+	})
 }
 
 // Delete implements store.Store.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	if _, ok := s.records[id]; !ok {
-		return errdefs.NotFoundf("memstore: record %s not found", id)
-	}
-	delete(s.records, id)
-	return nil
+	return s.write(ctx, func() error {
+		if _, ok := s.records[id]; !ok {
+			return errdefs.NotFoundf("memstore: record %s not found", id)
+		}
+		delete(s.records, id)
+		return nil
+	})
 }
 
 // GetSetting implements store.Store.
 func (s *Store) GetSetting(ctx context.Context, key string) ([]byte, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	v, ok := s.settings[key]
-	if !ok {
-		return nil, errdefs.NotFoundf("memstore: setting %q not found", key)
-	}
-	return append([]byte{}, v...), nil
+	return read(ctx, s, func() ([]byte, error) {
+		v, ok := s.settings[key]
+		if !ok {
+			return nil, errdefs.NotFoundf("memstore: setting %q not found", key)
+		}
+		return append([]byte{}, v...), nil
+	})
 }
 
 // PutSetting implements store.Store.
 func (s *Store) PutSetting(ctx context.Context, key string, value []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	s.settings[key] = append([]byte{}, value...)
-	return nil
+	return s.write(ctx, func() error {
+		s.settings[key] = append([]byte{}, value...)
+		return nil
+	})
 }
 
 // CreateSetting implements store.Store.
 func (s *Store) CreateSetting(ctx context.Context, key string, value []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	if _, ok := s.settings[key]; ok {
-		return errdefs.AlreadyExistsf("memstore: setting %q already exists", key)
-	}
-	s.settings[key] = append([]byte{}, value...)
-	return nil
+	return s.write(ctx, func() error {
+		if _, ok := s.settings[key]; ok {
+			return errdefs.AlreadyExistsf("memstore: setting %q already exists", key)
+		}
+		s.settings[key] = append([]byte{}, value...)
+		return nil
+	})
 }
 
 // DeleteSetting implements store.Store.
 func (s *Store) DeleteSetting(ctx context.Context, key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	delete(s.settings, key)
-	return nil
+	return s.write(ctx, func() error {
+		delete(s.settings, key)
+		return nil
+	})
 }
 
 // ListSettings implements store.Store.
 func (s *Store) ListSettings(ctx context.Context, prefix string) (map[string][]byte, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	out := map[string][]byte{}
-	for k, v := range s.settings {
-		if strings.HasPrefix(k, prefix) {
-			out[k] = append([]byte{}, v...)
+	return read(ctx, s, func() (map[string][]byte, error) {
+		out := map[string][]byte{}
+		for k, v := range s.settings {
+			if strings.HasPrefix(k, prefix) {
+				out[k] = append([]byte{}, v...)
+			}
 		}
-	}
-	return out, nil
+		return out, nil
+	})
 }
 
 // Close drops the data; later calls fail with FailedPrecondition. Closing twice is fine.

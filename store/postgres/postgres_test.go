@@ -2,10 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,60 +9,10 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/moatsh/moat/errdefs"
-	"github.com/moatsh/moat/internal/testenv"
 	"github.com/moatsh/moat/store"
 	"github.com/moatsh/moat/store/postgres"
 	"github.com/moatsh/moat/store/storetest"
 )
-
-// serverDSN returns the test server's URL from MOAT_TEST_POSTGRES (set by
-// scripts/postgres-test.sh), skipping, or failing under MOAT_TEST_REQUIRE, without it.
-func serverDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("MOAT_TEST_POSTGRES")
-	if dsn == "" {
-		testenv.Require(t, "postgres", `MOAT_TEST_POSTGRES is unset (start a server with: eval "$(scripts/postgres-test.sh)")`)
-	}
-	return dsn
-}
-
-// freshSchema creates an empty schema of its own for t (dropped when t ends) and returns
-// a URL whose search_path points at it, so runs and tests never see each other's tables.
-func freshSchema(t testing.TB) string {
-	t.Helper()
-	dsn := serverDSN(t)
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		testenv.Require(t, "postgres", "cannot connect to MOAT_TEST_POSTGRES: "+err.Error())
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 8)
-	rand.Read(b)
-	schema := "moat_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err != nil {
-			t.Logf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Logf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("MOAT_TEST_POSTGRES is not a URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 func openAt(t testing.TB, dsn string) store.Store {
 	t.Helper()
@@ -79,17 +25,17 @@ func openAt(t testing.TB, dsn string) store.Store {
 }
 
 func TestConformance(t *testing.T) {
-	serverDSN(t)
+	storetest.PostgresServer(t)
 	storetest.RunOptions(t,
-		func(t testing.TB) store.Store { return openAt(t, freshSchema(t)) },
+		func(t testing.TB) store.Store { return openAt(t, storetest.PostgresSchema(t)) },
 		storetest.Options{Reopen: func(t testing.TB) func(t testing.TB) store.Store {
-			dsn := freshSchema(t)
+			dsn := storetest.PostgresSchema(t)
 			return func(t testing.TB) store.Store { return openAt(t, dsn) }
 		}})
 }
 
 func TestOpenPostgresqlScheme(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	s := openAt(t, "postgresql"+strings.TrimPrefix(dsn, "postgres"))
 	if _, ok := s.(*postgres.Store); !ok {
 		t.Fatalf("Open(postgresql://…) returned %T", s)
@@ -97,7 +43,7 @@ func TestOpenPostgresqlScheme(t *testing.T) {
 }
 
 func TestMigrations(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	ctx := context.Background()
 	s := openAt(t, dsn)
 	if err := s.Create(ctx, &store.Record{ID: "m1", Backend: "docker", Status: store.StatusActive}); err != nil {
@@ -133,7 +79,7 @@ func TestMigrations(t *testing.T) {
 }
 
 func TestConcurrentFirstOpen(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for range 4 {
@@ -155,7 +101,7 @@ func TestConcurrentFirstOpen(t *testing.T) {
 }
 
 func TestInvalidInput(t *testing.T) {
-	s := openAt(t, freshSchema(t))
+	s := openAt(t, storetest.PostgresSchema(t))
 	ctx := context.Background()
 	for name, r := range map[string]*store.Record{
 		"no id":       {Backend: "docker"},

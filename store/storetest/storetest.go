@@ -107,6 +107,13 @@ func sample(id string) *store.Record {
 	}
 }
 
+// named is a sample record with the given name ("" for none).
+func named(id, name string) *store.Record {
+	r := sample(id)
+	r.Name = name
+	return r
+}
+
 func mustCreate(t testing.TB, s store.Store, r *store.Record) {
 	t.Helper()
 	if err := s.Create(context.Background(), r); err != nil {
@@ -146,27 +153,18 @@ func clone(r *store.Record) *store.Record {
 func diff(want, got *store.Record) []string {
 	var d []string
 	add := func(field string, w, g any) { d = append(d, fmt.Sprintf("%s: got %v, want %v", field, g, w)) }
-	if want.ID != got.ID {
-		add("ID", want.ID, got.ID)
+	same := func(field string, w, g any) {
+		if w != g {
+			add(field, w, g)
+		}
 	}
-	if want.Name != got.Name {
-		add("Name", want.Name, got.Name)
-	}
-	if want.Backend != got.Backend {
-		add("Backend", want.Backend, got.Backend)
-	}
-	if want.SessionID != got.SessionID {
-		add("SessionID", want.SessionID, got.SessionID)
-	}
-	if want.Status != got.Status {
-		add("Status", want.Status, got.Status)
-	}
-	if want.LastError != got.LastError {
-		add("LastError", want.LastError, got.LastError)
-	}
-	if want.Version != got.Version {
-		add("Version", want.Version, got.Version)
-	}
+	same("ID", want.ID, got.ID)
+	same("Name", want.Name, got.Name)
+	same("Backend", want.Backend, got.Backend)
+	same("SessionID", want.SessionID, got.SessionID)
+	same("Status", want.Status, got.Status)
+	same("LastError", want.LastError, got.LastError)
+	same("Version", want.Version, got.Version)
 	if want.Handle.Backend != got.Handle.Backend || want.Handle.Version != got.Handle.Version {
 		add("Handle", fmt.Sprintf("%s/v%d", want.Handle.Backend, want.Handle.Version),
 			fmt.Sprintf("%s/v%d", got.Handle.Backend, got.Handle.Version))
@@ -266,8 +264,7 @@ func testRoundTrip(t *testing.T, s store.Store) {
 	}
 
 	// Times far from now and with exact millisecond values survive too.
-	edge := sample("rt-edge")
-	edge.Name = ""
+	edge := named("rt-edge", "")
 	edge.CreatedAt = time.Date(1999, 12, 31, 23, 59, 59, 999000000, time.UTC)
 	edge.UpdatedAt = time.Date(2200, 1, 1, 0, 0, 0, 1000000, time.UTC)
 	edge.ExpiresAt = time.Unix(1, 0)
@@ -315,8 +312,7 @@ func testCallerCannotMutate(t *testing.T, s store.Store) {
 func testCreateDuplicateID(t *testing.T, s store.Store) {
 	r := sample("dup")
 	mustCreate(t, s, r)
-	again := sample("dup")
-	again.Name = "different-name"
+	again := named("dup", "different-name")
 	again.Backend = "other"
 	wantKind(t, "Create with a taken id", s.Create(context.Background(), again), errdefs.ErrAlreadyExists)
 	// The same id is taken even when the first record is destroyed.
@@ -332,12 +328,10 @@ func testCreateDuplicateID(t *testing.T, s store.Store) {
 
 func testUniqueName(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	a := sample("name-a")
-	a.Name = "web"
+	a := named("name-a", "web")
 	mustCreate(t, s, a)
 
-	b := sample("name-b")
-	b.Name = "web"
+	b := named("name-b", "web")
 	wantKind(t, "Create with a name in use", s.Create(ctx, b), errdefs.ErrAlreadyExists)
 	if _, err := s.Get(ctx, "name-b"); !errdefs.Is(err, errdefs.KindNotFound) {
 		t.Fatalf("record with a duplicate name was stored anyway (Get: %v)", err)
@@ -353,14 +347,12 @@ func testUniqueName(t *testing.T, s store.Store) {
 
 	// Names that are empty are not unique.
 	for i := range 3 {
-		r := sample("noname-" + strconv.Itoa(i))
-		r.Name = ""
+		r := named("noname-"+strconv.Itoa(i), "")
 		mustCreate(t, s, r)
 	}
 
 	// Taking a used name by Update is refused too, and leaves the record as it was.
-	c := sample("name-c")
-	c.Name = "api"
+	c := named("name-c", "api")
 	mustCreate(t, s, c)
 	c.Name = "web"
 	wantKind(t, "Update to a name in use", s.Update(ctx, c), errdefs.ErrAlreadyExists)
@@ -374,8 +366,7 @@ func testUniqueName(t *testing.T, s store.Store) {
 		t.Fatalf("Update to destroyed: %v", err)
 	}
 	mustCreate(t, s, b)
-	d := sample("name-d")
-	d.Name = "web"
+	d := named("name-d", "web")
 	d.Status = store.StatusDestroyed
 	mustCreate(t, s, d)
 	// ...but reviving a destroyed record whose name was reused is refused.
@@ -412,8 +403,7 @@ func listData() []*store.Record {
 	}
 	var out []*store.Record
 	for i, id := range ids {
-		r := sample(id)
-		r.Name = ""
+		r := named(id, "")
 		if i%4 == 0 {
 			r.Name = "n" + strconv.Itoa(i)
 		}
@@ -690,8 +680,7 @@ func testUpdateRace(t *testing.T, stores []store.Store) {
 
 func testDelete(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	r := sample("del")
-	r.Name = "doomed"
+	r := named("del", "doomed")
 	mustCreate(t, s, r)
 	keep := sample("keep")
 	mustCreate(t, s, keep)
@@ -710,8 +699,7 @@ func testDelete(t *testing.T, s store.Store) {
 		t.Fatalf("List after Delete: %q, want [keep]", ids(list))
 	}
 	// The id and the name are free again.
-	again := sample("del")
-	again.Name = "doomed"
+	again := named("del", "doomed")
 	mustCreate(t, s, again)
 	if again.Version != 1 {
 		t.Fatalf("re-created record has Version %d, want 1", again.Version)

@@ -139,16 +139,16 @@ func New(opts Options) *Server {
 	m.HandleFunc("GET /toolbox/{id}/process/session/{sid}/command/{cid}", s.tb(s.getCommand))
 	m.HandleFunc("GET /toolbox/{id}/process/session/{sid}/command/{cid}/logs", s.tb(s.commandLogs))
 	m.HandleFunc("POST /toolbox/{id}/process/session/{sid}/command/{cid}/input", s.tb(s.sendInput))
-	m.HandleFunc("GET /toolbox/{id}/files", s.tb(s.listFiles))
-	m.HandleFunc("DELETE /toolbox/{id}/files", s.tb(s.deleteFile))
-	m.HandleFunc("GET /toolbox/{id}/files/info", s.tb(s.fileInfo))
-	m.HandleFunc("GET /toolbox/{id}/files/download", s.tb(s.downloadFile))
+	m.HandleFunc("GET /toolbox/{id}/files", s.tb(withPath(s.listFiles)))
+	m.HandleFunc("DELETE /toolbox/{id}/files", s.tb(withPath(s.deleteFile)))
+	m.HandleFunc("GET /toolbox/{id}/files/info", s.tb(withPath(s.fileInfo)))
+	m.HandleFunc("GET /toolbox/{id}/files/download", s.tb(withPath(s.downloadFile)))
 	m.HandleFunc("POST /toolbox/{id}/files/bulk-download", s.tb(s.bulkDownload))
 	m.HandleFunc("POST /toolbox/{id}/files/bulk-upload", s.tb(s.bulkUpload))
-	m.HandleFunc("POST /toolbox/{id}/files/upload", s.tb(s.uploadOne))
-	m.HandleFunc("POST /toolbox/{id}/files/upload-v2", s.tb(s.uploadOne))
-	m.HandleFunc("POST /toolbox/{id}/files/folder", s.tb(s.createFolder))
-	m.HandleFunc("POST /toolbox/{id}/files/permissions", s.tb(s.setPermissions))
+	m.HandleFunc("POST /toolbox/{id}/files/upload", s.tb(withPath(s.uploadOne)))
+	m.HandleFunc("POST /toolbox/{id}/files/upload-v2", s.tb(withPath(s.uploadOne)))
+	m.HandleFunc("POST /toolbox/{id}/files/folder", s.tb(withPath(s.createFolder)))
+	m.HandleFunc("POST /toolbox/{id}/files/permissions", s.tb(withPath(s.setPermissions)))
 	m.HandleFunc("GET /toolbox/{id}/version", s.tb(func(w http.ResponseWriter, r *http.Request, sb *sbx) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": "v0.190.0-fake"})
 	}))
@@ -707,11 +707,14 @@ func (s *Server) files(sb *sbx) backend.FileTransferer {
 	return execfs.New(sb.inst)
 }
 
-// run executes argv in the local sandbox and returns its exit code and stderr.
-func run(ctx context.Context, sb *sbx, argv ...string) (int, string, error) {
+// run executes argv in the local sandbox; a non-zero exit is an error carrying its stderr.
+func run(ctx context.Context, sb *sbx, argv ...string) error {
 	var stderr bytes.Buffer
 	code, err := sb.inst.Exec(ctx, &backend.ExecRequest{Argv: argv, Workdir: "/", Stdout: io.Discard, Stderr: &stderr})
-	return code, strings.TrimSpace(stderr.String()), err
+	if err == nil && code != 0 {
+		err = fmt.Errorf("%s: %s", argv[0], strings.TrimSpace(stderr.String()))
+	}
+	return err
 }
 
 func (s *Server) execute(w http.ResponseWriter, r *http.Request, sb *sbx) {
@@ -788,6 +791,16 @@ func fileErr(w http.ResponseWriter, r *http.Request, p string, err error) {
 	}
 }
 
+// withPath adapts a handler of the file named by the query's path, answering 400 itself
+// when there is none.
+func withPath(h func(w http.ResponseWriter, r *http.Request, sb *sbx, p string)) tbHandler {
+	return func(w http.ResponseWriter, r *http.Request, sb *sbx) {
+		if p, ok := queryPath(w, r); ok {
+			h(w, r, sb, p)
+		}
+	}
+}
+
 func queryPath(w http.ResponseWriter, r *http.Request) (string, bool) {
 	p := r.URL.Query().Get("path")
 	if p == "" {
@@ -810,11 +823,7 @@ func fileInfoJSON(fi backend.FileInfo) map[string]any {
 	}
 }
 
-func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	list, err := s.files(sb).ListDir(r.Context(), p)
 	if err != nil {
 		fileErr(w, r, p, err)
@@ -827,11 +836,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, sb *sbx) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) fileInfo(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) fileInfo(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	if p == "/" {
 		writeJSON(w, http.StatusOK, fileInfoJSON(backend.FileInfo{Name: "/", IsDir: true, Mode: 0o755}))
 		return
@@ -850,31 +855,19 @@ func (s *Server) fileInfo(w http.ResponseWriter, r *http.Request, sb *sbx) {
 	fileErr(w, r, p, errdefs.NotFoundf("no such file"))
 }
 
-func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	argv := []string{"rm", "-f", "--", p}
 	if r.URL.Query().Get("recursive") == "true" {
 		argv = []string{"rm", "-rf", "--", p}
 	}
-	code, msg, err := run(r.Context(), sb, argv...)
-	if err == nil && code != 0 {
-		err = fmt.Errorf("rm: %s", msg)
-	}
-	if err != nil {
+	if err := run(r.Context(), sb, argv...); err != nil {
 		daemonError(w, r, http.StatusBadRequest, "BAD_REQUEST", err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) createFolder(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) createFolder(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	mode := r.URL.Query().Get("mode")
 	if mode == "" {
 		mode = "755"
@@ -883,22 +876,14 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request, sb *sbx) {
 		daemonError(w, r, http.StatusBadRequest, "BAD_REQUEST", "invalid mode")
 		return
 	}
-	code, msg, err := run(r.Context(), sb, "mkdir", "-p", "-m", mode, "--", p)
-	if err == nil && code != 0 {
-		err = fmt.Errorf("mkdir: %s", msg)
-	}
-	if err != nil {
+	if err := run(r.Context(), sb, "mkdir", "-p", "-m", mode, "--", p); err != nil {
 		daemonError(w, r, http.StatusBadRequest, "BAD_REQUEST", err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
 }
 
-func (s *Server) setPermissions(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) setPermissions(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	mode := r.URL.Query().Get("mode")
 	if mode == "" {
 		w.WriteHeader(http.StatusOK)
@@ -923,11 +908,7 @@ func (s *Server) setPermissions(w http.ResponseWriter, r *http.Request, sb *sbx)
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Server) uploadOne(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) uploadOne(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	var body io.Reader = r.Body
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
 		f, _, err := r.FormFile("file")
@@ -987,11 +968,7 @@ func (s *Server) bulkUpload(w http.ResponseWriter, r *http.Request, sb *sbx) {
 	writeJSON(w, http.StatusOK, map[string]any{"files": done})
 }
 
-func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request, sb *sbx) {
-	p, ok := queryPath(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) downloadFile(w http.ResponseWriter, r *http.Request, sb *sbx, p string) {
 	var buf bytes.Buffer
 	if err := s.files(sb).ReadFile(r.Context(), p, &buf); err != nil {
 		fileErr(w, r, p, err)

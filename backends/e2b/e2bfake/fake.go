@@ -196,6 +196,15 @@ func randID(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// found is lookup for a handler: it answers 404 itself when there is no live sandbox id.
+func (s *Server) found(w http.ResponseWriter, id string) *sandbox {
+	sb := s.lookup(id)
+	if sb == nil {
+		apiError(w, http.StatusNotFound, notFoundMsg(id))
+	}
+	return sb
+}
+
 // lookup returns a live sandbox, applying its timeout first: an expired sandbox is killed
 // (or paused with autoPause), as E2B does.
 func (s *Server) lookup(id string) *sandbox {
@@ -402,9 +411,8 @@ func (s *Server) detailJSON(sb *sandbox, withToken bool) map[string]any {
 }
 
 func (s *Server) getSandbox(w http.ResponseWriter, id string) {
-	sb := s.lookup(id)
+	sb := s.found(w, id)
 	if sb == nil {
-		apiError(w, http.StatusNotFound, notFoundMsg(id))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.detailJSON(sb, true))
@@ -419,9 +427,8 @@ func (s *Server) killSandbox(w http.ResponseWriter, id string) {
 }
 
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, id string) {
-	sb := s.lookup(id)
+	sb := s.found(w, id)
 	if sb == nil {
-		apiError(w, http.StatusNotFound, notFoundMsg(id))
 		return
 	}
 	s.mu.Lock()
@@ -456,9 +463,8 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id strin
 			return
 		}
 	}
-	sb := s.lookup(id)
+	sb := s.found(w, id)
 	if sb == nil {
-		apiError(w, http.StatusNotFound, notFoundMsg(id))
 		return
 	}
 	s.mu.Lock()
@@ -499,9 +505,8 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request, id string) {
 		apiError(w, http.StatusBadRequest, "request body has an error")
 		return
 	}
-	sb := s.lookup(id)
+	sb := s.found(w, id)
 	if sb == nil {
-		apiError(w, http.StatusNotFound, notFoundMsg(id))
 		return
 	}
 	s.mu.Lock()
@@ -517,9 +522,8 @@ func (s *Server) snapshotSandbox(w http.ResponseWriter, r *http.Request, id stri
 	if r.ContentLength != 0 {
 		_ = json.NewDecoder(r.Body).Decode(&body)
 	}
-	sb := s.lookup(id)
+	sb := s.found(w, id)
 	if sb == nil {
-		apiError(w, http.StatusNotFound, notFoundMsg(id))
 		return
 	}
 	sn, ok := sb.inst.(backend.Snapshotter)

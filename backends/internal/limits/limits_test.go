@@ -172,13 +172,8 @@ func TestCancelKillsProcessTree(t *testing.T) {
 	}()
 	pid, _ := strconv.Atoi(strings.TrimSpace(<-pr))
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("err = %v, want context.Canceled", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after cancel")
+	if err := testenv.Returned(t, done, 10*time.Second, "Run after cancel"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	waitGone(t, pid)
 }

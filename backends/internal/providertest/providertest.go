@@ -136,3 +136,18 @@ func HandleAPIURL(t testing.TB, h backend.Handle) string {
 	}
 	return st.APIURL
 }
+
+// RunningAfterRetries asks inst for its status, which must be running, when the provider's
+// fake first answers 429 with a Retry-After: it fails t unless the answer took at least
+// wait, the sum of the Retry-After delays the fake asked for.
+func RunningAfterRetries(ctx context.Context, t testing.TB, inst backend.Instance, wait time.Duration) {
+	t.Helper()
+	start := time.Now()
+	st, err := inst.Status(ctx)
+	if err != nil || st != backend.StatusRunning {
+		t.Fatalf("Status after 429s = %q, %v; want running", st, err)
+	}
+	if el := time.Since(start); el < wait {
+		t.Errorf("Retry-After answers were retried after %v; want at least %v", el, wait)
+	}
+}

@@ -847,18 +847,29 @@ func resolve(cwd, p string) string {
 	return path.Join(cwd, p)
 }
 
-func (s *Server) mkdir(w http.ResponseWriter, r *http.Request, se *session) {
+// pathArg reads a request body {"path", "cwd"} and returns the path it names, relative
+// paths taken from cwd or else the session's working directory; it answers 400 itself
+// when there is no path.
+func (se *session) pathArg(w http.ResponseWriter, r *http.Request) (string, bool) {
 	var body struct{ Path, Cwd string }
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Path == "" {
 		apiError(w, http.StatusBadRequest, "bad_request", "path is required")
-		return
+		return "", false
 	}
 	cwd := body.Cwd
 	if cwd == "" {
 		cwd = se.cwd
 	}
+	return resolve(cwd, body.Path), true
+}
+
+func (s *Server) mkdir(w http.ResponseWriter, r *http.Request, se *session) {
+	p, ok := se.pathArg(w, r)
+	if !ok {
+		return
+	}
 	var stderr bytes.Buffer
-	code, err := se.inst.Exec(r.Context(), &backend.ExecRequest{Argv: []string{"mkdir", "--", resolve(cwd, body.Path)},
+	code, err := se.inst.Exec(r.Context(), &backend.ExecRequest{Argv: []string{"mkdir", "--", p},
 		Workdir: "/", Stdout: io.Discard, Stderr: &stderr})
 	if err != nil || code != 0 {
 		apiError(w, http.StatusBadRequest, "bad_request", "mkdir failed: "+strings.TrimSpace(stderr.String()))
@@ -935,17 +946,12 @@ func (l *lazyOctets) Write(p []byte) (int, error) {
 }
 
 func (s *Server) readFile(w http.ResponseWriter, r *http.Request, se *session) {
-	var body struct{ Path, Cwd string }
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Path == "" {
-		apiError(w, http.StatusBadRequest, "bad_request", "path is required")
+	p, ok := se.pathArg(w, r)
+	if !ok {
 		return
 	}
-	cwd := body.Cwd
-	if cwd == "" {
-		cwd = se.cwd
-	}
 	out := &lazyOctets{w: w}
-	err := files(se.inst).ReadFile(r.Context(), resolve(cwd, body.Path), out)
+	err := files(se.inst).ReadFile(r.Context(), p, out)
 	switch {
 	case err == nil:
 		if !out.started {
@@ -957,7 +963,7 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request, se *session) {
 	case errdefs.Is(err, errdefs.KindNotFound):
 		w.WriteHeader(http.StatusNotFound) // Vercel: 404 with an empty body
 	case errdefs.Is(err, errdefs.KindInvalidArgument):
-		apiError(w, http.StatusBadRequest, "bad_request", "Path is a directory: "+body.Path)
+		apiError(w, http.StatusBadRequest, "bad_request", "Path is a directory: "+p)
 	default:
 		apiError(w, http.StatusInternalServerError, "internal_server_error", "read failed: "+err.Error())
 	}

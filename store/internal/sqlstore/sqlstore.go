@@ -395,15 +395,7 @@ func (s *Store) Update(ctx context.Context, r *store.Record) error {
 	if err != nil {
 		return err
 	}
-	var n int64
-	err = s.d.Retry(ctx, "update record", func() error {
-		res, err := s.db.ExecContext(ctx, s.update, append(args, r.ID, r.Version)...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
+	n, err := s.exec(ctx, "update record", s.update, append(args, r.ID, r.Version)...)
 	if errdefs.Is(err, errdefs.KindAlreadyExists) {
 		return errdefs.AlreadyExistsf("%s: name %q is in use", s.d.Name, r.Name)
 	}
@@ -427,17 +419,24 @@ func (s *Store) Update(ctx context.Context, r *store.Record) error {
 	return nil
 }
 
-// Delete implements store.Store.
-func (s *Store) Delete(ctx context.Context, id string) error {
+// exec runs query under the dialect's retries (what names it in errors) and returns how
+// many rows it changed.
+func (s *Store) exec(ctx context.Context, what, query string, args ...any) (int64, error) {
 	var n int64
-	err := s.d.Retry(ctx, "delete record", func() error {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM records WHERE id = `+s.d.Placeholder(1), id)
+	err := s.d.Retry(ctx, what, func() error {
+		res, err := s.db.ExecContext(ctx, query, args...)
 		if err != nil {
 			return err
 		}
 		n, err = res.RowsAffected()
 		return err
 	})
+	return n, err
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	n, err := s.exec(ctx, "delete record", `DELETE FROM records WHERE id = `+s.d.Placeholder(1), id)
 	if err != nil {
 		return err
 	}
@@ -482,16 +481,8 @@ func (s *Store) CreateSetting(ctx context.Context, key string, value []byte) err
 	if value == nil {
 		value = []byte{}
 	}
-	var n int64
-	err := s.d.Retry(ctx, "create setting", func() error {
-		res, err := s.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (`+s.d.Placeholder(1)+`, `+s.d.Placeholder(2)+`)
-			ON CONFLICT (key) DO NOTHING`, key, value)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
+	n, err := s.exec(ctx, "create setting", `INSERT INTO settings (key, value) VALUES (`+s.d.Placeholder(1)+`, `+s.d.Placeholder(2)+`)
+		ON CONFLICT (key) DO NOTHING`, key, value)
 	if err != nil {
 		return err
 	}
