@@ -120,7 +120,7 @@ func (m *Manager) resolveEnvKeys(name string, f backend.Factory, section map[str
 	slices.Sort(indirect)
 	for _, k := range indirect {
 		key := strings.TrimSuffix(k, "_env")
-		s, ok := settingOf(probe.Descriptor().Settings, key)
+		s, ok := settings.Field(probe.Descriptor().Settings, key)
 		if !ok {
 			continue // not an indirection: the backend's own decoding judges the key
 		}
@@ -145,15 +145,6 @@ func (m *Manager) resolveEnvKeys(name string, f backend.Factory, section map[str
 		}
 	}
 	return out, named, unset, nil
-}
-
-func settingOf(ss []backend.Setting, key string) (backend.Setting, bool) {
-	for _, s := range ss {
-		if s.Key == key || slices.Contains(s.Aliases, key) {
-			return s, true
-		}
-	}
-	return backend.Setting{}, false
 }
 
 // viewDescriptor is name's descriptor as the settings view explains it: a secret whose
@@ -291,7 +282,7 @@ func (m *Manager) PutBackendSettings(ctx context.Context, name string, changes m
 	}
 	fromVar := m.backends().envNamed[name]
 	for k := range changes {
-		if s, ok := settingOf(d.Settings, k); ok && fromVar[s.Key] != "" {
+		if s, ok := settings.Field(d.Settings, k); ok && fromVar[s.Key] != "" {
 			return settings.View{}, errdefs.FailedPreconditionf("moat: %s.%s comes from the environment variable %s (moat.toml %s_env), which the settings API does not override", name, s.Key, fromVar[s.Key], s.Key)
 		}
 	}

@@ -120,7 +120,7 @@ func Apply(d backend.Descriptor, saved map[string]string, changes map[string]*st
 		return nil, err
 	}
 	for k, v := range changes {
-		f, ok := field(d.Settings, k)
+		f, ok := Field(d.Settings, k)
 		if !ok {
 			var keys []string
 			for _, f := range fields {
@@ -141,7 +141,7 @@ func Apply(d backend.Descriptor, saved map[string]string, changes map[string]*st
 	}
 	next := map[string]string{}
 	for k, v := range saved { // values saved under a deprecated name move to the key
-		if f, ok := field(d.Settings, k); ok && f.Key != k {
+		if f, ok := Field(d.Settings, k); ok && f.Key != k {
 			if _, set := saved[f.Key]; !set {
 				next[f.Key] = v
 			}
@@ -199,8 +199,8 @@ func Rotate(ctx context.Context, st store.Store, kr *Keyring) error {
 	return kr.endRotation()
 }
 
-// field finds the setting called k, by its key or a deprecated alias.
-func field(fields []backend.Setting, k string) (backend.Setting, bool) {
+// Field finds the setting called k among fields, by its key or a deprecated alias.
+func Field(fields []backend.Setting, k string) (backend.Setting, bool) {
 	for _, f := range fields {
 		if f.Key == k || slices.Contains(f.Aliases, k) {
 			return f, true
@@ -215,7 +215,7 @@ func canonical(d backend.Descriptor, changes map[string]*string) (map[string]*st
 	out := make(map[string]*string, len(changes))
 	for k, v := range changes {
 		name := k
-		if f, ok := field(d.Settings, k); ok {
+		if f, ok := Field(d.Settings, k); ok {
 			name = f.Key
 		}
 		if _, dup := out[name]; dup {
