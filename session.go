@@ -194,6 +194,21 @@ func (m *Manager) writeSession(ctx context.Context, s Session) (Session, error) 
 	if err != nil {
 		return Session{}, err
 	}
+	// A session's image reaches every later create of the session, the operator's own
+	// included, so a host path in it is judged now, by who wrote it: through the API it
+	// must lie under an allowed root for every backend the session may route to.
+	names := []string{s.Backend}
+	if s.Backend == "" || s.Backend == "auto" {
+		names = m.backendNames()
+	}
+	for _, name := range names {
+		if _, ok := m.backend(name); !ok {
+			continue // checkSession has judged the name
+		}
+		if _, err := m.checkHostPaths(ctx, m.descriptor(name), Spec{Image: s.Image}); err != nil {
+			return Session{}, err
+		}
+	}
 	s.UpdatedAt = time.Now().UTC()
 	v, err := json.Marshal(s)
 	if err != nil {

@@ -196,3 +196,23 @@ func bwrapUsable(ctx context.Context, m *moat.Manager) bool {
 	}
 	return false
 }
+
+// A session's image reaches every later create of the session, the operator's in-process
+// creates too, so a host path in it is judged when an API caller writes it.
+func TestSessionImageHostPathFromTheAPI(t *testing.T) {
+	ctx := context.Background()
+	allowed, outside := t.TempDir(), t.TempDir()
+	e := newHostPathEnv(t, []string{allowed}, moat.Config{})
+	if _, err := e.remote.PutSession(ctx, moat.Session{ID: "s", Image: outside}); !errdefs.Is(err, errdefs.KindPermissionDenied) {
+		t.Fatalf("PUT session with a host path outside the roots: %v; want permission_denied", err)
+	}
+	if _, err := e.m.Session(ctx, "s"); !errdefs.Is(err, errdefs.KindNotFound) {
+		t.Errorf("a refused session was stored: %v", err)
+	}
+	if _, err := e.remote.PutSession(ctx, moat.Session{ID: "s", Image: allowed}); err != nil {
+		t.Errorf("PUT session with a host path under an allowed root: %v", err)
+	}
+	if _, err := e.m.PutSession(ctx, moat.Session{ID: "op", Image: outside}); err != nil {
+		t.Errorf("the operator in-process: %v", err)
+	}
+}
