@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/moatsh/moat"
 	"github.com/moatsh/moat/errdefs"
 )
 
@@ -39,10 +40,12 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		lim := l.Moat.Sandbox.Limits
-		if lim.MemoryBytes < 0 || lim.PIDs < 0 || lim.DiskBytes < 0 {
+		// moat.Unlimited (-1) is an explicit "no limit" ("unlimited" or 0); nothing else
+		// below zero is a limit.
+		if (lim.MemoryBytes < 0 && lim.MemoryBytes != moat.Unlimited) || (lim.PIDs < 0 && lim.PIDs != moat.Unlimited) || lim.DiskBytes < 0 {
 			t.Fatalf("accepted negative limits %+v from %q", lim, data)
 		}
-		if lim.CPUs < 0 || math.IsNaN(lim.CPUs) || math.IsInf(lim.CPUs, 0) {
+		if (lim.CPUs < 0 && lim.CPUs != moat.Unlimited) || math.IsNaN(lim.CPUs) || math.IsInf(lim.CPUs, 0) {
 			t.Fatalf("accepted cpus %g from %q", lim.CPUs, data)
 		}
 		if l.Moat.Sandbox.TTL < 0 {
